@@ -1,0 +1,72 @@
+"""Checkpoints as plain data: parameters, state dicts and numbers, never pickled objects.
+
+Loading uses ``torch.load(weights_only=True)``, so a file holding a pickled object is refused instead
+of executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from mxplain.errors import UserError
+
+FORMAT = "mxplain-checkpoint-1"
+
+
+def save_component(component, path: str | Path) -> None:
+    """Write ``component``'s name, kind, parameters and state atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "kind": component.kind,
+        "name": component.name,
+        "params": component.get_params(),
+        "state": component.state_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint without executing code; anything else is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"checkpoint {str(path)!r} was refused: it holds objects that loading would execute "
+            f"({first[:160]})"
+        ) from None
+    except Exception as exc:
+        raise UserError(f"checkpoint {str(path)!r} is not readable: {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"checkpoint {str(path)!r} is not an mxplain checkpoint")
+    return payload
+
+
+def load_component(cls, path: str | Path, device="cpu"):
+    """Rebuild a component of class ``cls`` from a checkpoint written by :func:`save_component`."""
+    payload = read_checkpoint(path)
+    if payload["kind"] != cls.kind or payload["name"] != cls.name:
+        raise UserError(
+            f"checkpoint {str(path)!r} holds a {payload['kind']} {payload['name']!r}, "
+            f"not a {cls.kind} {cls.name!r}"
+        )
+    params = {k: v for k, v in payload["params"].items() if k in cls.param_defaults()}
+    component = cls(**params)
+    component.to(device)
+    try:
+        component.load_state_dict(payload["state"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0][:200]
+        raise UserError(f"checkpoint {str(path)!r} does not fit {cls.name!r}: {msg}") from None
+    return component

@@ -1,0 +1,238 @@
+"""The three core interfaces (Predictor, Editor, Explainer) and the Dataset interface.
+
+Conventions shared by every component:
+
+* A *tile batch* is a ``torch.Tensor`` of shape ``(N, 1, H, W)``, ``float32``, grey levels in [0, 1].
+  Tile stores keep ``uint8``; :func:`mxplain.store.to_tensor` converts.
+* *Attributes* are a ``(N, K)`` float tensor in [0, 1], columns in the order of ``Editor.attributes``
+  (the tile store's attribute names).
+* Constructors store parameters only (scikit-learn style); learned state is set by ``fit`` or ``load``.
+  Every constructor parameter is a config key of the component's table and must have a default.
+* ``name`` is the registered, lowercase name used in configs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from mxplain.store import TileStore
+
+Latent = Any  # a Tensor or a tuple of Tensors, batch dimension first
+
+
+@dataclass
+class RunContext:
+    """What a component needs to know about the run it is part of."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    out_dir: Path | None = None
+    seed: int = 0
+    progress: bool = True
+    batch_size: int = 256
+
+    @property
+    def figures_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "figures"
+
+    @property
+    def models_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "models"
+
+
+class Component(ABC):
+    """Base of every registered component: a name, a kind and constructor parameters."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """Constructor parameters and their defaults: the keys of the component's config table."""
+        sig = inspect.signature(cls.__init__)
+        out = {}
+        for pname, p in sig.parameters.items():
+            if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[pname] = None if p.default is inspect.Parameter.empty else p.default
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.param_defaults()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class TrainableModel(Component):
+    """A component with learned state: ``fit``, ``state_dict``/``load_state_dict``, ``save``/``load``.
+
+    ``state_dict`` returns only tensors, numbers, strings, lists and dicts, so that checkpoints load
+    with ``torch.load(weights_only=True)`` (see :mod:`mxplain.checkpoint`).
+    """
+
+    device: torch.device = torch.device("cpu")
+
+    @abstractmethod
+    def fit(self, store: TileStore, ctx: RunContext) -> dict:
+        """Learn from the tile store; return metrics (numbers) for ``metrics.json``."""
+
+    @abstractmethod
+    def state_dict(self) -> dict:
+        """Learned state, plain data only."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> None:
+        """Restore learned state produced by :meth:`state_dict` (constructor params already set)."""
+
+    def to(self, device: torch.device | str):
+        self.device = torch.device(device)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        from mxplain.checkpoint import save_component
+
+        save_component(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu"):
+        from mxplain.checkpoint import load_component
+
+        return load_component(cls, path, device)
+
+
+class Predictor(TrainableModel):
+    """Tiles -> property (a scalar per tile, in physical units)."""
+
+    kind: ClassVar[str] = "predictor"
+    differentiable: ClassVar[bool] = True
+
+    @abstractmethod
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` tiles on ``self.device`` -> ``(N,)`` property; differentiable w.r.t. the
+        tiles when ``differentiable`` is true. The model is in evaluation mode."""
+
+    def predict(self, tiles: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Batched, gradient-free prediction; accepts tensors or ``uint8``/float arrays."""
+        from mxplain.store import to_tensor
+
+        tiles = to_tensor(tiles)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(tiles), batch_size):
+                out.append(self.forward(tiles[i : i + batch_size].to(self.device)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+    def torch_module(self) -> torch.nn.Module | None:
+        """The underlying ``nn.Module`` (for layer-based methods such as GradCAM), if any."""
+        return None
+
+
+class Editor(TrainableModel):
+    """Tile + attribute vector in [0, 1] -> edited tile (a tile of a hypothetical lot)."""
+
+    kind: ClassVar[str] = "editor"
+    differentiable: ClassVar[bool] = True
+    attributes: tuple[str, ...] = ()
+
+    @abstractmethod
+    def encode(self, tiles: torch.Tensor) -> Latent:
+        """``(N, 1, H, W)`` tiles -> latent (a tensor or tuple of tensors, batch first)."""
+
+    @abstractmethod
+    def decode(self, latent: Latent, attributes: torch.Tensor) -> torch.Tensor:
+        """Latent of N tiles and ``(N, K)`` attributes in [0, 1] -> ``(N, 1, H, W)`` tiles in [0, 1].
+        Differentiable w.r.t. ``attributes`` when ``differentiable`` is true."""
+
+    def edit(self, tiles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(tiles), attributes)
+
+
+def latent_take(latent: Latent, index: torch.Tensor | slice) -> Latent:
+    """Rows ``index`` of a latent (tensor or tuple of tensors)."""
+    if isinstance(latent, (tuple, list)):
+        return type(latent)(latent_take(z, index) for z in latent)
+    return latent[index]
+
+
+@dataclass
+class Lot:
+    """One lot's tiles and labels, as explainers receive them."""
+
+    index: int
+    lot_id: str
+    tiles: torch.Tensor  # (n, 1, H, W) float in [0, 1], on the CPU
+    attributes: np.ndarray  # (K,) in [0, 1]
+    property: float
+
+
+@dataclass
+class ExplainContext(RunContext):
+    """Run context plus the models and the cube's coordinates."""
+
+    predictor: Predictor | None = None
+    editor: Editor | None = None
+    attributes: tuple[str, ...] = ()
+    property_name: str = "property"
+    property_units: str = ""
+    true_sensitivity: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A results-cube variable an explainer writes: its dims (all but ``lot`` known to the cube or
+    given in ``Explainer.extra_dims``), dtype and the fill value of lots not written yet."""
+
+    dims: tuple[str, ...]
+    dtype: str = "float32"
+    fill: Any = float("nan")
+
+
+class Explainer(Component):
+    """(predictor, editor or none, tiles of one lot) -> that lot's piece of the results cube."""
+
+    kind: ClassVar[str] = "explainer"
+    requires_editor: ClassVar[bool] = False
+    requires_gradients: ClassVar[bool] = False
+
+    def extra_dims(self) -> dict[str, Any]:
+        """New cube dimensions and their coordinate values (e.g. ``{"step": values}``)."""
+        return {}
+
+    @abstractmethod
+    def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
+        """Every variable this explainer writes, by name (each has ``lot`` as first dim)."""
+
+    @abstractmethod
+    def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+        """Values for one lot, keyed as in :meth:`variables`, without the ``lot`` dimension; the
+        ``tile`` axis holds the lot's real tiles only (the cube pads)."""
+
+    def summarize(self, cube, ctx: ExplainContext) -> dict:
+        """After all lots: metrics for ``metrics.json`` (figures go to ``ctx.figures_dir``)."""
+        return {}
+
+
+class Dataset(Component):
+    """A source of lots: writes (or references) a tile store."""
+
+    kind: ClassVar[str] = "dataset"
+
+    @abstractmethod
+    def build(self, path: Path, ctx: RunContext, resume: bool = False) -> TileStore:
+        """Write the tile store at ``path`` (or return a reference to an existing one)."""
+
+    def true_sensitivity(self) -> dict[str, float] | None:
+        """Ground-truth effect of each attribute on the property, where the dataset knows it."""
+        return None
+
+
+KINDS = {"predictor": Predictor, "editor": Editor, "explainer": Explainer, "dataset": Dataset}

@@ -1,0 +1,221 @@
+"""The tile store: SEM tiles ``(lot, tile, y, x)`` as ``uint8`` plus a lot table, in zarr.
+
+Layout (readable with ``xarray.open_zarr``)::
+
+    tiles           (lot, tile, y, x) uint8   ragged lots padded with zeros
+    tile_count      (lot)             int32   real tiles per lot
+    lot_attributes  (lot, attribute)  float32 lot labels in [0, 1] (NaN where unlabelled)
+    property        (lot)             float64 measured (or ground-truth) lot property
+    lot_written     (lot)             bool    set after a lot's tiles are written
+
+Root attributes: ``mxplain_tile_store`` (format version), ``property_name``, ``property_units``,
+``tile_size``, ``complete`` (every lot written) and whatever the writer adds (``source``, ``law``…).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mxplain import zarrio
+from mxplain.errors import UserError
+from mxplain.interfaces import Lot
+
+FORMAT_VERSION = 1
+FLAG = "lot_written"
+
+
+def to_tensor(tiles) -> torch.Tensor:
+    """``uint8`` ``(N, H, W)`` / float arrays or tensors -> float32 ``(N, 1, H, W)`` in [0, 1]."""
+    if isinstance(tiles, torch.Tensor):
+        t = tiles
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+    else:
+        arr = np.asarray(tiles)
+        t = torch.from_numpy(arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else
+                             arr.astype(np.float32))
+    if t.ndim == 3:
+        t = t[:, None]
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"tiles must have shape (N, H, W) or (N, 1, H, W), got {tuple(t.shape)}")
+    return t.float()
+
+
+def to_uint8(tiles: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Float tiles in [0, 1] (``(N, 1, H, W)`` or ``(N, H, W)``) -> ``uint8`` ``(N, H, W)``."""
+    arr = tiles.detach().cpu().numpy() if isinstance(tiles, torch.Tensor) else np.asarray(tiles)
+    if arr.ndim == 4:
+        arr = arr[:, 0]
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class LotTable:
+    """The labels of every lot: ids, attribute names and values, property."""
+
+    lot_ids: list[str]
+    attributes: tuple[str, ...]
+    values: np.ndarray  # (n_lots, K)
+    property: np.ndarray  # (n_lots,)
+    property_name: str = "peak_stress"
+    property_units: str = "psi"
+
+    def validate(self, where: str) -> None:
+        ids = list(self.lot_ids)
+        if not ids:
+            raise UserError(f"{where}: no lots")
+        seen = set()
+        for lot in ids:
+            if lot in seen:
+                raise UserError(f"{where}: duplicate lot id {lot!r}")
+            seen.add(lot)
+        if len(set(self.attributes)) != len(self.attributes):
+            raise UserError(f"{where}: duplicate attribute names {list(self.attributes)}")
+        v = np.asarray(self.values, dtype=np.float64)
+        if v.shape != (len(ids), len(self.attributes)):
+            raise UserError(f"{where}: attribute table has shape {v.shape}, expected "
+                            f"({len(ids)}, {len(self.attributes)})")
+        for i, lot in enumerate(ids):
+            for j, a in enumerate(self.attributes):
+                x = v[i, j]
+                if not np.isfinite(x):
+                    raise UserError(f"{where}: lot {lot!r} has no valid value for {a!r}")
+                if not 0.0 <= x <= 1.0:
+                    raise UserError(f"{where}: lot {lot!r} attribute {a!r} = {x:g} is outside [0, 1]")
+            if not np.isfinite(self.property[i]):
+                raise UserError(f"{where}: lot {lot!r} has no valid {self.property_name}")
+
+
+class TileStore:
+    """A zarr tile store on disk. Use :meth:`create` to start one and :meth:`open` to read one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._ds = zarrio.open_dataset(self.path)
+        self._tiles = self._ds["tiles"]
+        a = self._ds.attrs
+        self.lot_ids: list[str] = [str(x) for x in self._ds["lot"].values]
+        self.attributes: tuple[str, ...] = tuple(str(x) for x in self._ds["attribute"].values)
+        self.counts = self._ds["tile_count"].values.astype(int)
+        self.lot_attributes = self._ds["lot_attributes"].values.astype(np.float32)
+        self.properties = self._ds["property"].values.astype(np.float64)
+        self.property_name: str = a.get("property_name", "property")
+        self.property_units: str = a.get("property_units", "")
+        self.tile_size: int = int(a["tile_size"])
+        self.attrs = dict(a)
+
+    # ---- creation -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, table: LotTable, counts, tile_size: int, attrs: dict | None = None,
+               tile_chunk: int = 256) -> None:
+        """Write the store's metadata and lot table; tiles follow with :meth:`write_lot`."""
+        import xarray as xr
+
+        table.validate(str(path))
+        counts = np.asarray(counts, dtype=np.int32)
+        n_lots, k = len(table.lot_ids), len(table.attributes)
+        sizes = {"lot": n_lots, "tile": int(counts.max()), "y": tile_size, "x": tile_size,
+                 "attribute": k}
+        coords = {"lot": np.array(table.lot_ids, dtype=str),
+                  "attribute": np.array(table.attributes, dtype=str)}
+        data = {
+            "tile_count": xr.DataArray(counts, dims=("lot",)),
+            "lot_attributes": xr.DataArray(np.asarray(table.values, np.float32),
+                                           dims=("lot", "attribute")),
+            "property": xr.DataArray(np.asarray(table.property, np.float64), dims=("lot",)),
+        }
+        meta = {"mxplain_tile_store": FORMAT_VERSION, "property_name": table.property_name,
+                "property_units": table.property_units, "tile_size": tile_size,
+                "complete": False, **(attrs or {})}
+        zarrio.create_template(Path(path), {"tiles": (("lot", "tile", "y", "x"), "uint8")},
+                               sizes, coords, meta, FLAG, chunks={"tile": tile_chunk}, data=data)
+
+    @staticmethod
+    def write_lot(path: Path, index: int, tiles: np.ndarray, n_max: int) -> None:
+        """Write lot ``index``'s ``uint8`` tiles ``(n, H, W)`` (padded to ``n_max``), then flag it."""
+        tiles = np.asarray(tiles)
+        if tiles.dtype != np.uint8 or tiles.ndim != 3:
+            raise ValueError(f"lot tiles must be uint8 (n, H, W), got {tiles.dtype} {tiles.shape}")
+        if len(tiles) < n_max:
+            pad = np.zeros((n_max - len(tiles), *tiles.shape[1:]), np.uint8)
+            tiles = np.concatenate([tiles, pad])
+        zarrio.write_lot(Path(path), index, {"tiles": (("tile", "y", "x"), tiles)}, FLAG)
+
+    @staticmethod
+    def lots_written(path: Path) -> np.ndarray:
+        return zarrio.lots_done(Path(path), FLAG)
+
+    @staticmethod
+    def mark_complete(path: Path) -> None:
+        zarrio.update_attrs(Path(path), {"complete": True})
+
+    # ---- reading --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> TileStore:
+        """Open a complete tile store; anything else is a :class:`UserError` naming the path."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"tile store {str(path)!r} does not exist")
+        try:
+            attrs = zarrio.read_attrs(path)
+        except Exception:
+            raise UserError(f"{str(path)!r} is not a zarr store") from None
+        if attrs.get("mxplain_tile_store") != FORMAT_VERSION:
+            raise UserError(f"{str(path)!r} is a zarr store but not an mxplain tile store "
+                            f"(no 'mxplain_tile_store' attribute)")
+        if not attrs.get("complete"):
+            raise UserError(f"tile store {str(path)!r} is incomplete (an interrupted write); "
+                            f"rerun with --resume")
+        return cls(path)
+
+    @property
+    def n_lots(self) -> int:
+        return len(self.lot_ids)
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def max_tiles(self) -> int:
+        return int(self._tiles.shape[1])
+
+    def lot_index(self, lot: int | str) -> int:
+        if isinstance(lot, str):
+            if lot not in self.lot_ids:
+                raise UserError(f"unknown lot {lot!r} in {str(self.path)!r}")
+            return self.lot_ids.index(lot)
+        return int(lot)
+
+    def tiles(self, lot: int | str) -> np.ndarray:
+        """The real tiles of one lot, ``uint8`` ``(n, H, W)``."""
+        i = self.lot_index(lot)
+        return np.asarray(self._tiles[i, : self.counts[i]].values)
+
+    def lot(self, lot: int | str) -> Lot:
+        i = self.lot_index(lot)
+        return Lot(index=i, lot_id=self.lot_ids[i], tiles=to_tensor(self.tiles(i)),
+                   attributes=self.lot_attributes[i].copy(), property=float(self.properties[i]))
+
+    def iter_lots(self) -> Iterator[Lot]:
+        for i in range(self.n_lots):
+            yield self.lot(i)
+
+    def all_tiles(self, lots=None) -> tuple[np.ndarray, np.ndarray]:
+        """Every real tile of the given lots (default: all) with its lot index: ``(N, H, W)``, ``(N,)``."""
+        lots = range(self.n_lots) if lots is None else [self.lot_index(x) for x in lots]
+        tiles, idx = [], []
+        for i in lots:
+            t = self.tiles(i)
+            tiles.append(t)
+            idx.append(np.full(len(t), i, dtype=np.int64))
+        return np.concatenate(tiles), np.concatenate(idx)
+
+    def true_sensitivity(self) -> dict[str, float] | None:
+        law = self.attrs.get("true_sensitivity")
+        return {str(k): float(v) for k, v in law.items()} if law else None
