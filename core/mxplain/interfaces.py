@@ -52,6 +52,9 @@ class Component(ABC):
 
     name: ClassVar[str]
     kind: ClassVar[str]
+    #: parameters of a tiny, fast instance: what the conformance suite (tests/test_conformance.py)
+    #: builds every registered component with
+    test_params: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:

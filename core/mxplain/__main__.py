@@ -1,0 +1,3 @@
+from mxplain.cli import console
+
+console()

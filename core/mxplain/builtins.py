@@ -1,0 +1,30 @@
+"""Components of the core itself, registered through the ``mxplain`` entry point group like any
+plugin: the ``store`` dataset (an existing tile store, e.g. made by ``mxplain data ingest``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mxplain import hookimpl
+from mxplain.errors import UserError
+from mxplain.interfaces import Dataset, RunContext
+from mxplain.store import TileStore
+
+
+class StoreDataset(Dataset):
+    """Use an existing tile store (written by ``mxplain data ingest`` or ``mxplain data synth``)."""
+
+    name = "store"
+
+    def __init__(self, path: str = ""):
+        self.path = path
+
+    def build(self, path: Path, ctx: RunContext, resume: bool = False) -> TileStore:
+        if not self.path:
+            raise UserError("[data] name = \"store\" needs path = \"<tile store>\"")
+        return TileStore.open(self.path)
+
+
+@hookimpl
+def mxplain_datasets():
+    return [StoreDataset]

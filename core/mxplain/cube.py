@@ -1,0 +1,105 @@
+"""The results cube (``results.zarr``): the SPEC's variables, written lot by lot.
+
+Each lot's variables are written in one region write along ``lot``, then the lot's ``lot_done`` flag;
+a lot counts only once flagged, so an interrupted run resumes with the unflagged lots.
+Open a finished cube with :func:`open_results` (``xarray.open_zarr``): ``cube.sel(lot=...)`` and
+per-lot aggregation (``cube.prediction.where(cube.tile_mask).mean("tile")``) work directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from mxplain import zarrio
+from mxplain.errors import UserError
+from mxplain.interfaces import Variable
+
+FLAG = "lot_done"
+FORMAT_VERSION = 1
+DIRECTIONS = ("increase", "decrease")
+
+BASE_VARIABLES: dict[str, Variable] = {
+    "tile_mask": Variable(("lot", "tile"), "bool"),
+    "prediction": Variable(("lot", "tile"), "float32"),
+}
+EDITOR_VARIABLES: dict[str, Variable] = {
+    "reconstruction_prediction": Variable(("lot", "tile"), "float32"),
+}
+
+
+class CubeWriter:
+    """Creates ``results.zarr`` (or reopens it to resume) and writes one lot at a time."""
+
+    def __init__(self, path: Path, variables: dict[str, Variable], sizes: dict[str, int],
+                 coords: dict[str, np.ndarray], lot_tables: dict[str, xr.DataArray],
+                 attrs: dict, resume: bool):
+        self.path = Path(path)
+        self.variables = variables
+        self.sizes = sizes
+        if resume and self.path.exists():
+            old = zarrio.read_attrs(self.path)
+            if old.get("mxplain_config_hash") != attrs.get("mxplain_config_hash"):
+                raise UserError(f"{str(self.path)!r} was written with another config; "
+                                f"resume needs the same config")
+            return
+        for name, var in variables.items():
+            unknown = [d for d in var.dims if d not in sizes]
+            if var.dims[0] != "lot" or unknown:
+                raise UserError(f"cube variable {name!r} has dims {var.dims}: the first must be "
+                                f"'lot' and {unknown} are not cube dimensions")
+        zarrio.create_template(
+            self.path,
+            {n: (v.dims, v.dtype) for n, v in variables.items()},
+            sizes, coords, {"mxplain_results_cube": FORMAT_VERSION, "complete": False, **attrs},
+            FLAG, chunks={"tile": sizes.get("tile", 1)}, data=lot_tables,
+        )
+
+    def done(self) -> np.ndarray:
+        return zarrio.lots_done(self.path, FLAG)
+
+    def write_lot(self, index: int, values: dict[str, np.ndarray]) -> None:
+        """Pad the tile axis, check every declared variable is present and finite where it
+        should be, write the lot's region, then flag it."""
+        missing = set(self.variables) - set(values)
+        if missing:
+            raise RuntimeError(f"lot {index}: no values for {sorted(missing)}")
+        out = {}
+        for name, var in self.variables.items():
+            dims = var.dims[1:]
+            arr = np.asarray(values[name])
+            target = tuple(self.sizes[d] for d in dims)
+            if arr.shape != target:
+                if "tile" not in dims:
+                    raise RuntimeError(f"{name}: shape {arr.shape}, expected {target}")
+                ax = dims.index("tile")
+                pad = [(0, 0)] * arr.ndim
+                pad[ax] = (0, target[ax] - arr.shape[ax])
+                if pad[ax][1] < 0 or arr.shape[:ax] + arr.shape[ax + 1:] != \
+                        target[:ax] + target[ax + 1:]:
+                    raise RuntimeError(f"{name}: shape {arr.shape}, expected {target}")
+                arr = np.pad(arr.astype(var.dtype), pad,
+                             constant_values=zarrio.fill_for(var.dtype))
+            out[name] = (dims, arr.astype(var.dtype))
+        zarrio.write_lot(self.path, index, out, FLAG)
+
+    def finish(self, attrs: dict | None = None) -> None:
+        zarrio.update_attrs(self.path, {"complete": True, **(attrs or {})})
+
+
+def open_results(path: str | Path) -> xr.Dataset:
+    """Open a results cube (a run folder or its ``results.zarr``)."""
+    path = Path(path)
+    if (path / "results.zarr").exists():
+        path = path / "results.zarr"
+    if not path.exists():
+        raise UserError(f"results cube {str(path)!r} does not exist")
+    try:
+        attrs = zarrio.read_attrs(path)
+    except Exception:
+        raise UserError(f"{str(path)!r} is not a zarr store") from None
+    if attrs.get("mxplain_results_cube") != FORMAT_VERSION:
+        raise UserError(f"{str(path)!r} is not an mxplain results cube")
+    return zarrio.open_dataset(path)

@@ -1,0 +1,78 @@
+"""Predictor evaluation on every tile of a store: RMSE and MAPE overall and per lot, and the
+figures of seed 000's supplement B (Figure 8: predicted vs measured per lot with the spread over
+tiles; Figure 9: per-lot RMSE)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mxplain.interfaces import Predictor, RunContext
+from mxplain.store import TileStore, to_tensor
+
+
+def predict_lots(predictor: Predictor, store: TileStore, ctx: RunContext) -> list[np.ndarray]:
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(store.n_lots), desc="evaluate predictor", unit="lot",
+                  disable=not ctx.progress, leave=False):
+        out.append(predictor.predict(to_tensor(store.tiles(i)), batch_size=ctx.batch_size))
+    return out
+
+
+def error_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    err = pred - truth
+    return {"rmse": float(np.sqrt(np.mean(err**2))),
+            "mape_percent": float(100 * np.mean(np.abs(err) / np.abs(truth)))}
+
+
+def evaluate_predictor(predictor: Predictor, store: TileStore, ctx: RunContext) -> dict:
+    preds = predict_lots(predictor, store, ctx)
+    truth = [np.full(len(p), store.properties[i]) for i, p in enumerate(preds)]
+    overall = error_metrics(np.concatenate(preds), np.concatenate(truth))
+    per_lot = {}
+    for i, p in enumerate(preds):
+        per_lot[store.lot_ids[i]] = {
+            "measured": float(store.properties[i]), "predicted_mean": float(p.mean()),
+            "predicted_std": float(p.std()), **error_metrics(p, truth[i])}
+    lot_means = np.array([p.mean() for p in preds])
+    r = float(np.corrcoef(lot_means, store.properties)[0, 1]) if store.n_lots > 2 else float("nan")
+    metrics = {"all_tiles": overall, "lot_mean_pearson_r": r, "per_lot": per_lot}
+    if ctx.figures_dir is not None:
+        _figures(per_lot, store, Path(ctx.figures_dir))
+    return metrics
+
+
+def _figures(per_lot: dict, store: TileStore, figdir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figdir.mkdir(parents=True, exist_ok=True)
+    lots = sorted(per_lot, key=lambda k: per_lot[k]["measured"])
+    measured = np.array([per_lot[k]["measured"] for k in lots])
+    mean = np.array([per_lot[k]["predicted_mean"] for k in lots])
+    std = np.array([per_lot[k]["predicted_std"] for k in lots])
+    units = f" ({store.property_units})" if store.property_units else ""
+    x = np.arange(len(lots))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(lots)), 4))
+    ax.errorbar(x, mean, yerr=std, fmt="o", capsize=3, label="predicted (mean ± sd over tiles)")
+    ax.plot(x, measured, "s", color="C3", label="measured")
+    ax.set_xticks(x, lots, rotation=90, fontsize=7)
+    ax.set_ylabel(store.property_name + units)
+    ax.set_title("Predicted vs measured per lot (seed 000, Fig. 8)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(figdir / "predictor_per_lot.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(lots)), 3.5))
+    ax.bar(x, [per_lot[k]["rmse"] for k in lots], color="C0")
+    ax.set_xticks(x, lots, rotation=90, fontsize=7)
+    ax.set_ylabel("RMSE" + units)
+    ax.set_title("Per-lot RMSE (seed 000, Fig. 9)")
+    fig.tight_layout()
+    fig.savefig(figdir / "predictor_rmse_per_lot.png", dpi=110)
+    plt.close(fig)

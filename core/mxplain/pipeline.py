@@ -1,0 +1,265 @@
+"""``mxplain run``: data -> predictor -> editor -> explainers -> results cube -> metrics -> report.
+
+Every stage goes through whatever plugins the config names. With ``resume`` a stage that finished
+is not redone: the tile store and the cube continue lot by lot, trained models are reloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+import mxplain
+from mxplain import config as config_mod
+from mxplain import plugins
+from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
+from mxplain.device import resolve_device
+from mxplain.errors import UserError
+from mxplain.interfaces import ExplainContext, Lot, RunContext
+from mxplain.runfolder import RunFolder, write_atomic
+from mxplain.store import TileStore
+
+
+def config_hash(cfg: dict) -> str:
+    stable = {k: v for k, v in cfg.items() if k != "run"}
+    stable["run"] = {k: v for k, v in cfg["run"].items() if k not in ("device", "report")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder: RunFolder,
+                 metrics: dict, timings: dict):
+    params = {k: v for k, v in cfg.items() if k not in ("name", "checkpoint")}
+    cls = plugins.get(kind, cfg["name"])
+    path = folder.path / "models" / f"{kind}.pt"
+    t0 = time.perf_counter()
+    if "checkpoint" in cfg:
+        model = cls.load(cfg["checkpoint"], device=ctx.device)
+        metrics[kind] = {"checkpoint": cfg["checkpoint"]}
+        _check_model_attributes(model, store, kind)
+    elif folder.is_done(kind) and path.exists():
+        model = cls.load(path, device=ctx.device)
+        metrics[kind] = json.loads((folder.path / "models" / f"{kind}_fit.json").read_text())
+    else:
+        model = cls(**params)
+        model.to(ctx.device)
+        fit_metrics = model.fit(store, ctx)
+        model.save(path)
+        write_atomic(folder.path / "models" / f"{kind}_fit.json", json.dumps(fit_metrics))
+        folder.mark(kind)
+        metrics[kind] = fit_metrics
+    timings[kind] = time.perf_counter() - t0
+    return model
+
+
+def _check_model_attributes(model, store: TileStore, kind: str) -> None:
+    attrs = tuple(getattr(model, "attributes", ()) or ())
+    if kind == "editor" and attrs and attrs != store.attributes:
+        raise UserError(f"editor checkpoint edits attributes {list(attrs)}, the tile store has "
+                        f"{list(store.attributes)}")
+
+
+def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+    out = {"tile_mask": np.ones(len(lot.tiles), bool),
+           "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size)}
+    if ctx.editor is not None:
+        rec = []
+        attrs = torch.as_tensor(lot.attributes, dtype=torch.float32)
+        with torch.no_grad():
+            for i in range(0, len(lot.tiles), ctx.batch_size):
+                t = lot.tiles[i : i + ctx.batch_size].to(ctx.device)
+                a = attrs.to(ctx.device).expand(len(t), -1)
+                rec.append(ctx.predictor.predict(ctx.editor.edit(t, a), batch_size=ctx.batch_size))
+        out["reconstruction_prediction"] = np.concatenate(rec)
+    return out
+
+
+def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise RuntimeError(f"{name} for lot {lot_id!r} holds NaN or Inf values")
+
+
+def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
+        device: str | None = None, resume: bool = False, overwrite: bool = False,
+        progress: bool = True) -> Path:
+    """Run the whole pipeline; returns the run folder. ``cfg`` is a resolved config, a path, or None
+    for the packaged quickstart."""
+    from tqdm.auto import tqdm
+
+    if cfg is None or isinstance(cfg, (str, Path)):
+        cfg = config_mod.load(cfg)
+    else:
+        cfg = config_mod.resolve(cfg)
+    run_cfg = cfg["run"]
+    dev = resolve_device(device or run_cfg["device"])
+    folder = RunFolder(Path(out), resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
+    try:
+        torch.manual_seed(int(run_cfg["seed"]))
+        ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
+                             progress=progress, batch_size=int(run_cfg["batch_size"]))
+        ctx.figures_dir.mkdir(parents=True, exist_ok=True)
+        ctx.models_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder.path / "config.toml", config_mod.to_toml(cfg))
+        metrics: dict = {}
+        timings: dict = {}
+
+        t0 = time.perf_counter()
+        data_params = {k: v for k, v in cfg["data"].items() if k != "name"}
+        dataset = plugins.get("dataset", cfg["data"]["name"])(**data_params)
+        store = dataset.build(folder.path / "tiles.zarr", ctx, resume=resume)
+        timings["data"] = time.perf_counter() - t0
+        metrics["data"] = {"tile_store": str(store.path), "lots": store.n_lots,
+                           "tiles": store.n_tiles, "tile_size": store.tile_size,
+                           "attributes": list(store.attributes),
+                           "property": store.property_name, "units": store.property_units}
+        truth = dataset.true_sensitivity() or store.true_sensitivity()
+        ctx.attributes = store.attributes
+        ctx.property_name, ctx.property_units = store.property_name, store.property_units
+        ctx.true_sensitivity = truth
+
+        if "predictor" in cfg:
+            ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
+                                         metrics, timings)
+            t0 = time.perf_counter()
+            from mxplain.evaluate import evaluate_predictor
+
+            metrics["predictor"]["evaluation"] = evaluate_predictor(ctx.predictor, store, ctx)
+            timings["predictor_evaluation"] = time.perf_counter() - t0
+        if "editor" in cfg:
+            ctx.editor = _load_or_fit("editor", cfg["editor"], store, ctx, folder, metrics,
+                                      timings)
+            t0 = time.perf_counter()
+            metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
+            timings["editor_evaluation"] = time.perf_counter() - t0
+
+        if ctx.predictor is not None:
+            _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm)
+
+        metrics["timings_seconds"] = timings
+        metrics["provenance"] = provenance(cfg, dev)
+        write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
+        if run_cfg["report"]:
+            from mxplain.report import write_report
+
+            write_report(folder.path)
+        return folder.path
+    finally:
+        folder.release()
+
+
+def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> dict:
+    try:
+        from mxplain import editor_eval
+    except ImportError:  # pragma: no cover - editor evaluation module not present
+        return {}
+    return editor_eval.evaluate_editor(editor, dataset, store, ctx)
+
+
+def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
+    explainers = {}
+    for ename, params in cfg["explain"].items():
+        cls = plugins.get("explainer", ename)
+        if cls.requires_gradients and not ctx.predictor.differentiable:
+            raise UserError(f"[explain.{ename}] needs a differentiable predictor; "
+                            f"{ctx.predictor.name!r} is not")
+        explainers[ename] = cls(**params)
+    n_tiles = int(store.counts.max())
+    limit = int(cfg["run"]["explain_tiles"] or 0)
+    if limit > 0:
+        n_tiles = min(n_tiles, limit)
+    sizes = {"lot": store.n_lots, "tile": n_tiles, "attribute": len(store.attributes),
+             "direction": len(DIRECTIONS), "y": store.tile_size, "x": store.tile_size}
+    coords = {"lot": np.array(store.lot_ids, dtype=str),
+              "attribute": np.array(store.attributes, dtype=str),
+              "direction": np.array(DIRECTIONS, dtype=str)}
+    variables = dict(BASE_VARIABLES)
+    if ctx.editor is not None:
+        variables.update(EDITOR_VARIABLES)
+    for ename, exp in explainers.items():
+        for dim, values in exp.extra_dims().items():
+            values = np.asarray(values)
+            if dim in sizes and sizes[dim] != len(values):
+                raise UserError(f"[explain.{ename}] dimension {dim!r} clashes with another")
+            sizes[dim] = len(values)
+            coords[dim] = values
+        for vname, var in exp.variables(ctx).items():
+            if vname in variables:
+                raise UserError(f"cube variable {vname!r} of [explain.{ename}] is written by "
+                                f"another component")
+            variables[vname] = var
+    tables = {
+        "lot_attributes": xr.DataArray(store.lot_attributes, dims=("lot", "attribute")),
+        "measured_property": xr.DataArray(store.properties, dims=("lot",)),
+        "tile_count": xr.DataArray(np.minimum(store.counts, n_tiles).astype(np.int32),
+                                   dims=("lot",)),
+    }
+    if ctx.true_sensitivity:
+        truth = np.array([ctx.true_sensitivity.get(a, np.nan) for a in store.attributes])
+        tables["true_sensitivity"] = xr.DataArray(
+            np.tile(truth, (store.n_lots, 1)).astype(np.float32), dims=("lot", "attribute"))
+    attrs = {"mxplain_config_hash": config_hash(cfg), **provenance(cfg, ctx.device)}
+    writer = CubeWriter(folder.path / "results.zarr", variables, sizes, coords, tables, attrs,
+                        resume=resume)
+    done = writer.done()
+    t0 = time.perf_counter()
+    per_explainer = dict.fromkeys(explainers, 0.0)
+    for i in tqdm(range(store.n_lots), desc="explain", unit="lot", disable=not ctx.progress):
+        if done[i]:
+            continue
+        lot = store.lot(i)
+        lot.tiles = lot.tiles[:n_tiles]
+        values = _base_values(lot, ctx)
+        for ename, exp in explainers.items():
+            te = time.perf_counter()
+            part = exp.explain_lot(lot, ctx)
+            per_explainer[ename] += time.perf_counter() - te
+            for vname, arr in part.items():
+                if vname not in variables:
+                    raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
+                _check_finite(vname, lot.lot_id, arr)
+            values.update(part)
+        writer.write_lot(i, values)
+    writer.finish()
+    timings["explain"] = time.perf_counter() - t0
+    timings["explain_by_explainer"] = per_explainer
+    cube = open_results(writer.path)
+    metrics["explain"] = {}
+    for ename, exp in explainers.items():
+        te = time.perf_counter()
+        metrics["explain"][ename] = exp.summarize(cube, ctx)
+        timings[f"summarize_{ename}"] = time.perf_counter() - te
+    if ctx.editor is not None:
+        pred = cube.prediction.where(cube.tile_mask)
+        rec = cube.reconstruction_prediction.where(cube.tile_mask)
+        shift = (rec - pred)
+        metrics["editor"].setdefault("evaluation", {})["reconstruction_prediction_shift"] = {
+            "mean": float(shift.mean()), "mean_abs": float(abs(shift).mean()),
+            "mean_abs_percent": float((abs(shift) / abs(pred)).mean() * 100)}
+
+
+def provenance(cfg: dict, device) -> dict:
+    used = {}
+    reg = plugins.registry()
+    for kind, table in (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor")):
+        if table in cfg:
+            e = reg[kind][cfg[table]["name"]]
+            used[f"{kind}:{e.name}"] = f"{e.distribution} {e.version}"
+    for ename in cfg.get("explain", {}):
+        e = reg["explainer"][ename]
+        used[f"explainer:{e.name}"] = f"{e.distribution} {e.version}"
+    return {
+        "mxplain_version": mxplain.__version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "plugins": used,
+        "config": json.loads(json.dumps(cfg, default=str)),
+        "seed": int(cfg["run"]["seed"]),
+        "device": str(device),
+    }

@@ -1,0 +1,473 @@
+"""The AttGAN editor (registered as ``attgan``): seed 000 §4.2 and supplement C.
+
+Training (WGAN-GP, as the reference implementation of He et al. 2019)
+    Every tile carries its lot's attribute vector ``a`` in [0, 1] (lot labels broadcast to tiles).
+    For each batch, target attributes ``b`` are a random permutation of the batch's own attribute
+    vectors; each row is replaced, with probability ``b_uniform``, by a uniform random vector in
+    [0, 1]^K (so that the generator also sees attribute combinations between and beyond the few lot
+    labels). The generator sees the codes ``(2a - 1) * thres_int`` (see :mod:`.model`).
+
+    * a discriminator step on every iteration::
+
+        L_D = -D_adv(x) + D_adv(G(x, b)) + lambda_gp * GP + lambda_datt * BCE(D_cls(x), a)
+
+      GP is the WGAN-GP penalty ``(||grad D_adv(x_hat)|| - 1)^2`` on random interpolates of real and
+      fake tiles (always computed in float32);
+    * a generator step on every ``n_critic``-th iteration::
+
+        L_G = -D_adv(G(x, b)) + lambda_gatt * BCE(D_cls(G(x, b)), b) + lambda_rec * L1(G(x, a), x)
+
+    Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at ``lr``
+    up to that epoch and then decays linearly to 0 at the end of the last epoch (None: constant).
+    ``augment`` adds random flips and 90-degree rotations (microstructure attributes do not depend on
+    orientation). On a GPU the G and D forward passes run under bf16 autocast; the gradient penalty
+    runs in float32.
+
+Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
+(reconstruction, adversarial, classifier on real, classifier on generated) in
+``ctx.figures_dir/"attgan_losses.png"``; with ``sample_every = n`` a sample grid
+``attgan_samples/epoch_XXX.png`` every n epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import autograd
+
+from mxplain.errors import UserError
+from mxplain.interfaces import Editor, RunContext
+
+from .model import Discriminator, Generator, encode_attributes
+
+LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flips and 90-degree rotations of a batch (one draw per batch)."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    if k:
+        x = torch.rot90(x, k, dims=(2, 3))
+    if int(torch.randint(0, 2, (1,), generator=gen)):
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
+class AttGANEditor(Editor):
+    """AttGAN attribute editor for SEM tiles (encode/decode with attribute vectors in [0, 1])."""
+
+    name: ClassVar[str] = "attgan"
+    differentiable: ClassVar[bool] = True
+
+    def __init__(self, enc_dim: int = 64, dec_dim: int = 64, dis_dim: int = 64,
+                 dis_fc_dim: int = 1024, n_layers: int = 5, shortcut_layers: int = 1,
+                 inject_layers: int = 1, thres_int: float = 0.5, lambda_rec: float = 100.0,
+                 lambda_gatt: float = 10.0, lambda_datt: float = 1.0, lambda_gp: float = 10.0,
+                 n_critic: int = 5, lr: float = 2e-4, beta1: float = 0.5, beta2: float = 0.999,
+                 epochs: int = 30, lr_decay_epoch: int | None = None, batch_size: int = 32,
+                 seed: int = 0, max_tiles_per_lot: int | None = None,
+                 sample_every: int | None = None, b_uniform: float = 0.25,
+                 dis_norm: str = "instancenorm", augment: bool = True):
+        self.enc_dim = enc_dim
+        self.dec_dim = dec_dim
+        self.dis_dim = dis_dim
+        self.dis_fc_dim = dis_fc_dim
+        self.n_layers = n_layers
+        self.shortcut_layers = shortcut_layers
+        self.inject_layers = inject_layers
+        self.thres_int = thres_int
+        self.lambda_rec = lambda_rec
+        self.lambda_gatt = lambda_gatt
+        self.lambda_datt = lambda_datt
+        self.lambda_gp = lambda_gp
+        self.n_critic = n_critic
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epochs = epochs
+        self.lr_decay_epoch = lr_decay_epoch
+        self.batch_size = batch_size
+        self.seed = seed
+        self.max_tiles_per_lot = max_tiles_per_lot
+        self.sample_every = sample_every
+        self.b_uniform = b_uniform
+        self.dis_norm = dis_norm
+        self.augment = augment
+        self.generator: Generator | None = None
+        self.discriminator: Discriminator | None = None
+        self.tile_size: int | None = None
+        self.attributes: tuple[str, ...] = ()
+        self.history: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+        self.device = torch.device("cpu")
+
+    # ---- construction -------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        for key in ("enc_dim", "dec_dim", "dis_dim", "dis_fc_dim", "n_layers", "n_critic",
+                    "epochs", "batch_size"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"[editor] attgan: {key} must be a positive integer, got {v!r}")
+        if not self.thres_int > 0:
+            raise UserError(f"[editor] attgan: thres_int must be > 0, got {self.thres_int!r}")
+        if not 0.0 <= self.b_uniform <= 1.0:
+            raise UserError(f"[editor] attgan: b_uniform must be in [0, 1], got {self.b_uniform!r}")
+        if self.dis_norm not in ("instancenorm", "layernorm"):
+            raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
+                            f"got {self.dis_norm!r}")
+
+    def _build(self, n_attributes: int, tile_size: int) -> None:
+        self._check_params()
+        if tile_size % (2**self.n_layers):
+            raise UserError(f"[editor] attgan: tile size {tile_size} is not divisible by "
+                            f"2**n_layers = {2**self.n_layers}; lower n_layers")
+        self.tile_size = int(tile_size)
+        self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
+                                   self.shortcut_layers, self.inject_layers)
+        self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
+                                           self.n_layers, self.dis_norm)
+        self.generator.to(self.device)
+        self.discriminator.to(self.device)
+
+    def _require(self) -> Generator:
+        if self.generator is None:
+            raise UserError("attgan editor is not trained: call fit() or load a checkpoint")
+        return self.generator
+
+    def to(self, device):
+        self.device = torch.device(device)
+        if self.generator is not None:
+            self.generator.to(self.device)
+            self.discriminator.to(self.device)
+        return self
+
+    def _eval(self) -> Generator:
+        g = self._require()
+        g.eval()
+        self.discriminator.eval()
+        for p in g.parameters():
+            p.requires_grad_(False)
+        return g
+
+    # ---- Editor API ---------------------------------------------------------------------------
+    def encode(self, tiles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(N, 1, H, W)`` tiles in [0, 1] -> the encoder features (tuple, batch first)."""
+        g = self._eval()
+        x = tiles.to(self.device, torch.float32) * 2.0 - 1.0
+        return g.encode(x)
+
+    def decode(self, latent, attributes: torch.Tensor) -> torch.Tensor:
+        """Encoder features + ``(N, K)`` attributes in [0, 1] -> tiles in [0, 1] (differentiable
+        w.r.t. the attributes)."""
+        g = self._eval()
+        a = attributes.to(self.device, torch.float32)
+        if a.ndim == 1:
+            a = a[None].expand(latent[0].size(0), -1)
+        y = g.decode(tuple(latent), encode_attributes(a, self.thres_int))
+        return (y.float() + 1.0) / 2.0
+
+    def classify(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The discriminator's attribute classifier: tiles -> predicted attributes in [0, 1]."""
+        self._eval()
+        with torch.no_grad():
+            _, logits = self.discriminator(tiles.to(self.device, torch.float32) * 2.0 - 1.0)
+        return torch.sigmoid(logits.float())
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        self._require()
+        return {
+            "generator": {k: v.detach().cpu() for k, v in self.generator.state_dict().items()},
+            "discriminator": {k: v.detach().cpu()
+                              for k, v in self.discriminator.state_dict().items()},
+            "attributes": list(self.attributes),
+            "tile_size": int(self.tile_size),
+            "history": {k: [float(x) for x in v] for k, v in self.history.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("generator", "discriminator", "attributes", "tile_size"):
+            if key not in state:
+                raise KeyError(f"attgan state has no {key!r}")
+        attrs = tuple(str(a) for a in state["attributes"])
+        self._build(len(attrs), int(state["tile_size"]))
+        for part, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+            own = module.state_dict()
+            theirs = state[part]
+            missing = sorted(set(own) - set(theirs))
+            extra = sorted(set(theirs) - set(own))
+            if missing or extra:
+                raise ValueError(
+                    f"{part} architecture differs from this configuration (n_layers="
+                    f"{self.n_layers}, shortcut_layers={self.shortcut_layers}, inject_layers="
+                    f"{self.inject_layers}): missing {missing[:3]}, unexpected {extra[:3]}")
+            for k, v in own.items():
+                if tuple(theirs[k].shape) != tuple(v.shape):
+                    raise ValueError(
+                        f"{part} tensor {k!r} has shape {tuple(theirs[k].shape)} in the checkpoint "
+                        f"but {tuple(v.shape)} for this configuration (enc_dim={self.enc_dim}, "
+                        f"dec_dim={self.dec_dim}, dis_dim={self.dis_dim}, "
+                        f"dis_fc_dim={self.dis_fc_dim}, n_layers={self.n_layers})")
+            module.load_state_dict(theirs)
+        self.attributes = attrs
+        hist = state.get("history") or {}
+        self.history = {k: [float(x) for x in hist.get(k, [])] for k in LOSS_KEYS}
+        self._eval()
+
+    # ---- training -----------------------------------------------------------------------------
+    def _load_data(self, store, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles, labels = [], []
+        for i in range(store.n_lots):
+            t = store.tiles(i)
+            if self.max_tiles_per_lot is not None and len(t) > self.max_tiles_per_lot:
+                t = t[np.sort(rng.choice(len(t), self.max_tiles_per_lot, replace=False))]
+            tiles.append(t)
+            labels.append(np.repeat(store.lot_attributes[i][None], len(t), axis=0))
+        x = torch.from_numpy(np.concatenate(tiles))
+        a = torch.from_numpy(np.concatenate(labels).astype(np.float32))
+        if not torch.isfinite(a).all():
+            raise UserError(f"tile store {str(store.path)!r}: attgan needs every lot's attributes "
+                            f"(some are missing)")
+        return x, a
+
+    def _lr_at(self, epoch_float: float) -> float:
+        if self.lr_decay_epoch is None or epoch_float < self.lr_decay_epoch:
+            return self.lr
+        span = max(self.epochs - self.lr_decay_epoch, 1e-8)
+        return self.lr * max(0.0, 1.0 - (epoch_float - self.lr_decay_epoch) / span)
+
+    def _targets(self, a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = a[torch.randperm(len(a), generator=gen)]
+        if self.b_uniform > 0:
+            u = torch.rand(a.shape, generator=gen)
+            pick = torch.rand(len(a), 1, generator=gen) < self.b_uniform
+            b = torch.where(pick, u, b)
+        return b
+
+    def fit(self, store, ctx: RunContext) -> dict:
+        from tqdm.auto import tqdm
+
+        self._check_params()
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        device = torch.device(ctx.device)
+        self.device = device
+        if store.n_lots < 1:
+            raise UserError(f"tile store {str(store.path)!r} has no lots")
+        self.attributes = tuple(store.attributes)
+        self._build(len(self.attributes), store.tile_size)
+        x_all, a_all = self._load_data(store, rng)
+        n = len(x_all)
+        G, D = self.generator, self.discriminator
+        for p in G.parameters():
+            p.requires_grad_(True)
+        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=(self.beta1, self.beta2))
+        opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(self.beta1, self.beta2))
+        use_amp = device.type == "cuda"
+        thr = self.thres_int
+        bs = min(self.batch_size, n)
+        iters = max(1, n // bs)  # drop the last incomplete batch
+        self.history = {k: [] for k in LOSS_KEYS}
+        last_d = {"d_adv": float("nan"), "d_cls": float("nan"), "d_gp": float("nan")}
+        sample_x = x_all[torch.randperm(n, generator=gen)[: min(4, n)]]
+        figdir = ctx.figures_dir
+
+        def autocast():
+            return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp)
+
+        bar = tqdm(total=self.epochs * iters, desc="attgan", disable=not ctx.progress,
+                   dynamic_ncols=True)
+        it = 0
+        for epoch in range(self.epochs):
+            G.train()
+            D.train()
+            perm = torch.randperm(n, generator=gen)
+            for b_i in range(iters):
+                lr = self._lr_at(epoch + b_i / iters)
+                for opt in (opt_g, opt_d):
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                idx = perm[b_i * bs:(b_i + 1) * bs]
+                x = x_all[idx].float().div_(255.0)[:, None]
+                if self.augment:
+                    x = _augment(x, gen)
+                x = (x * 2.0 - 1.0).to(device)
+                a = a_all[idx]
+                b = self._targets(a, gen)
+                a, b = a.to(device), b.to(device)
+                ca, cb = encode_attributes(a, thr), encode_attributes(b, thr)
+                alpha = torch.rand(len(x), 1, 1, 1, generator=gen).to(device)
+
+                # ---- discriminator / critic step
+                for p in D.parameters():
+                    p.requires_grad_(True)
+                with torch.no_grad(), autocast():
+                    fake = G(x, cb)
+                fake = fake.float()
+                with autocast():
+                    d_real, dc_real = D(x)
+                    d_fake, _ = D(fake)
+                wd = d_real.float().mean() - d_fake.float().mean()
+                x_hat = (x + alpha * (fake - x)).requires_grad_(True)
+                d_hat, _ = D(x_hat)  # float32: the gradient penalty stays out of autocast
+                grad = autograd.grad(d_hat.sum(), x_hat, create_graph=True)[0]
+                gp = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+                d_cls = F.binary_cross_entropy_with_logits(dc_real.float(), a)
+                d_loss = -wd + self.lambda_gp * gp + self.lambda_datt * d_cls
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                last_d = {"d_adv": -wd.item(), "d_cls": d_cls.item(), "d_gp": gp.item()}
+
+                # ---- generator step
+                if it % self.n_critic == self.n_critic - 1:
+                    for p in D.parameters():
+                        p.requires_grad_(False)
+                    with autocast():
+                        zs = G.encode(x)
+                        fake = G.decode(zs, cb)
+                        rec = G.decode(zs, ca)
+                        g_fake, gc_fake = D(fake)
+                    g_adv = -g_fake.float().mean()
+                    g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
+                    g_rec = F.l1_loss(rec.float(), x)
+                    g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
+                    opt_g.zero_grad(set_to_none=True)
+                    g_loss.backward()
+                    opt_g.step()
+                    for k, v in (("g_rec", g_rec), ("g_adv", g_adv), ("g_cls", g_cls)):
+                        self.history[k].append(v.item())
+                    for k, v in last_d.items():
+                        self.history[k].append(v)
+                    if not all(math.isfinite(self.history[k][-1]) for k in LOSS_KEYS):
+                        bar.close()
+                        raise RuntimeError(f"attgan training diverged at epoch {epoch}: "
+                                           f"{ {k: self.history[k][-1] for k in LOSS_KEYS} }")
+                    bar.set_postfix(rec=f"{g_rec.item():.3f}", adv=f"{last_d['d_adv']:.2f}",
+                                    dcls=f"{last_d['d_cls']:.3f}", gcls=f"{g_cls.item():.3f}",
+                                    refresh=False)
+                it += 1
+                bar.update(1)
+            if self.sample_every and figdir is not None and (epoch + 1) % self.sample_every == 0:
+                self._eval()
+                self.sample_figure(sample_x, Path(figdir) / "attgan_samples"
+                                   / f"epoch_{epoch + 1:03d}.png")
+                for p in G.parameters():
+                    p.requires_grad_(True)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        self._eval()
+        metrics = self.evaluate(x_all, a_all, gen)
+        tail = max(1, len(self.history["g_rec"]) // max(self.epochs, 1))
+        for k in LOSS_KEYS:
+            h = self.history[k][-tail:]
+            metrics[f"final_{k}"] = float(np.mean(h)) if h else float("nan")
+        metrics["train_seconds"] = float(train_seconds)
+        metrics["n_train_tiles"] = int(n)
+        metrics["generator_steps"] = len(self.history["g_rec"])
+        if figdir is not None and self.history["g_rec"]:
+            self.loss_figure(Path(figdir) / "attgan_losses.png")
+        return metrics
+
+    # ---- evaluation and figures ---------------------------------------------------------------
+    def evaluate(self, x_all: torch.Tensor, a_all: torch.Tensor, gen: torch.Generator,
+                 n_max: int = 512, batch: int = 128) -> dict:
+        """Reconstruction L1/MSE (in [0, 1] grey levels) and the classifier's attribute accuracy on
+        real tiles (against the lot labels) and on edited tiles (against the requested targets)."""
+        sel = torch.randperm(len(x_all), generator=gen)[: min(n_max, len(x_all))]
+        l1 = mse = 0.0
+        real_p, real_a, fake_p, fake_b = [], [], [], []
+        with torch.no_grad():
+            for i in range(0, len(sel), batch):
+                idx = sel[i:i + batch]
+                t = x_all[idx].float().div(255.0)[:, None].to(self.device)
+                a = a_all[idx].to(self.device)
+                b = self._targets(a_all[idx], gen).to(self.device)
+                zs = self.encode(t)
+                rec = self.decode(zs, a)
+                fake = self.decode(zs, b)
+                l1 += float((rec - t).abs().mean(dim=(1, 2, 3)).sum())
+                mse += float(((rec - t) ** 2).mean(dim=(1, 2, 3)).sum())
+                real_p.append(self.classify(t).cpu())
+                real_a.append(a.cpu())
+                fake_p.append(self.classify(fake).cpu())
+                fake_b.append(b.cpu())
+        m = len(sel)
+        rp, ra, fp, fb = (torch.cat(v) for v in (real_p, real_a, fake_p, fake_b))
+        out = {"reconstruction_l1": l1 / m, "reconstruction_mse": mse / m}
+        for tag, p, y in (("real", rp, ra), ("edited", fp, fb)):
+            out[f"classifier_{tag}_mae"] = float((p - y).abs().mean())
+            out[f"classifier_{tag}_accuracy"] = float(((p > 0.5) == (y > 0.5)).float().mean())
+            for j, name in enumerate(self.attributes):
+                out[f"classifier_{tag}_mae_{name}"] = float((p[:, j] - y[:, j]).abs().mean())
+        return out
+
+    def loss_figure(self, path: Path) -> Path:
+        """Figure 10 of seed 000: the four training curves."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = (("g_rec", "(a) generator reconstruction loss (L1)"),
+                  ("d_adv", "(b) discriminator adversarial loss (-W distance)"),
+                  ("d_cls", "(c) classifier loss, real tiles (D)"),
+                  ("g_cls", "(d) classifier loss, generated tiles (G)"))
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+        for ax, (key, title) in zip(axes, panels):
+            y = np.asarray(self.history[key], dtype=float)
+            ax.plot(y, lw=0.6, alpha=0.4, color="C0")
+            if len(y) >= 10:
+                w = max(2, len(y) // 50)
+                ax.plot(np.arange(w - 1, len(y)), np.convolve(y, np.ones(w) / w, "valid"),
+                        color="C1", lw=1.2)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("generator step")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def sample_figure(self, tiles_u8: torch.Tensor, path: Path, delta: float = 0.5) -> Path:
+        """Rows: tiles; columns: original, then each attribute set to 0 and to 1 (others at 0.5)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        t = tiles_u8.float().div(255.0)[:, None]
+        k = len(self.attributes)
+        cols = [t]
+        with torch.no_grad():
+            zs = self.encode(t)
+            for j in range(k):
+                for v in (0.0, 1.0):
+                    a = torch.full((len(t), k), 0.5)
+                    a[:, j] = v
+                    cols.append(self.decode(zs, a).cpu())
+        titles = ["original"] + [f"{n}={v:g}" for n in self.attributes for v in (0.0, 1.0)]
+        fig, axes = plt.subplots(len(t), len(cols), figsize=(1.6 * len(cols), 1.6 * len(t)),
+                                 squeeze=False)
+        for r in range(len(t)):
+            for c, col in enumerate(cols):
+                ax = axes[r, c]
+                ax.imshow(col[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(titles[c], fontsize=7)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return path

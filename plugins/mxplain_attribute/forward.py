@@ -1,0 +1,333 @@
+"""Forward sensitivity sweeps (seed 000, §4.3 and §5, Figures 4 and 5).
+
+For every tile of a lot and every attribute, the attribute is swept over ``linspace(0, 1, steps)``
+while the other attributes stay at the lot's labels; each edited tile ``G(I; A)`` is fed to the
+predictor. The tile is encoded once; all (tile, attribute, step) combinations are decoded and
+predicted in large batches by repeating the latent with :func:`mxplain.interfaces.latent_take`.
+
+The lot's ``sensitivity`` of an attribute is the slope of prediction against attribute value
+(property units per unit attribute, i.e. the predicted change from 0 to 1), estimated robustly:
+
+* ``"theil-sen"`` (default): the median, over every tile and every pair of steps ``i < j``, of the
+  within-tile pairwise slope ``(p_j - p_i) / (v_j - v_i)``. Pairs are formed within a tile only, so
+  the tiles' different offsets do not enter; the median makes it robust to outlier tiles and steps
+  (breakdown point ~29 % of the pairs).
+* ``"median"``: per-tile least-squares slopes, then the median over tiles.
+* ``"ols"``: per-tile least-squares slopes, then the mean over tiles (least squares with one
+  intercept per tile; not robust).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from mxplain.errors import UserError
+from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
+from mxplain.store import to_uint8
+from scipy import stats
+from tqdm.auto import tqdm
+
+from ._common import (
+    autocast,
+    edit_predict,
+    figures_dir,
+    fill_attributes,
+    lot_attribute_vector,
+    lot_label,
+    model_device,
+    negligible_mask,
+    pick_lots,
+    require_models,
+)
+
+ROBUST = ("theil-sen", "median", "ols")
+
+
+def slopes(preds: np.ndarray, values: np.ndarray, robust: str = "theil-sen") -> np.ndarray:
+    """Slope of prediction against value: ``preds (n, K, S)``, ``values (S,)`` -> ``(K,)``.
+    Non-finite predictions are ignored; a column without data gives NaN."""
+    preds = np.asarray(preds, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if robust not in ROBUST:
+        raise UserError(f"[explain.forward] robust = {robust!r}; use one of {', '.join(ROBUST)}")
+    n, k, s = preds.shape
+    if n == 0 or s < 2:
+        return np.full(k, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if robust == "theil-sen":
+            i, j = np.triu_indices(s, k=1)
+            dv = v[j] - v[i]
+            keep = np.abs(dv) > 0
+            pair = (preds[..., j[keep]] - preds[..., i[keep]]) / dv[keep]  # (n, K, P)
+            return np.nanmedian(pair.transpose(1, 0, 2).reshape(k, -1), axis=1)
+        vc = v - v.mean()
+        per_tile = (preds * vc).sum(-1) / (vc**2).sum()  # (n, K) OLS slope of each tile
+        if robust == "median":
+            return np.nanmedian(per_tile, axis=0)
+        return np.nanmean(per_tile, axis=0)
+
+
+def score_forward(sens: np.ndarray, truth: np.ndarray, attributes) -> dict:
+    """Ground-truth scores of lot sensitivities ``sens (L, K)`` against ``truth (L, K)``.
+
+    * ``sign_agreement``: per attribute, the share of lots whose sensitivity has the sign of the
+      truth, over lots where the attribute's true effect is not negligible (an attribute that is
+      negligible everywhere is left out);
+    * ``sign_agreement_overall``: the same share over all non-negligible (lot, attribute) pairs;
+    * ``rank_spearman``: Spearman correlation between |sensitivity| and |truth| across attributes,
+      per lot, averaged over lots (lots where either is constant are skipped).
+    Negligible: |truth| <= 0.1 * max |truth| of the lot.
+    """
+    sens = np.asarray(sens, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    valid = ~negligible_mask(truth) & np.isfinite(sens)
+    match = np.sign(sens) == np.sign(truth)
+    per_attr = {}
+    for k, a in enumerate(attributes):
+        if valid[:, k].any():
+            per_attr[str(a)] = float(match[valid[:, k], k].mean())
+    rhos = []
+    for row_s, row_t in zip(np.abs(sens), np.abs(truth)):
+        ok = np.isfinite(row_s) & np.isfinite(row_t)
+        if ok.sum() < 2 or np.ptp(row_s[ok]) == 0 or np.ptp(row_t[ok]) == 0:
+            continue
+        rhos.append(stats.spearmanr(row_s[ok], row_t[ok])[0])
+    out: dict[str, Any] = {"sign_agreement": per_attr, "scored_pairs": int(valid.sum())}
+    out["sign_agreement_overall"] = float(match[valid].mean()) if valid.any() else float("nan")
+    out["rank_spearman"] = float(np.mean(rhos)) if rhos else float("nan")
+    return out
+
+
+class ForwardSweep(Explainer):
+    """Forward sensitivity sweep: ``forward_prediction (lot, tile, attribute, step)``,
+    ``sensitivity (lot, attribute)``; the step coordinate holds the attribute values."""
+
+    name: ClassVar[str] = "forward"
+    requires_editor: ClassVar[bool] = True
+
+    def __init__(self, steps: int = 11, batch_size: int = 256, robust: str = "theil-sen"):
+        self.steps = steps
+        self.batch_size = batch_size
+        self.robust = robust
+        self._examples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- cube layout ---------------------------------------------------------------------------
+    def values(self) -> np.ndarray:
+        """The attribute value of each step: ``linspace(0, 1, steps)``."""
+        return np.linspace(0.0, 1.0, int(self.steps)).astype(np.float64)
+
+    def _check(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 2:
+            raise UserError(f"[explain.forward] steps = {self.steps!r}; needs an integer >= 2")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UserError(f"[explain.forward] batch_size = {self.batch_size!r}; needs an "
+                            f"integer >= 1")
+        if self.robust not in ROBUST:
+            raise UserError(f"[explain.forward] robust = {self.robust!r}; use one of "
+                            f"{', '.join(ROBUST)}")
+
+    def extra_dims(self) -> dict[str, Any]:
+        # the step coordinate *is* the attribute value (SPEC: ``value`` (step)); see extra_coords
+        return {"step": self.values()}
+
+    def extra_coords(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Non-dimension coordinates for the cube: ``value`` (step)."""
+        return {"value": ("step", self.values())}
+
+    def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
+        self._check()
+        return {
+            "forward_prediction": Variable(("lot", "tile", "attribute", "step"), "float32"),
+            "sensitivity": Variable(("lot", "attribute"), "float32"),
+        }
+
+    # -- one lot -------------------------------------------------------------------------------
+    def sweep(self, tiles: torch.Tensor, lot_attrs: np.ndarray, ctx: ExplainContext) -> np.ndarray:
+        """Predictions ``(n, K, steps)`` for tiles ``(n, 1, H, W)`` around attributes ``(K,)``."""
+        self._check()
+        predictor, editor = require_models(ctx, self.name)
+        edev = model_device(editor, ctx.device)
+        k, s, n = len(lot_attrs), int(self.steps), len(tiles)
+        per = k * s
+        values = torch.as_tensor(self.values(), dtype=torch.float32, device=edev)
+        base = torch.as_tensor(lot_attrs, dtype=torch.float32, device=edev)
+        out = torch.empty(n * per, dtype=torch.float32)
+        bs = int(self.batch_size)
+        chunk = bs  # tiles encoded at once; their latents are repeated for every edit
+        total = -(-n * per // bs) if n else 0
+        bar = tqdm(total=total, desc="forward sweep", disable=not ctx.progress, leave=False)
+        with torch.no_grad():
+            for t0 in range(0, n, chunk):
+                batch = tiles[t0 : t0 + chunk].to(edev)
+                with autocast(edev):
+                    latent = editor.encode(batch)
+                m = len(batch) * per
+                r = torch.arange(m, device=edev)
+                tile_idx, attr_idx, step_idx = r // per, (r // s) % k, r % s
+                for b0 in range(0, m, bs):
+                    sl = slice(b0, min(b0 + bs, m))
+                    attrs = base.expand(sl.stop - sl.start, k).clone()
+                    rows = torch.arange(sl.stop - sl.start, device=edev)
+                    attrs[rows, attr_idx[sl]] = values[step_idx[sl]]
+                    with autocast(edev):
+                        p = edit_predict(editor, predictor, latent_take(latent, tile_idx[sl]),
+                                         attrs)
+                    out[t0 * per + sl.start : t0 * per + sl.stop] = p.float().cpu()
+                    bar.update(1)
+        bar.close()
+        return out.reshape(n, k, s).numpy()
+
+    def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+        k = len(ctx.attributes) if ctx.attributes else len(np.atleast_1d(lot.attributes))
+        a = lot_attribute_vector(lot, k, self.name)
+        preds = self.sweep(lot.tiles, a, ctx)
+        if len(lot.tiles):  # one example tile per lot (uint8) for the figures
+            self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a)
+        return {
+            "forward_prediction": preds.astype(np.float32),
+            "sensitivity": slopes(preds, self.values(), self.robust).astype(np.float32),
+        }
+
+    # -- after all lots ------------------------------------------------------------------------
+    def _cube_values(self, cube) -> np.ndarray:
+        if "value" in cube:
+            return np.asarray(cube["value"].values, dtype=np.float64)
+        if "step" in cube.coords and np.issubdtype(cube["step"].dtype, np.floating):
+            return np.asarray(cube["step"].values, dtype=np.float64)
+        return self.values()
+
+    def summarize(self, cube, ctx: ExplainContext) -> dict:
+        attrs = [str(a) for a in (cube["attribute"].values if "attribute" in cube.coords
+                                  else ctx.attributes)]
+        sens = np.asarray(cube["sensitivity"].values, dtype=np.float64)
+        mask = np.asarray(cube["tile_mask"].values, dtype=bool)
+        done = mask.any(axis=1) & np.isfinite(sens).all(axis=1)
+        metrics: dict[str, Any] = {"robust": self.robust, "steps": int(self.steps),
+                                   "lots": int(done.sum())}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            metrics["sensitivity_median"] = {
+                a: float(np.nanmedian(sens[done, k])) for k, a in enumerate(attrs)}
+        if "true_sensitivity" in cube and done.any():
+            truth = np.asarray(cube["true_sensitivity"].values, dtype=np.float64)
+            metrics.update(score_forward(sens[done], truth[done], attrs))
+        if done.any():
+            try:
+                metrics["figures"] = self._figures(cube, ctx, attrs, mask)
+            except Exception as exc:  # a figure must not lose the run's numbers
+                warnings.warn(f"forward figures failed: {type(exc).__name__}: {exc}",
+                              stacklevel=2)
+        return metrics
+
+    def _edited_examples(self, ctx, lot_index: int, k_attr: int, values) -> list | None:
+        ex = self._examples.get(lot_index)
+        if ex is None or ctx.editor is None:
+            return None
+        tile, a = ex
+        editor = ctx.editor
+        dev = model_device(editor, ctx.device)
+        x = torch.from_numpy(tile.astype(np.float32) / 255.0)[None, None].to(dev)
+        attrs = torch.as_tensor(np.repeat(a[None], len(values), 0), device=dev).float()
+        attrs[:, k_attr] = torch.as_tensor(values, dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            lat = editor.encode(x)
+            lat = latent_take(lat, torch.zeros(len(values), dtype=torch.long, device=dev))
+            imgs = editor.decode(lat, attrs)
+        return [im[0].float().cpu().numpy() for im in imgs]
+
+    def _figures(self, cube, ctx, attrs, mask) -> list[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out = figures_dir(ctx)
+        if out is None:
+            return []
+        fp = cube["forward_prediction"]
+        values = self._cube_values(cube)
+        lots = pick_lots(cube)
+        if not lots:
+            return []
+        prop = (np.asarray(cube["measured_property"].values, np.float64)
+                if "measured_property" in cube else np.full(mask.shape[0], np.nan))
+        k_attr = attrs.index("size") if "size" in attrs else 0
+        aname = attrs[k_attr]
+        li = lots["median"]
+        unit = f" ({ctx.property_units})" if ctx.property_units else ""
+        ylabel = f"predicted {ctx.property_name}{unit}"
+        names = []
+        ticks = [f"{v:.1f}" for v in values]
+
+        # Figure 4a: one tile's curve, three edited tiles beneath at 0, 0.5 and 1
+        curve = np.asarray(fp.isel(lot=li, tile=0, attribute=k_attr).values, np.float64)
+        imgs = self._edited_examples(ctx, li, k_attr, [0.0, 0.5, 1.0])
+        fig = plt.figure(figsize=(6, 6.5 if imgs else 4))
+        gs = fig.add_gridspec(2 if imgs else 1, 3, height_ratios=[1.6, 1] if imgs else [1])
+        ax = fig.add_subplot(gs[0, :])
+        ax.plot(values, curve, "o-", color="C0", label="tile 0")
+        if np.isfinite(prop[li]):
+            ax.axhline(prop[li], ls=":", color="k", label=f"measured {ctx.property_name}")
+        ax.set_xlabel(f"{aname} attribute value")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f'"{aname}" sensitivity of one tile, lot {lot_label(cube, li)}')
+        ax.legend(fontsize=8)
+        for j, (im, v) in enumerate(zip(imgs or [], (0.0, 0.5, 1.0))):
+            axi = fig.add_subplot(gs[1, j])
+            axi.imshow(im, cmap="gray", vmin=0, vmax=1)
+            axi.set_title(f"{aname} = {v:.1f}", fontsize=9)
+            axi.axis("off")
+        fig.tight_layout()
+        names.append(self._save(fig, out, "forward_fig4a_tile_curve.png"))
+
+        # Figure 4b: the lot's boxplot of predictions per step
+        data = np.asarray(fp.isel(lot=li, attribute=k_attr).values, np.float64)[mask[li]]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.boxplot([c[np.isfinite(c)] for c in data.T], showfliers=True)
+        ax.set_xticks(range(1, len(values) + 1), ticks)
+        if np.isfinite(prop[li]):
+            ax.axhline(prop[li], ls=":", color="k")
+        ax.set_xlabel(f"{aname} attribute value")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
+        fig.tight_layout()
+        names.append(self._save(fig, out, "forward_fig4b_lot_boxplot.png"))
+
+        # Figure 5: four-attribute panel for the high, median and low lots
+        rows = [(r, lots[r]) for r in ("high", "median", "low")]
+        fig, axes = plt.subplots(len(rows), len(attrs), figsize=(3.2 * len(attrs), 2.6 * len(rows)),
+                                 squeeze=False, sharey="row")
+        for r, (label, lj) in enumerate(rows):
+            block = np.asarray(fp.isel(lot=lj).values, np.float64)[mask[lj]]  # (n, K, S)
+            for k, a in enumerate(attrs):
+                ax = axes[r, k]
+                ax.boxplot([c[np.isfinite(c)] for c in block[:, k].T], showfliers=False)
+                ax.set_xticks(range(1, len(values) + 1),
+                              [t if i % 5 == 0 else "" for i, t in enumerate(ticks)])
+                if np.isfinite(prop[lj]):
+                    ax.axhline(prop[lj], ls=":", color="k")
+                if r == 0:
+                    ax.set_title(a)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("attribute value")
+                if k == 0:
+                    ax.set_ylabel(f"{label}: lot {lot_label(cube, lj)}\n{ctx.property_name}")
+        fig.suptitle(f"forward explanations ({ctx.property_name} vs attribute value)")
+        fig.tight_layout()
+        names.append(self._save(fig, out, "forward_fig5_attribute_panel.png"))
+        return names
+
+    @staticmethod
+    def _save(fig, out, name: str) -> str:
+        import matplotlib.pyplot as plt
+
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        return name
+
+
+__all__ = ["ForwardSweep", "slopes", "score_forward", "fill_attributes"]

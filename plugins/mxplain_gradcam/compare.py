@@ -1,0 +1,540 @@
+"""Pixel explanations (GradCAM, Integrated Gradients) and attribute explanations side by side.
+
+``Compare`` (explainer ``compare``) works per lot in :meth:`Compare.explain_lot` on a subset of the
+lot's tiles (``max_tiles``, evenly spaced, always including tile 0) and aggregates in
+:meth:`Compare.summarize`:
+
+* **Pixel faithfulness** -- deletion and insertion curves. Pixels are ranked by their *signed*
+  attribution toward increasing the prediction (most positive first). Deletion replaces the top
+  fraction of pixels by the reference tile (``reference="blur"``: the tile blurred with
+  sigma = tile size / 16; ``"mean"``: its mean grey level), insertion starts from the reference and
+  puts the top pixels of the original back. With ``p0`` the prediction on the original, ``pr`` on
+  the reference and ``s = max(|p0 - pr|, 0.1 * mean over the lot's subset of |p0 - pr|)``:
+  ``deletion_curve = (p_k - p0) / s`` (starts at 0; lower area = more faithful) and
+  ``insertion_curve = (p_k - pr) / s`` (starts at 0; higher area = more faithful). Areas use the
+  trapezoid rule over the fraction of pixels in [0, 1]. A random map (seeded by the run's seed and
+  the lot index) is the baseline.
+* **Attribute faithfulness** (needs an editor) -- the lot's attribute slopes are estimated with a
+  forward sweep (``sweep_steps`` values in [0, 1], each attribute in turn, the others at the lot's
+  labels; the slope of the mean prediction, ``edit_slope``); the top attribute by |slope| is edited
+  by ``delta`` in the direction of its sign and the mean prediction change (``attribute_gain_top``)
+  is compared with a random attribute edited by ``delta`` in a random direction
+  (``attribute_gain_random``: the exact expectation over all attributes and both directions).
+  Summaries also give both in the units of the pixel curves (divided by ``pixel_scale``).
+* **Structures** (synthetic data, when ``mxplain_synthetic.measure.segment`` is importable) --
+  share of |GradCAM| mass on holes, boundaries and crystals vs their share of area.
+* A comparison table (metrics and ``figures/compare_table.png``), mean curves
+  (``figures/compare_faithfulness.png``), overlays of the first tile of ``overlay_tiles`` lots
+  (``figures/overlay_<lot>_<tile>.png``) and per-lot mean GradCAM maps
+  (``figures/gradcam_lot_mean.png``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from mxplain.errors import UserError
+from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
+
+from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma, gaussian_blur
+
+PIXEL_METHODS = ("gradcam", "integrated_gradients", "random")
+STRUCTURES = ("holes", "boundaries", "crystals")
+# the attribute whose ground-truth effect each structure carries
+STRUCTURE_ATTRIBUTE = {"holes": "porosity", "boundaries": "size"}
+
+
+def subset_indices(n: int, max_tiles: int) -> np.ndarray:
+    """``min(n, max_tiles)`` evenly spaced tile indices, starting with 0."""
+    m = min(int(n), max(int(max_tiles), 1))
+    if m <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.round(np.linspace(0, n - 1, m)).astype(np.int64))
+
+
+def reference_tiles(tiles: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "blur":
+        return gaussian_blur(tiles, default_sigma(tiles))
+    if kind == "mean":
+        return tiles.mean(dim=(1, 2, 3), keepdim=True).expand_as(tiles).contiguous()
+    raise UserError(f"[explain.compare] reference must be 'blur' or 'mean', got {kind!r}")
+
+
+def perturbation_curves(predict, tiles: torch.Tensor, maps: np.ndarray, steps: int,
+                        reference: torch.Tensor) -> dict[str, np.ndarray]:
+    """Deletion and insertion curves of ``maps`` (``(m, H, W)``, signed) on ``tiles``.
+
+    ``predict``: ``(N, 1, H, W)`` float tensor -> ``(N,)`` numpy. Returns raw predictions
+    ``p_del``/``p_ins`` ``(m, steps + 1)``, ``p0``/``pr`` ``(m,)`` and the fractions."""
+    m, _, h, w = tiles.shape
+    npix = h * w
+    fractions = np.linspace(0.0, 1.0, int(steps) + 1)
+    counts = np.round(fractions * npix).astype(np.int64)
+    flat = np.asarray(maps, np.float64).reshape(m, npix)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rows = np.arange(m)[:, None]
+    rank[rows, order] = np.arange(npix)[None, :]
+    rank_t = torch.from_numpy(rank).view(m, 1, h, w)
+    deleted, inserted = [], []
+    for c in counts:
+        mask = rank_t < int(c)
+        deleted.append(torch.where(mask, reference, tiles))
+        inserted.append(torch.where(mask, tiles, reference))
+    p_del = predict(torch.stack(deleted, 1).reshape(-1, 1, h, w)).reshape(m, len(counts))
+    p_ins = predict(torch.stack(inserted, 1).reshape(-1, 1, h, w)).reshape(m, len(counts))
+    return {"p_del": p_del, "p_ins": p_ins, "p0": p_del[:, 0], "pr": p_ins[:, 0],
+            "fractions": fractions}
+
+
+def normalised_curves(raw: dict[str, np.ndarray], scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(deletion curve, insertion curve, deletion AUC, insertion AUC), per tile."""
+    s = scale[:, None]
+    dele = (raw["p_del"] - raw["p0"][:, None]) / s
+    ins = (raw["p_ins"] - raw["pr"][:, None]) / s
+    f = raw["fractions"]
+    return dele, ins, np.trapezoid(dele, f, axis=1), np.trapezoid(ins, f, axis=1)
+
+
+def _segment_fn():
+    try:
+        from mxplain_synthetic.measure import segment
+    except Exception:  # the synthetic plugin's segmentation is optional
+        return None
+    return segment
+
+
+def _finite_mean(a) -> float | None:
+    a = np.asarray(a, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else None
+
+
+def _fmt(v: float | None, spec: str = "+.3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+class Compare(Explainer):
+    """GradCAM / IG vs attribute explanations: faithfulness, ground truth, cost; figures."""
+
+    name: ClassVar[str] = "compare"
+    requires_gradients: ClassVar[bool] = True
+
+    def __init__(self, max_tiles: int = 8, curve_steps: int = 16, delta: float = 0.3,
+                 overlay_tiles: int = 3, layer: str | None = None, ig_steps: int = 16,
+                 ig_baseline: str = "mean", reference: str = "blur", sweep_steps: int = 5,
+                 batch_size: int = 64):
+        self.max_tiles = max_tiles
+        self.curve_steps = curve_steps
+        self.delta = delta
+        self.overlay_tiles = overlay_tiles
+        self.layer = layer
+        self.ig_steps = ig_steps
+        self.ig_baseline = ig_baseline
+        self.reference = reference
+        self.sweep_steps = sweep_steps
+        self.batch_size = batch_size
+
+    # ---------------------------------------------------------------- cube layout
+    def extra_dims(self) -> dict[str, Any]:
+        return {"pixel_method": list(PIXEL_METHODS),
+                "curve_fraction": np.linspace(0.0, 1.0, int(self.curve_steps) + 1),
+                "structure": list(STRUCTURES)}
+
+    def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
+        f32 = "float32"
+        return {
+            "deletion_auc": Variable(("lot", "tile", "pixel_method"), f32),
+            "insertion_auc": Variable(("lot", "tile", "pixel_method"), f32),
+            "deletion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
+            "insertion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
+            "pixel_cost_ms": Variable(("lot", "pixel_method"), f32),
+            "pixel_scale": Variable(("lot",), f32),
+            "edit_slope": Variable(("lot", "attribute"), f32),
+            "attribute_top": Variable(("lot",), "int32", -1),
+            "attribute_gain_top": Variable(("lot",), f32),
+            "attribute_gain_random": Variable(("lot",), f32),
+            "attribute_cost_ms": Variable(("lot",), f32),
+            "structure_mass": Variable(("lot", "structure"), f32),
+            "structure_area": Variable(("lot", "structure"), f32),
+            "overlay_image": Variable(("lot", "y", "x"), f32),
+            "overlay_gradcam": Variable(("lot", "y", "x"), f32),
+            "overlay_ig": Variable(("lot", "y", "x"), f32),
+            "gradcam_mean": Variable(("lot", "y", "x"), f32),
+        }
+
+    def _check(self) -> None:
+        if int(self.max_tiles) < 1:
+            raise UserError(f"[explain.compare] max_tiles must be >= 1, got {self.max_tiles!r}")
+        if int(self.curve_steps) < 2:
+            raise UserError(f"[explain.compare] curve_steps must be >= 2, got "
+                            f"{self.curve_steps!r}")
+        if not 0 < float(self.delta) <= 1:
+            raise UserError(f"[explain.compare] delta must be in (0, 1], got {self.delta!r}")
+        if int(self.sweep_steps) < 2:
+            raise UserError(f"[explain.compare] sweep_steps must be >= 2, got "
+                            f"{self.sweep_steps!r}")
+
+    # ---------------------------------------------------------------- per lot
+    def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+        self._check()
+        predictor = ctx.predictor
+        check_differentiable(predictor, "compare")
+        tiles = lot.tiles.float()
+        n, _, h, w = tiles.shape
+        k = len(ctx.attributes)
+        nm = len(PIXEL_METHODS)
+        sel = subset_indices(n, self.max_tiles)
+        sub = tiles[sel]
+        m = len(sub)
+
+        def predict(x: torch.Tensor) -> np.ndarray:
+            return predictor.predict(x, batch_size=int(self.batch_size)).astype(np.float64)
+
+        out: dict[str, np.ndarray] = {
+            "deletion_auc": np.full((n, nm), np.nan, np.float32),
+            "insertion_auc": np.full((n, nm), np.nan, np.float32),
+            "deletion_curve": np.full((nm, int(self.curve_steps) + 1), np.nan, np.float32),
+            "insertion_curve": np.full((nm, int(self.curve_steps) + 1), np.nan, np.float32),
+            "pixel_cost_ms": np.full(nm, np.nan, np.float32),
+            "edit_slope": np.full(k, np.nan, np.float32),
+            "attribute_top": np.array(-1, np.int32),
+            "attribute_gain_top": np.array(np.nan, np.float32),
+            "attribute_gain_random": np.array(np.nan, np.float32),
+            "attribute_cost_ms": np.array(np.nan, np.float32),
+            "structure_mass": np.full(len(STRUCTURES), np.nan, np.float32),
+            "structure_area": np.full(len(STRUCTURES), np.nan, np.float32),
+            "pixel_scale": np.array(np.nan, np.float32),
+        }
+        for key in ("overlay_image", "overlay_gradcam", "overlay_ig", "gradcam_mean"):
+            out[key] = np.full((h, w), np.nan, np.float32)
+        if m == 0:
+            return out
+
+        # pixel maps and their cost
+        gc = GradCAM(layer=self.layer, batch_size=self.batch_size, ig_steps=self.ig_steps,
+                     ig_baseline=self.ig_baseline)
+        maps, cost = gc.timed(sub, predictor)
+        rng = np.random.default_rng([int(ctx.seed), int(lot.index)])
+        t0 = time.perf_counter()
+        maps["random"] = rng.standard_normal((m, h, w)).astype(np.float32)
+        cost["random"] = 1000.0 * (time.perf_counter() - t0) / m
+
+        # deletion / insertion
+        ref = reference_tiles(sub, self.reference)
+        raws = {meth: perturbation_curves(predict, sub, maps[meth], self.curve_steps, ref)
+                for meth in PIXEL_METHODS}
+        change = np.abs(raws["gradcam"]["p0"] - raws["gradcam"]["pr"])
+        lot_scale = float(change.mean())
+        scale = np.maximum(change, max(0.1 * lot_scale, 1e-8))
+        for j, meth in enumerate(PIXEL_METHODS):
+            dele, ins, dauc, iauc = normalised_curves(raws[meth], scale)
+            out["deletion_auc"][sel, j] = dauc
+            out["insertion_auc"][sel, j] = iauc
+            out["deletion_curve"][j] = dele.mean(0)
+            out["insertion_curve"][j] = ins.mean(0)
+            out["pixel_cost_ms"][j] = cost[meth]
+        out["pixel_scale"] = np.array(lot_scale, np.float32)
+        out["overlay_image"] = sub[0, 0].numpy().astype(np.float32)
+        out["overlay_gradcam"] = maps["gradcam"][0]
+        out["overlay_ig"] = maps["integrated_gradients"][0]
+        out["gradcam_mean"] = maps["gradcam"].mean(0).astype(np.float32)
+
+        # attribute explanations, edited with the editor
+        if ctx.editor is not None and k > 0:
+            out.update(self._attribute_part(lot, sub, ctx, predict))
+
+        # GradCAM mass on the structures of synthetic tiles
+        segment = _segment_fn() if ctx.true_sensitivity is not None else None
+        if segment is not None:
+            mass, area = self._structures(sub, maps["gradcam"], segment)
+            out["structure_mass"], out["structure_area"] = mass, area
+        return out
+
+    def _attribute_part(self, lot: Lot, sub: torch.Tensor, ctx: ExplainContext,
+                        predict) -> dict[str, np.ndarray]:
+        editor = ctx.editor
+        k = len(ctx.attributes)
+        m = len(sub)
+        base = np.asarray(lot.attributes, np.float64).reshape(-1)[:k]
+        base = np.where(np.isfinite(base), base, 0.5)
+        dev = getattr(editor, "device", torch.device("cpu"))
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            latent = editor.encode(sub.to(dev))
+
+            def edited(attrs: np.ndarray) -> np.ndarray:
+                a = torch.as_tensor(np.tile(attrs, (m, 1)), dtype=torch.float32, device=dev)
+                return predict(editor.decode(latent, a).float().cpu())
+
+            values = np.linspace(0.0, 1.0, int(self.sweep_steps))
+            slopes = np.zeros(k)
+            for j in range(k):
+                means = []
+                for v in values:
+                    a = base.copy()
+                    a[j] = v
+                    means.append(edited(a).mean())
+                slopes[j] = np.polyfit(values, np.asarray(means), 1)[0]
+            cost = 1000.0 * (time.perf_counter() - t0) / m
+            p_ref = edited(base)
+            gains = np.zeros((k, 2))
+            for j in range(k):
+                for d, sign in enumerate((1.0, -1.0)):
+                    a = base.copy()
+                    a[j] = np.clip(a[j] + sign * float(self.delta), 0.0, 1.0)
+                    gains[j, d] = float((edited(a) - p_ref).mean())
+        top = int(np.argmax(np.abs(slopes)))
+        d_top = 0 if slopes[top] >= 0 else 1
+        return {
+            "edit_slope": slopes.astype(np.float32),
+            "attribute_top": np.array(top, np.int32),
+            "attribute_gain_top": np.array(gains[top, d_top], np.float32),
+            "attribute_gain_random": np.array(gains.mean(), np.float32),
+            "attribute_cost_ms": np.array(cost, np.float32),
+        }
+
+    @staticmethod
+    def _structures(sub: torch.Tensor, cams: np.ndarray, segment) -> tuple[np.ndarray, ...]:
+        from mxplain.store import to_uint8
+
+        imgs = to_uint8(sub)
+        mass = np.zeros((len(imgs), len(STRUCTURES)))
+        area = np.zeros_like(mass)
+        for i, img in enumerate(imgs):
+            masks = segment(img)
+            g = np.abs(cams[i]).astype(np.float64)
+            tot = g.sum()
+            for j, s in enumerate(STRUCTURES):
+                mk = np.asarray(masks.get(s, np.zeros_like(img, bool)), bool)
+                mass[i, j] = g[mk].sum() / tot if tot > 0 else np.nan
+                area[i, j] = mk.mean()
+        return (np.nanmean(mass, 0).astype(np.float32), area.mean(0).astype(np.float32))
+
+    # ---------------------------------------------------------------- summary
+    def summarize(self, cube, ctx: ExplainContext) -> dict:
+        from mxplain_gradcam import figures
+
+        metrics: dict[str, Any] = {"skipped": []}
+        skipped = metrics["skipped"]
+        have = set(cube.data_vars)
+
+        # --- pixel faithfulness
+        pixel: dict[str, dict] = {}
+        if "deletion_auc" in have:
+            meths = [str(v) for v in cube["deletion_auc"]["pixel_method"].values]
+            dauc = np.asarray(cube["deletion_auc"].values, np.float64)
+            iauc = np.asarray(cube["insertion_auc"].values, np.float64)
+            costs = np.asarray(cube["pixel_cost_ms"].values, np.float64)
+            ri = meths.index("random") if "random" in meths else None
+            for j, meth in enumerate(meths):
+                d, i = dauc[..., j], iauc[..., j]
+                entry = {"deletion_auc": _finite_mean(d), "insertion_auc": _finite_mean(i),
+                         "cost_ms_per_tile": _finite_mean(costs[:, j]),
+                         "tiles": int(np.isfinite(d).sum())}
+                if ri is not None and meth != "random":
+                    dr, ir = dauc[..., ri], iauc[..., ri]
+                    ok = np.isfinite(d) & np.isfinite(dr)
+                    entry["deletion_gain_vs_random"] = _finite_mean(dr[ok] - d[ok])
+                    entry["insertion_gain_vs_random"] = _finite_mean(i[ok] - ir[ok])
+                    entry["deletion_beats_random"] = (float((d[ok] < dr[ok]).mean())
+                                                      if ok.any() else None)
+                pixel[meth] = entry
+        else:
+            skipped.append("pixel faithfulness: no deletion_auc in the cube")
+        metrics["pixel"] = pixel
+
+        # --- attribute faithfulness (compare's own edits)
+        attribute: dict[str, Any] = {}
+        gt = np.asarray(cube["attribute_gain_top"].values, np.float64) \
+            if "attribute_gain_top" in have else np.full(1, np.nan)
+        if np.isfinite(gt).any():
+            gr = np.asarray(cube["attribute_gain_random"].values, np.float64)
+            sc = np.asarray(cube["pixel_scale"].values, np.float64)
+            ok = np.isfinite(gt) & np.isfinite(gr)
+            norm = np.where(sc > 0, sc, np.nan)
+            attribute = {
+                "gain_top": _finite_mean(gt[ok]), "gain_random": _finite_mean(gr[ok]),
+                "gain_top_normalised": _finite_mean(gt[ok] / norm[ok]),
+                "gain_random_normalised": _finite_mean(gr[ok] / norm[ok]),
+                "top_beats_random": float((gt[ok] > gr[ok]).mean()),
+                "delta": float(self.delta),
+                "cost_ms_per_tile": _finite_mean(cube["attribute_cost_ms"].values),
+                "lots": int(ok.sum()),
+            }
+        else:
+            skipped.append("attribute faithfulness: no editor in the run")
+        metrics["attribute"] = attribute
+
+        # --- ground truth
+        truth = self._truth(cube, ctx)
+        gtruth: dict[str, Any] = {}
+        if truth is None:
+            skipped.append("ground truth: no true_sensitivity (not synthetic data)")
+        else:
+            if "sensitivity" in have:
+                gtruth["forward"] = _sign_agreement(cube["sensitivity"].values, truth)
+            else:
+                skipped.append("forward: no sensitivity in the cube (explainer forward not run)")
+            if "edit_slope" in have and np.isfinite(cube["edit_slope"].values).any():
+                gtruth["compare_sweep"] = _sign_agreement(cube["edit_slope"].values, truth)
+            if "backward_attributes" in have and "lot_attributes" in have:
+                gtruth["backward"] = _backward_agreement(cube, truth)
+            else:
+                skipped.append("backward: no backward_attributes in the cube")
+        metrics["ground_truth"] = gtruth
+        backward_faith = _backward_faithfulness(cube) if "backward_prediction" in have else None
+        if backward_faith is not None:
+            metrics["backward_target_reached"] = backward_faith
+
+        # --- structures
+        structures: dict[str, Any] = {}
+        if "structure_mass" in have and np.isfinite(cube["structure_mass"].values).any():
+            mass = np.nanmean(np.asarray(cube["structure_mass"].values, np.float64), 0)
+            area = np.nanmean(np.asarray(cube["structure_area"].values, np.float64), 0)
+            snames = [str(v) for v in cube["structure_mass"]["structure"].values]
+            for j, s in enumerate(snames):
+                structures[s] = {"mass_share": float(mass[j]), "area_share": float(area[j]),
+                                 "enrichment": float(mass[j] / area[j]) if area[j] > 0 else None}
+            tmean = _truth_mean(truth, ctx) if truth is not None else {}
+            eff = {s: abs(tmean[a]) for s, a in STRUCTURE_ATTRIBUTE.items() if a in tmean}
+            for s, e in eff.items():
+                if s in structures:
+                    structures[s]["true_effect_abs"] = e
+                    structures[s]["attribute"] = STRUCTURE_ATTRIBUTE[s]
+            if len(eff) == 2 and all(structures.get(s, {}).get("enrichment") is not None
+                                     for s in eff):
+                a, b = "holes", "boundaries"
+                structures["order_agrees_with_truth"] = bool(
+                    (structures[a]["enrichment"] > structures[b]["enrichment"])
+                    == (eff[a] > eff[b]))
+        else:
+            skipped.append("structures: no segmentation (not synthetic data or "
+                           "mxplain_synthetic.measure.segment unavailable)")
+        metrics["structures"] = structures
+
+        table = self._table(metrics, gtruth, have)
+        metrics["table"] = table
+        if ctx.figures_dir is not None:
+            metrics["figures"] = figures.write_all(cube, ctx, table, int(self.overlay_tiles))
+        return metrics
+
+    @staticmethod
+    def _truth(cube, ctx: ExplainContext) -> np.ndarray | None:
+        """True effects as ``(lot, attribute)``, from the cube or ``ctx.true_sensitivity``."""
+        if "true_sensitivity" in cube.data_vars:
+            t = np.asarray(cube["true_sensitivity"].values, np.float64)
+            if np.isfinite(t).any():
+                return t
+        if ctx.true_sensitivity:
+            names = [str(a) for a in cube["attribute"].values] if "attribute" in cube.coords \
+                else list(ctx.attributes)
+            row = np.array([ctx.true_sensitivity.get(a, np.nan) for a in names], np.float64)
+            nlot = cube.sizes.get("lot", 1)
+            return np.tile(row, (nlot, 1))
+        return None
+
+    def _table(self, metrics: dict, gtruth: dict, have: set) -> list[dict]:
+        rows = []
+        labels = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients",
+                  "random": "random map"}
+        for meth, e in metrics["pixel"].items():
+            if meth == "random":
+                faith = (f"del AUC {_fmt(e['deletion_auc'])}, ins AUC {_fmt(e['insertion_auc'])}"
+                         " (baseline)")
+            else:
+                faith = (f"del AUC {_fmt(e['deletion_auc'])} (vs random "
+                         f"{_fmt(e.get('deletion_gain_vs_random'))} better), ins AUC "
+                         f"{_fmt(e['insertion_auc'])} (vs random "
+                         f"{_fmt(e.get('insertion_gain_vs_random'))} better)")
+            rows.append({"method": labels.get(meth, meth), "kind": "pixel",
+                         "faithfulness": faith,
+                         "deletion_auc": e["deletion_auc"], "insertion_auc": e["insertion_auc"],
+                         "ground_truth": "n/a — no attribute direction",
+                         "actionable_direction": "no",
+                         "cost_ms_per_tile": e["cost_ms_per_tile"]})
+        att = metrics["attribute"]
+        fwd_gt = gtruth.get("forward") or gtruth.get("compare_sweep")
+        if att or "sensitivity" in have:
+            faith = (f"top-attribute edit {_fmt(att.get('gain_top_normalised'))} vs random "
+                     f"{_fmt(att.get('gain_random_normalised'))} (pixel-curve units), top beats "
+                     f"random in {_fmt(att.get('top_beats_random'), '.0%')} of lots"
+                     if att else "n/a — no editor")
+            rows.append({"method": "forward (attribute sweep)", "kind": "attribute",
+                         "faithfulness": faith,
+                         "gain_top_normalised": att.get("gain_top_normalised"),
+                         "gain_random_normalised": att.get("gain_random_normalised"),
+                         "ground_truth": (f"sign agreement {fwd_gt['agreement']:.0%}"
+                                          if fwd_gt else "n/a — no ground truth"),
+                         "sign_agreement": fwd_gt["agreement"] if fwd_gt else None,
+                         "actionable_direction": "yes",
+                         "cost_ms_per_tile": att.get("cost_ms_per_tile")})
+        if "backward_attributes" in have:
+            bw = gtruth.get("backward")
+            reach = metrics.get("backward_target_reached")
+            rows.append({"method": "backward (counterfactual)", "kind": "attribute",
+                         "faithfulness": (f"median share of the requested change reached "
+                                          f"{reach:.0%}" if reach is not None else "n/a"),
+                         "ground_truth": (f"sign agreement {bw['agreement']:.0%}"
+                                          if bw else "n/a — no ground truth"),
+                         "sign_agreement": bw["agreement"] if bw else None,
+                         "actionable_direction": "yes",
+                         "cost_ms_per_tile": None})
+        return rows
+
+
+def _sign_agreement(est, truth: np.ndarray) -> dict:
+    est = np.asarray(est, np.float64)
+    ok = np.isfinite(est) & np.isfinite(truth) & (np.abs(truth) > 0)
+    if not ok.any():
+        return {"agreement": None, "pairs": 0}
+    return {"agreement": float((np.sign(est[ok]) == np.sign(truth[ok])).mean()),
+            "pairs": int(ok.sum())}
+
+
+def _truth_mean(truth: np.ndarray, ctx: ExplainContext) -> dict[str, float]:
+    names = list(ctx.attributes)
+    if len(names) != truth.shape[-1]:
+        return {}
+    with np.errstate(all="ignore"):
+        row = np.nanmean(truth, 0)
+    return {a: float(v) for a, v in zip(names, row) if np.isfinite(v)}
+
+
+def _backward_agreement(cube, truth: np.ndarray) -> dict:
+    """Sign of the counterfactual attribute change vs the true effect (increase: same sign,
+    decrease: opposite sign), over attributes that moved by more than 1e-3."""
+    ba = np.asarray(cube["backward_attributes"].values, np.float64)  # lot, tile, dir, attr
+    la = np.asarray(cube["lot_attributes"].values, np.float64)  # lot, attr
+    dirs = [str(d) for d in cube["backward_attributes"]["direction"].values]
+    moved = ba - la[:, None, None, :]
+    sign_dir = np.array([1.0 if d == "increase" else -1.0 for d in dirs])[None, None, :, None]
+    t = np.broadcast_to(truth[:, None, None, :], moved.shape)
+    ok = np.isfinite(moved) & np.isfinite(t) & (np.abs(moved) > 1e-3) & (np.abs(t) > 0)
+    if not ok.any():
+        return {"agreement": None, "pairs": 0}
+    agree = np.sign(moved[ok]) == np.sign((t * sign_dir)[ok])
+    return {"agreement": float(agree.mean()), "pairs": int(ok.sum())}
+
+
+def _backward_faithfulness(cube) -> float | None:
+    """Median over tiles and directions of (achieved change) / (requested change)."""
+    have = set(cube.data_vars)
+    if not {"backward_prediction", "backward_target", "prediction"} <= have:
+        return None
+    bp = np.asarray(cube["backward_prediction"].values, np.float64)
+    bt = np.asarray(cube["backward_target"].values, np.float64)
+    p = np.asarray(cube["prediction"].values, np.float64)[..., None]
+    req = bt - p
+    ok = np.isfinite(bp) & np.isfinite(req) & (np.abs(req) > 1e-9)
+    if not ok.any():
+        return None
+    return float(np.median((bp - p)[ok] / req[ok]))
+
+
+def safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)) or "lot"

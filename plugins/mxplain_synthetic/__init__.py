@@ -1,0 +1,1 @@
+"""mxplain_synthetic plugin package: registers nothing until its components are written."""

@@ -1,0 +1,375 @@
+"""The WideResNet peak-stress regressor as an mxplain Predictor (seed 000, supplement B).
+
+Training follows the paper: per-image standardization, horizontal flips, MSE loss (here on the
+tanh-scaled target), Adam with learning rate 1e-3, minibatches of 64, 10 % of the tiles held out for
+validation and early stopping on the validation loss (best weights restored). ``split = "lots"``
+holds whole lots out instead (leave-lots-out), which measures generalisation to unseen lots.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mxplain.errors import UserError
+from mxplain.interfaces import Predictor, RunContext
+
+from .model import WideResNet, check_depth
+
+SPLITS = ("tile", "lots")
+AUGMENTS = ("none", "hflip", "dihedral")
+MARGIN = 1.5  # half_range = MARGIN * max |y - center| over the training targets
+
+
+def _is_cuda(device: torch.device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def augment_batch(x: torch.Tensor, mode: str, g: torch.Generator) -> torch.Tensor:
+    """Random per-tile flips (``hflip``) or the 8 dihedral transforms (``dihedral``) of a
+    ``(B, 1, H, W)`` batch; random draws come from the CPU generator ``g`` (deterministic)."""
+    if mode == "none" or len(x) == 0:
+        return x
+    b = len(x)
+    flip = torch.rand(b, generator=g) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if mode == "dihedral":
+        vflip = torch.rand(b, generator=g) < 0.5
+        x = torch.where(vflip.view(b, 1, 1, 1).to(x.device), x.flip(-2), x)
+        if x.shape[-1] == x.shape[-2]:
+            rot = (torch.rand(b, generator=g) < 0.5).view(b, 1, 1, 1).to(x.device)
+            x = torch.where(rot, x.transpose(-1, -2), x)  # with the flips: all 8 symmetries
+    return x
+
+
+def _metrics(pred: np.ndarray, y: np.ndarray, lots: np.ndarray, prefix: str) -> dict:
+    """Per-tile RMSE and MAPE (%) plus the lot-level MAPE of the mean tile prediction."""
+    if len(pred) == 0:
+        return {}
+    err = pred - y
+    out = {
+        f"{prefix}_rmse": float(np.sqrt(np.mean(err**2))),
+        f"{prefix}_mape": float(100.0 * np.mean(np.abs(err) / np.abs(y))),
+    }
+    lot_err = []
+    for lot in np.unique(lots):
+        m = lots == lot
+        lot_err.append(abs(pred[m].mean() - y[m][0]) / abs(y[m][0]))
+    out[f"{prefix}_lot_mape"] = float(100.0 * np.mean(lot_err))
+    out[f"{prefix}_tiles"] = int(len(pred))
+    return out
+
+
+class WideResNetPredictor(Predictor):
+    """WideResNet-d-k regressor: tiles ``(N, 1, H, W)`` in [0, 1] -> property per tile (psi).
+
+    Parameters (config keys of ``[predictor]``)
+    ----------
+    depth, widen, dropout : the WRN-d-k architecture (depth = 6n + 4; the paper: 28, 1, 0).
+    epochs, batch_size, lr, patience : Adam training with early stopping on the validation loss.
+    val_fraction : share of tiles (``split="tile"``) or lots (``split="lots"``) held out.
+    split : ``"tile"`` (the paper) or ``"lots"`` (leave-lots-out: whole lots held out).
+    augment : ``"hflip"`` (the paper), ``"dihedral"`` (flips and 90 degree rotations) or ``"none"``.
+    leave_lots_out_eval : also train a second model with ``split="lots"`` only to report its
+        validation metrics (``lots_val_*``); the kept model is the one of ``split``.
+    seed : seeds weights, split, batch order and augmentation.
+    max_tiles_per_lot : use at most this many tiles of each lot (``None`` or 0: all).
+    """
+
+    name: ClassVar[str] = "wideresnet"
+    differentiable: ClassVar[bool] = True
+    gradcam_layer: ClassVar[str] = "block3"
+
+    def __init__(self, depth: int = 28, widen: int = 1, dropout: float = 0.0, epochs: int = 30,
+                 batch_size: int = 64, lr: float = 1e-3, val_fraction: float = 0.1,
+                 patience: int = 5, split: str = "tile", augment: str = "hflip",
+                 leave_lots_out_eval: bool = False, seed: int = 0,
+                 max_tiles_per_lot: int | None = None):
+        self.depth = depth
+        self.widen = widen
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.val_fraction = val_fraction
+        self.patience = patience
+        self.split = split
+        self.augment = augment
+        self.leave_lots_out_eval = leave_lots_out_eval
+        self.seed = seed
+        self.max_tiles_per_lot = max_tiles_per_lot
+        self._module: WideResNet | None = None
+        self.device = torch.device("cpu")
+        self.tile_size: int | None = None
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        where = f"[predictor] {self.name!r}"
+        try:
+            check_depth(self.depth)
+        except ValueError as exc:
+            raise UserError(f"{where}: depth: {exc}") from None
+        if int(self.widen) < 1:
+            raise UserError(f"{where}: widen must be an integer >= 1, got {self.widen!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise UserError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")
+        if int(self.epochs) < 1:
+            raise UserError(f"{where}: epochs must be >= 1, got {self.epochs!r}")
+        if int(self.batch_size) < 2:
+            raise UserError(f"{where}: batch_size must be >= 2, got {self.batch_size!r}")
+        if not float(self.lr) > 0:
+            raise UserError(f"{where}: lr must be > 0, got {self.lr!r}")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise UserError(f"{where}: val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if int(self.patience) < 1:
+            raise UserError(f"{where}: patience must be >= 1, got {self.patience!r}")
+        if self.split not in SPLITS:
+            raise UserError(f"{where}: split must be one of {', '.join(SPLITS)}, "
+                            f"got {self.split!r}")
+        if self.augment not in AUGMENTS:
+            raise UserError(f"{where}: augment must be one of {', '.join(AUGMENTS)}, "
+                            f"got {self.augment!r}")
+        if self.max_tiles_per_lot is not None and int(self.max_tiles_per_lot) < 0:
+            raise UserError(f"{where}: max_tiles_per_lot must be >= 1 (or 0 for all), "
+                            f"got {self.max_tiles_per_lot!r}")
+
+    # ---- data ---------------------------------------------------------------------------------
+    def _load_data(self, store) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """uint8 tiles ``(N, H, W)``, float64 targets ``(N,)`` and lot indices ``(N,)``."""
+        rng = np.random.default_rng(int(self.seed))
+        cap = int(self.max_tiles_per_lot or 0)
+        tiles, lots = [], []
+        for i in range(store.n_lots):
+            t = store.tiles(i)
+            if cap and len(t) > cap:
+                t = t[np.sort(rng.choice(len(t), cap, replace=False))]
+            tiles.append(t)
+            lots.append(np.full(len(t), i, dtype=np.int64))
+        if not tiles or sum(len(t) for t in tiles) == 0:
+            raise UserError(f"tile store {str(store.path)!r} holds no tiles to train on")
+        lot_idx = np.concatenate(lots)
+        y = np.asarray(store.properties, dtype=np.float64)[lot_idx]
+        return torch.from_numpy(np.concatenate(tiles)), y, lot_idx
+
+    def split_indices(self, lot_idx: np.ndarray, split: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Train and validation positions for tiles of lots ``lot_idx``: a random ``val_fraction``
+        of the tiles (``"tile"``) or of whole lots (``"lots"``), seeded by ``seed``."""
+        split = self.split if split is None else split
+        rng = np.random.default_rng(int(self.seed) + 1)
+        n = len(lot_idx)
+        if split == "lots":
+            lots = np.unique(lot_idx)
+            if len(lots) < 2:
+                raise UserError("split = \"lots\" needs at least 2 lots with tiles, "
+                                f"the tile store has {len(lots)}")
+            n_val = min(len(lots) - 1, max(1, round(float(self.val_fraction) * len(lots))))
+            val_lots = rng.permutation(lots)[:n_val]
+            val = np.isin(lot_idx, val_lots)
+            return np.flatnonzero(~val), np.flatnonzero(val)
+        if n < 2:
+            raise UserError(f"training needs at least 2 tiles, got {n}")
+        n_val = min(n - 1, max(1, round(float(self.val_fraction) * n)))
+        perm = rng.permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    # ---- training -----------------------------------------------------------------------------
+    def fit(self, store, ctx: RunContext | None = None) -> dict:
+        ctx = ctx or RunContext()
+        self._check_params()
+        x, y, lot_idx = self._load_data(store)
+        metrics = self._fit_arrays(x, y, lot_idx, ctx, self.split)
+        if self.leave_lots_out_eval:
+            other = type(self)(**{**self.get_params(), "split": "lots",
+                                  "leave_lots_out_eval": False})
+            m = other._fit_arrays(x, y, lot_idx, ctx, "lots", desc="wideresnet (leave-lots-out)")
+            for k in ("val_rmse", "val_mape", "val_lot_mape", "best_epoch", "epochs_run",
+                      "train_seconds"):
+                if k in m:
+                    metrics[f"lots_{k}"] = m[k]
+        return metrics
+
+    def _fit_arrays(self, x: torch.Tensor, y: np.ndarray, lot_idx: np.ndarray, ctx: RunContext,
+                    split: str, desc: str = "wideresnet") -> dict:
+        from tqdm.auto import tqdm
+
+        t_start = time.perf_counter()
+        device = torch.device(ctx.device)
+        cuda = _is_cuda(device)
+        seed = int(self.seed)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+
+        tr, va = self.split_indices(lot_idx, split)
+        y_tr = y[tr]
+        center = float(y_tr.mean())
+        half = MARGIN * float(np.max(np.abs(y_tr - center)))
+        if not half > 1e-9 * max(1.0, abs(center)):
+            half = max(1.0, 0.05 * abs(center))  # a single training target: a fixed margin
+        z = torch.from_numpy(((y - center) / half).astype(np.float32))
+
+        module = WideResNet(int(self.depth), int(self.widen), float(self.dropout))
+        module.set_target_range(center, half)
+        module = module.to(device)
+        if cuda:
+            module = module.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(module.parameters(), lr=float(self.lr))
+        self.tile_size = int(x.shape[-1])
+
+        bs = int(self.batch_size)
+        n_batches = math.ceil(len(tr) / bs)
+        epochs = int(self.epochs)
+        best_loss, best_epoch, best_state, wait = math.inf, 0, None, 0
+        train_time, seen, epochs_run = 0.0, 0, 0
+        history = []
+        tr_t = torch.from_numpy(tr)
+        bar = tqdm(total=epochs * n_batches, desc=desc, disable=not ctx.progress, leave=False)
+        try:
+            for epoch in range(1, epochs + 1):
+                module.train()
+                t0 = time.perf_counter()
+                order = tr_t[torch.randperm(len(tr), generator=g)]
+                run_loss, run_n = 0.0, 0
+                for b in range(n_batches):
+                    idx = order[b * bs: (b + 1) * bs]
+                    if len(idx) < 2 and run_n > 0:
+                        continue  # BatchNorm needs 2 samples; a lone leftover tile is skipped
+                    xb = augment_batch(x[idx].float().div_(255.0).unsqueeze(1), self.augment, g)
+                    xb = self._to_device(xb, device)
+                    zb = z[idx].to(device)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                        s = module.scaled(xb)
+                    loss = F.mse_loss(s.float(), zb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    run_loss += loss.item() * len(idx)
+                    run_n += len(idx)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, train=f"{run_loss / run_n:.4f}",
+                                    val=f"{best_loss:.4f}" if best_epoch else "-")
+                if cuda:
+                    torch.cuda.synchronize(device)
+                train_time += time.perf_counter() - t0
+                seen += run_n
+                epochs_run = epoch
+                val_loss = float(np.mean((self._scaled(module, x[va], device, ctx) -
+                                          z[va].numpy()) ** 2))
+                history.append((run_loss / max(run_n, 1), val_loss))
+                if val_loss < best_loss:
+                    best_loss, best_epoch, wait = val_loss, epoch, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    wait += 1
+                bar.set_postfix(epoch=epoch, train=f"{run_loss / max(run_n, 1):.4f}",
+                                val=f"{val_loss:.4f}")
+                if wait >= int(self.patience):
+                    break
+        finally:
+            bar.close()
+        module.load_state_dict(best_state)
+        module.eval()
+        self._module = module
+        self.device = device
+
+        pred = center + half * self._scaled(module, x, device, ctx).astype(np.float64)
+        metrics = {
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "best_val_loss": float(best_loss),
+            "train_seconds": float(time.perf_counter() - t_start),
+            "images_per_s": float(seen / train_time) if train_time > 0 else float("nan"),
+            "train_loss_history": [float(a) for a, _ in history],
+            "val_loss_history": [float(b) for _, b in history],
+            "n_train": int(len(tr)),
+            "n_val": int(len(va)),
+            "split": split,
+            "val_lots": [int(i) for i in np.unique(lot_idx[va])] if split == "lots" else [],
+            "center": center,
+            "half_range": half,
+        }
+        metrics.update(_metrics(pred[tr], y[tr], lot_idx[tr], "train"))
+        metrics.update(_metrics(pred[va], y[va], lot_idx[va], "val"))
+        return metrics
+
+    @staticmethod
+    def _to_device(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
+        xb = xb.to(device, dtype=torch.float32, non_blocking=True)
+        if _is_cuda(device):
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def _scaled(self, module: WideResNet, x_u8: torch.Tensor, device: torch.device,
+                ctx: RunContext) -> np.ndarray:
+        """The tanh output of ``module`` in evaluation mode for uint8 tiles ``(N, H, W)``."""
+        module.eval()
+        out = []
+        bs = max(int(getattr(ctx, "batch_size", 256) or 256), 1)
+        with torch.no_grad():
+            for i in range(0, len(x_u8), bs):
+                xb = self._to_device(x_u8[i: i + bs].float().div_(255.0).unsqueeze(1), device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=_is_cuda(device)):
+                    out.append(module.scaled(xb).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+    # ---- inference ----------------------------------------------------------------------------
+    def _require(self) -> WideResNet:
+        if self._module is None:
+            raise UserError("the wideresnet predictor is not trained: fit it or load a checkpoint "
+                            "([predictor] checkpoint = \"PATH\")")
+        return self._module
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        module = self._require()
+        module.eval()
+        if tiles.ndim == 3:
+            tiles = tiles.unsqueeze(1)
+        if tiles.dtype == torch.uint8:
+            tiles = tiles.float() / 255.0
+        xb = self._to_device(tiles, self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=_is_cuda(self.device)):
+            out = module(xb)
+        return out.float()
+
+    def torch_module(self) -> WideResNet | None:
+        return self._module
+
+    def to(self, device):
+        self.device = torch.device(device)
+        if self._module is not None:
+            self._module.to(self.device)
+            if _is_cuda(self.device):
+                self._module.to(memory_format=torch.channels_last)
+        return self
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        module = self._require()
+        return {
+            "model": {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+            "center": float(module.center),
+            "half_range": float(module.half_range),
+            "depth": int(module.depth),
+            "widen": int(module.widen),
+            "tile_size": int(self.tile_size) if self.tile_size is not None else 0,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        depth, widen = int(state["depth"]), int(state["widen"])
+        if (depth, widen) != (int(self.depth), int(self.widen)):
+            raise RuntimeError(
+                f"checkpoint holds a WideResNet-{depth}-{widen} but the predictor is configured "
+                f"as WideResNet-{int(self.depth)}-{int(self.widen)} (depth/widen differ)")
+        module = WideResNet(depth, widen, float(self.dropout))
+        module.load_state_dict(state["model"])  # strict: RuntimeError on any other layout
+        module.set_target_range(float(state["center"]), float(state["half_range"]))
+        module.eval()
+        self._module = module
+        self.tile_size = int(state.get("tile_size", 0)) or None
+        self.to(self.device)

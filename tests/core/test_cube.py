@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from mxplain.cube import CubeWriter, open_results
+from mxplain.errors import UserError
+from mxplain.interfaces import Variable
+
+
+def _writer(path, resume=False, attrs=None):
+    variables = {"prediction": Variable(("lot", "tile")),
+                 "sensitivity": Variable(("lot", "attribute")),
+                 "tile_mask": Variable(("lot", "tile"), "bool")}
+    sizes = {"lot": 3, "tile": 4, "attribute": 2}
+    coords = {"lot": np.array(["a", "b", "c"]), "attribute": np.array(["size", "porosity"])}
+    tables = {"measured_property": xr.DataArray(np.array([1.0, 2.0, 3.0]), dims=("lot",))}
+    return CubeWriter(path, variables, sizes, coords, tables,
+                      attrs or {"mxplain_config_hash": "h1"}, resume=resume)
+
+
+def _values(i, n):
+    return {"prediction": np.full(n, float(i)), "sensitivity": np.array([i, -i], float),
+            "tile_mask": np.ones(n, bool)}
+
+
+def test_lot_by_lot_writes_pad_ragged_tiles(tmp_path):
+    w = _writer(tmp_path / "r.zarr")
+    for i, n in enumerate([4, 2, 3]):
+        w.write_lot(i, _values(i, n))
+    w.finish()
+    cube = open_results(tmp_path / "r.zarr")
+    assert cube.prediction.sel(lot="b").values[:2].tolist() == [1.0, 1.0]
+    assert np.isnan(cube.prediction.sel(lot="b").values[2:]).all()
+    assert cube.tile_mask.sum("tile").values.tolist() == [4, 2, 3]
+    per_lot = cube.prediction.where(cube.tile_mask).mean("tile")
+    assert per_lot.values.tolist() == [0.0, 1.0, 2.0]
+    assert cube.measured_property.values.tolist() == [1.0, 2.0, 3.0]
+    assert cube.attrs["complete"] is True
+
+
+def test_resume_skips_written_lots_and_gives_identical_cube(tmp_path):
+    full = _writer(tmp_path / "full.zarr")
+    for i in range(3):
+        full.write_lot(i, _values(i, 4))
+    part = _writer(tmp_path / "part.zarr")
+    part.write_lot(0, _values(0, 4))
+    resumed = _writer(tmp_path / "part.zarr", resume=True)
+    done = resumed.done()
+    assert done.tolist() == [True, False, False]
+    for i in np.flatnonzero(~done):
+        resumed.write_lot(int(i), _values(int(i), 4))
+    a = open_results(tmp_path / "full.zarr").load()
+    b = open_results(tmp_path / "part.zarr").load()
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+def test_resume_with_other_config_refused(tmp_path):
+    _writer(tmp_path / "r.zarr")
+    with pytest.raises(UserError, match="another config"):
+        _writer(tmp_path / "r.zarr", resume=True, attrs={"mxplain_config_hash": "other"})
+
+
+def test_missing_variable_is_an_error(tmp_path):
+    w = _writer(tmp_path / "r.zarr")
+    with pytest.raises(RuntimeError, match="no values"):
+        w.write_lot(0, {"prediction": np.zeros(4)})
+    assert not w.done().any()
+
+
+def test_open_results_refuses_other_stores(tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
+    with pytest.raises(UserError, match="not an mxplain results cube"):
+        open_results(tmp_path / "x.zarr")

@@ -1,0 +1,128 @@
+"""Hand-written fake models with a known, linear attribute -> property law."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from mxplain.interfaces import Editor, ExplainContext, Lot, Predictor
+
+ATTRS = ("size", "porosity", "polydispersity", "facetness")
+COEF = (0.10, -0.05, 0.0, 0.08)  # brightness change per unit attribute
+SCALE, OFFSET = 1000.0, 100.0  # predictor: SCALE * mean brightness + OFFSET
+TRUE_SLOPES = tuple(SCALE * c for c in COEF)  # (100, -50, 0, 80) property units per unit attr
+
+
+class FakeEditor(Editor):
+    """decode = 0.3 + 0.2 * tile + attrs . coef (stays inside [0, 1]); latent is a tuple."""
+
+    name = "fake-editor"
+    attributes = ATTRS
+
+    def __init__(self, coef: tuple = COEF):
+        self.coef = coef
+        self.encode_calls = 0
+        self.encoded_rows = 0
+
+    def fit(self, store, ctx):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def encode(self, tiles):
+        self.encode_calls += 1
+        self.encoded_rows += len(tiles)
+        return (0.2 * tiles, tiles.mean(dim=(1, 2, 3)))
+
+    def decode(self, latent, attributes):
+        img, _ = latent
+        shift = attributes.float() @ torch.as_tensor(self.coef, dtype=torch.float32,
+                                                     device=attributes.device)
+        return 0.3 + img + shift[:, None, None, None]
+
+
+class FakePredictor(Predictor):
+    """SCALE * mean brightness + OFFSET (differentiable torch)."""
+
+    name = "fake-predictor"
+
+    def fit(self, store, ctx):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def forward(self, tiles):
+        return SCALE * tiles.mean(dim=(1, 2, 3)) + OFFSET
+
+
+class NumpyPredictor(FakePredictor):
+    """The same law computed in numpy: no gradients."""
+
+    name = "numpy-predictor"
+    differentiable = False
+
+    def forward(self, tiles):
+        arr = tiles.detach().cpu().numpy().astype(np.float64)
+        return torch.from_numpy(SCALE * arr.mean(axis=(1, 2, 3)) + OFFSET).float()
+
+
+def make_lots(n_lots=3, n_tiles=5, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    lots = []
+    for i in range(n_lots):
+        tiles = torch.rand((n_tiles + i, 1, size, size), generator=g)
+        attrs = rng.uniform(0.3, 0.7, len(ATTRS)).astype(np.float32)
+        lots.append(Lot(i, f"L{i}", tiles, attrs, float(500 + 100 * i)))
+    return lots
+
+
+def make_ctx(tmp_path=None, predictor=None, editor=None, truth=None):
+    return ExplainContext(out_dir=tmp_path, progress=False, predictor=predictor or FakePredictor(),
+                          editor=editor or FakeEditor(), attributes=ATTRS,
+                          property_name="peak_stress", property_units="psi",
+                          true_sensitivity=truth)
+
+
+def build_cube(explainer, lots, ctx, truth=None):
+    """What the pipeline does: variables padded on the tile axis, plus the base variables."""
+    variables = explainer.variables(ctx)
+    per_lot = [explainer.explain_lot(lot, ctx) for lot in lots]
+    n_tile = max(len(lot.tiles) for lot in lots)
+    coords = {"lot": [lot.lot_id for lot in lots], "tile": np.arange(n_tile),
+              "attribute": list(ATTRS), "direction": ["increase", "decrease"]}
+    for dim, vals in explainer.extra_dims().items():
+        coords[dim] = vals
+    data = {}
+    for name, var in variables.items():
+        dims = var.dims[1:]
+        arrs = []
+        for vals in per_lot:
+            a = np.asarray(vals[name]).astype(var.dtype)
+            if "tile" in dims:
+                ax = dims.index("tile")
+                pad = [(0, 0)] * a.ndim
+                pad[ax] = (0, n_tile - a.shape[ax])
+                a = np.pad(a, pad, constant_values=var.fill)
+            arrs.append(a)
+        data[name] = (var.dims, np.stack(arrs))
+    mask = np.zeros((len(lots), n_tile), bool)
+    for i, lot in enumerate(lots):
+        mask[i, : len(lot.tiles)] = True
+    data["tile_mask"] = (("lot", "tile"), mask)
+    data["lot_attributes"] = (("lot", "attribute"), np.stack([lot.attributes for lot in lots]))
+    data["measured_property"] = (("lot",), np.array([lot.property for lot in lots]))
+    data["prediction"] = (("lot", "tile"), np.zeros((len(lots), n_tile), np.float32))
+    if truth is not None:
+        data["true_sensitivity"] = (("lot", "attribute"),
+                                    np.tile(np.asarray(truth, np.float64), (len(lots), 1)))
+    return xr.Dataset(data, coords=coords)
