@@ -30,6 +30,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "explain_tiles": 32,  # tiles per lot that explainers and the cube cover (0: all)
     "batch_size": 256,  # batch size of gradient-free inference (prediction, reconstruction)
     "report": True,  # write the HTML report at the end
+    "editor_eval_tiles": 6,  # tiles per lot for the editor's reconstruction and fidelity checks
 }
 RUN_DOC = {
     "seed": "seed for every component that has no seed of its own",
@@ -37,6 +38,7 @@ RUN_DOC = {
     "explain_tiles": "tiles per lot that the explainers and the results cube cover (0: all)",
     "batch_size": "batch size of inference for prediction and reconstruction",
     "report": "write the HTML report at the end of the run",
+    "editor_eval_tiles": "tiles per lot for the editor's reconstruction and edit-fidelity checks",
 }
 MODEL_EXTRA_KEYS = ("name", "checkpoint")
 

@@ -210,6 +210,10 @@ class Explainer(Component):
         """New cube dimensions and their coordinate values (e.g. ``{"step": values}``)."""
         return {}
 
+    def extra_coords(self) -> dict[str, tuple[str, Any]]:
+        """Further coordinates on those dims, as ``{name: (dim, values)}`` (``value`` of ``step``)."""
+        return {}
+
     @abstractmethod
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         """Every variable this explainer writes, by name (each has ``lot`` as first dim)."""

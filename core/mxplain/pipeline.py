@@ -104,6 +104,7 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
         torch.manual_seed(int(run_cfg["seed"]))
         ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
                              progress=progress, batch_size=int(run_cfg["batch_size"]))
+        ctx.editor_eval_tiles = int(run_cfg["editor_eval_tiles"])
         ctx.figures_dir.mkdir(parents=True, exist_ok=True)
         ctx.models_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(folder.path / "config.toml", config_mod.to_toml(cfg))
@@ -155,11 +156,21 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
 
 
 def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> dict:
-    try:
-        from mxplain import editor_eval
-    except ImportError:  # pragma: no cover - editor evaluation module not present
-        return {}
-    return editor_eval.evaluate_editor(editor, dataset, store, ctx)
+    """Reconstruction error, the edit grid, and, where the dataset can measure attributes from
+    images (synthetic lots), edit fidelity judged by that independent measurement."""
+    from mxplain import editor_eval
+
+    n = int(ctx.editor_eval_tiles)
+    out = {"reconstruction": editor_eval.reconstruction_error(editor, store, n_tiles_per_lot=n,
+                                                              seed=ctx.seed)}
+    measure = getattr(dataset, "measure", None)
+    if measure is not None:
+        out["fidelity"] = editor_eval.edit_fidelity(editor, store, measure, n_tiles_per_lot=n,
+                                                    ctx=ctx, seed=ctx.seed)
+    if ctx.figures_dir is not None:
+        editor_eval.edit_grid_figure(editor, store, ctx.figures_dir / "editor_grid.png",
+                                     seed=ctx.seed)
+    return out
 
 
 def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
@@ -189,6 +200,8 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
                 raise UserError(f"[explain.{ename}] dimension {dim!r} clashes with another")
             sizes[dim] = len(values)
             coords[dim] = values
+        for cname, (dim, values) in exp.extra_coords().items():
+            coords[cname] = (dim, np.asarray(values))
         for vname, var in exp.variables(ctx).items():
             if vname in variables:
                 raise UserError(f"cube variable {vname!r} of [explain.{ename}] is written by "

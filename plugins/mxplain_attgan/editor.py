@@ -126,6 +126,10 @@ class AttGANEditor(Editor):
         if tile_size % (2**self.n_layers):
             raise UserError(f"[editor] attgan: tile size {tile_size} is not divisible by "
                             f"2**n_layers = {2**self.n_layers}; lower n_layers")
+        if self.dis_norm == "instancenorm" and tile_size // 2**self.n_layers < 2:
+            raise UserError(f"[editor] attgan: tile size {tile_size} with n_layers={self.n_layers} "
+                            f"leaves 1x1 discriminator features (instance norm undefined); lower "
+                            f"n_layers or set dis_norm = 'layernorm'")
         self.tile_size = int(tile_size)
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                    self.shortcut_layers, self.inject_layers)

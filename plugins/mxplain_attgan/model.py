@@ -148,6 +148,9 @@ class Discriminator(nn.Module):
         if image_size % (2**n_layers):
             raise ValueError(f"tile size {image_size} is not divisible by 2**n_layers = "
                              f"{2**n_layers}")
+        if norm == "instancenorm" and image_size // 2**n_layers < 2:
+            raise ValueError(f"tile size {image_size} with n_layers={n_layers} leaves 1x1 features, "
+                             f"where instance norm is undefined; use layernorm or fewer layers")
         if norm not in ("instancenorm", "layernorm"):
             raise ValueError(f"discriminator norm must be 'instancenorm' or 'layernorm', not {norm!r}")
         layers = []

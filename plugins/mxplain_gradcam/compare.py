@@ -1,7 +1,7 @@
 """Pixel explanations (GradCAM, Integrated Gradients) and attribute explanations side by side.
 
 ``Compare`` (explainer ``compare``) works per lot in :meth:`Compare.explain_lot` on a subset of the
-lot's tiles (``max_tiles``, evenly spaced, always including tile 0) and aggregates in
+lot's tiles (the first ``max_tiles``) and aggregates in
 :meth:`Compare.summarize`:
 
 * **Pixel faithfulness** -- deletion and insertion curves. Pixels are ranked by their *signed*
@@ -49,11 +49,9 @@ STRUCTURE_ATTRIBUTE = {"holes": "porosity", "boundaries": "size"}
 
 
 def subset_indices(n: int, max_tiles: int) -> np.ndarray:
-    """``min(n, max_tiles)`` evenly spaced tile indices, starting with 0."""
-    m = min(int(n), max(int(max_tiles), 1))
-    if m <= 0:
-        return np.zeros(0, np.int64)
-    return np.unique(np.round(np.linspace(0, n - 1, m)).astype(np.int64))
+    """The first ``min(n, max_tiles)`` tiles (tiles of a lot are exchangeable crops); a prefix,
+    so that the results-cube writer pads the rest of the tile axis."""
+    return np.arange(min(int(n), max(int(max_tiles), 1)), dtype=np.int64)
 
 
 def reference_tiles(tiles: torch.Tensor, kind: str) -> torch.Tensor:
@@ -145,27 +143,44 @@ class Compare(Explainer):
                 "curve_fraction": np.linspace(0.0, 1.0, int(self.curve_steps) + 1),
                 "structure": list(STRUCTURES)}
 
+    @staticmethod
+    def _parts(ctx: ExplainContext) -> tuple[bool, bool]:
+        """(attribute part: an editor is in the run, structure part: synthetic data and the
+        synthetic plugin's segmentation importable)."""
+        return (ctx.editor is not None and len(ctx.attributes) > 0,
+                ctx.true_sensitivity is not None and _segment_fn() is not None)
+
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
+        """Every value is finite; the parts that cannot run (no editor, not synthetic) are not
+        declared at all, and tiles beyond ``max_tiles`` are padded (NaN) by the cube writer."""
         f32 = "float32"
-        return {
+        out = {
             "deletion_auc": Variable(("lot", "tile", "pixel_method"), f32),
             "insertion_auc": Variable(("lot", "tile", "pixel_method"), f32),
             "deletion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
             "insertion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
             "pixel_cost_ms": Variable(("lot", "pixel_method"), f32),
             "pixel_scale": Variable(("lot",), f32),
-            "edit_slope": Variable(("lot", "attribute"), f32),
-            "attribute_top": Variable(("lot",), "int32", -1),
-            "attribute_gain_top": Variable(("lot",), f32),
-            "attribute_gain_random": Variable(("lot",), f32),
-            "attribute_cost_ms": Variable(("lot",), f32),
-            "structure_mass": Variable(("lot", "structure"), f32),
-            "structure_area": Variable(("lot", "structure"), f32),
             "overlay_image": Variable(("lot", "y", "x"), f32),
             "overlay_gradcam": Variable(("lot", "y", "x"), f32),
             "overlay_ig": Variable(("lot", "y", "x"), f32),
             "gradcam_mean": Variable(("lot", "y", "x"), f32),
         }
+        attribute_part, structure_part = self._parts(ctx)
+        if attribute_part:
+            out.update({
+                "edit_slope": Variable(("lot", "attribute"), f32),
+                "attribute_top": Variable(("lot",), "int32", -1),
+                "attribute_gain_top": Variable(("lot",), f32),
+                "attribute_gain_random": Variable(("lot",), f32),
+                "attribute_cost_ms": Variable(("lot",), f32),
+            })
+        if structure_part:
+            out.update({
+                "structure_mass": Variable(("lot", "structure"), f32),
+                "structure_area": Variable(("lot", "structure"), f32),
+            })
+        return out
 
     def _check(self) -> None:
         if int(self.max_tiles) < 1:
@@ -186,7 +201,6 @@ class Compare(Explainer):
         check_differentiable(predictor, "compare")
         tiles = lot.tiles.float()
         n, _, h, w = tiles.shape
-        k = len(ctx.attributes)
         nm = len(PIXEL_METHODS)
         sel = subset_indices(n, self.max_tiles)
         sub = tiles[sel]
@@ -195,25 +209,15 @@ class Compare(Explainer):
         def predict(x: torch.Tensor) -> np.ndarray:
             return predictor.predict(x, batch_size=int(self.batch_size)).astype(np.float64)
 
-        out: dict[str, np.ndarray] = {
-            "deletion_auc": np.full((n, nm), np.nan, np.float32),
-            "insertion_auc": np.full((n, nm), np.nan, np.float32),
-            "deletion_curve": np.full((nm, int(self.curve_steps) + 1), np.nan, np.float32),
-            "insertion_curve": np.full((nm, int(self.curve_steps) + 1), np.nan, np.float32),
-            "pixel_cost_ms": np.full(nm, np.nan, np.float32),
-            "edit_slope": np.full(k, np.nan, np.float32),
-            "attribute_top": np.array(-1, np.int32),
-            "attribute_gain_top": np.array(np.nan, np.float32),
-            "attribute_gain_random": np.array(np.nan, np.float32),
-            "attribute_cost_ms": np.array(np.nan, np.float32),
-            "structure_mass": np.full(len(STRUCTURES), np.nan, np.float32),
-            "structure_area": np.full(len(STRUCTURES), np.nan, np.float32),
-            "pixel_scale": np.array(np.nan, np.float32),
-        }
-        for key in ("overlay_image", "overlay_gradcam", "overlay_ig", "gradcam_mean"):
-            out[key] = np.full((h, w), np.nan, np.float32)
         if m == 0:
-            return out
+            raise UserError(f"compare: lot {lot.lot_id!r} has no tiles")
+        out: dict[str, np.ndarray] = {
+            "deletion_auc": np.zeros((m, nm), np.float32),
+            "insertion_auc": np.zeros((m, nm), np.float32),
+            "deletion_curve": np.zeros((nm, int(self.curve_steps) + 1), np.float32),
+            "insertion_curve": np.zeros((nm, int(self.curve_steps) + 1), np.float32),
+            "pixel_cost_ms": np.zeros(nm, np.float32),
+        }
 
         # pixel maps and their cost
         gc = GradCAM(layer=self.layer, batch_size=self.batch_size, ig_steps=self.ig_steps,
@@ -233,8 +237,8 @@ class Compare(Explainer):
         scale = np.maximum(change, max(0.1 * lot_scale, 1e-8))
         for j, meth in enumerate(PIXEL_METHODS):
             dele, ins, dauc, iauc = normalised_curves(raws[meth], scale)
-            out["deletion_auc"][sel, j] = dauc
-            out["insertion_auc"][sel, j] = iauc
+            out["deletion_auc"][:, j] = dauc
+            out["insertion_auc"][:, j] = iauc
             out["deletion_curve"][j] = dele.mean(0)
             out["insertion_curve"][j] = ins.mean(0)
             out["pixel_cost_ms"][j] = cost[meth]
@@ -244,14 +248,14 @@ class Compare(Explainer):
         out["overlay_ig"] = maps["integrated_gradients"][0]
         out["gradcam_mean"] = maps["gradcam"].mean(0).astype(np.float32)
 
+        attribute_part, structure_part = self._parts(ctx)
         # attribute explanations, edited with the editor
-        if ctx.editor is not None and k > 0:
+        if attribute_part:
             out.update(self._attribute_part(lot, sub, ctx, predict))
 
         # GradCAM mass on the structures of synthetic tiles
-        segment = _segment_fn() if ctx.true_sensitivity is not None else None
-        if segment is not None:
-            mass, area = self._structures(sub, maps["gradcam"], segment)
+        if structure_part:
+            mass, area = self._structures(sub, maps["gradcam"], _segment_fn())
             out["structure_mass"], out["structure_area"] = mass, area
         return out
 
@@ -311,9 +315,10 @@ class Compare(Explainer):
             tot = g.sum()
             for j, s in enumerate(STRUCTURES):
                 mk = np.asarray(masks.get(s, np.zeros_like(img, bool)), bool)
-                mass[i, j] = g[mk].sum() / tot if tot > 0 else np.nan
                 area[i, j] = mk.mean()
-        return (np.nanmean(mass, 0).astype(np.float32), area.mean(0).astype(np.float32))
+                # an all-zero map puts no mass anywhere: count it as uniform (mass = area)
+                mass[i, j] = g[mk].sum() / tot if tot > 0 else area[i, j]
+        return mass.mean(0).astype(np.float32), area.mean(0).astype(np.float32)
 
     # ---------------------------------------------------------------- summary
     def summarize(self, cube, ctx: ExplainContext) -> dict:
@@ -442,15 +447,15 @@ class Compare(Explainer):
         rows = []
         labels = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients",
                   "random": "random map"}
+        rnd = metrics["pixel"].get("random", {})
         for meth, e in metrics["pixel"].items():
             if meth == "random":
                 faith = (f"del AUC {_fmt(e['deletion_auc'])}, ins AUC {_fmt(e['insertion_auc'])}"
                          " (baseline)")
             else:
-                faith = (f"del AUC {_fmt(e['deletion_auc'])} (vs random "
-                         f"{_fmt(e.get('deletion_gain_vs_random'))} better), ins AUC "
-                         f"{_fmt(e['insertion_auc'])} (vs random "
-                         f"{_fmt(e.get('insertion_gain_vs_random'))} better)")
+                faith = (f"del AUC {_fmt(e['deletion_auc'])} (random "
+                         f"{_fmt(rnd.get('deletion_auc'))}), ins AUC "
+                         f"{_fmt(e['insertion_auc'])} (random {_fmt(rnd.get('insertion_auc'))})")
             rows.append({"method": labels.get(meth, meth), "kind": "pixel",
                          "faithfulness": faith,
                          "deletion_auc": e["deletion_auc"], "insertion_auc": e["insertion_auc"],

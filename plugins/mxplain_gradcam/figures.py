@@ -198,5 +198,5 @@ def lot_mean_figure(cube, path: Path, max_lots: int = 16) -> str | None:
             title += f"\nproperty {prop[i]:.3g}"
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03)
-    fig.suptitle("Mean GradCAM per lot (signed, common scale)")
+    fig.suptitle("Mean GradCAM per lot (signed, common scale)", y=1.0 + 0.08 / nrow)
     return _save(fig, path)

@@ -217,7 +217,7 @@ class GradCAM(Explainer):
         out = []
         with _EvalMode(module), torch.enable_grad():
             for i in tqdm(range(0, n, self.batch_size), desc="gradcam", leave=False,
-                          disable=not progress):
+                          disable=not progress or n <= self.batch_size):
                 x = tiles[i: i + self.batch_size].to(predictor.device).float()
                 a = cam.attribute(x, target=0, relu_attributions=False)
                 a = LayerAttribution.interpolate(a, (h, w), interpolate_mode="bilinear")
@@ -239,7 +239,7 @@ class GradCAM(Explainer):
         ctxm = _EvalMode(module) if isinstance(module, nn.Module) else _Null()
         with ctxm, torch.enable_grad():
             for i in tqdm(range(0, n, self.batch_size), desc="integrated gradients", leave=False,
-                          disable=not progress):
+                          disable=not progress or n <= self.batch_size):
                 x = tiles[i: i + self.batch_size].to(predictor.device).float()
                 base = ig_baseline(x, self.ig_baseline)
                 a = ig.attribute(x, baselines=base, target=0, n_steps=int(self.ig_steps),

@@ -1,6 +1,7 @@
 """Calibration of the measurement module against the generator's nominal attributes.
 
-``python -m mxplain_synthetic.calibrate [--lots 16] [--tiles 32] [--sizes 64 256] [--seed 1]``
+``python -m mxplain_synthetic.calibrate [--lots 16] [--tiles 32 4] [--sizes 64 256] [--seed 1]
+[--cross] [--figure PNG]``
 draws lots with independent attributes (Latin hypercube over [0.05, 0.95]^4), generates their
 tiles, measures every tile with :mod:`mxplain_synthetic.measure` and prints, per tile size, the
 Pearson r between each attribute's nominal value and the lot mean of its measurement.
@@ -13,27 +14,11 @@ import time
 
 import numpy as np
 
+from mxplain_synthetic.dataset import sample_attributes
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
 from mxplain_synthetic.measure import lot_measurement
 
 THRESHOLDS = {"size": 0.9, "porosity": 0.9, "polydispersity": 0.9, "facetness": 0.8}
-
-
-def sample_attributes(n_lots: int, seed: int, method: str = "lhs") -> np.ndarray:
-    """``(n_lots, 4)`` lot attributes in [0.05, 0.95]: a Latin hypercube (optimised for an even
-    spread, so attributes are close to uncorrelated) or independent uniform draws."""
-    rng_seed = np.random.SeedSequence(seed)
-    if method == "lhs":
-        from scipy.stats import qmc
-
-        sampler = qmc.LatinHypercube(d=len(ATTRIBUTES), optimization="random-cd",
-                                     seed=np.random.default_rng(rng_seed))
-        u = sampler.random(n_lots)
-    elif method == "uniform":
-        u = np.random.default_rng(rng_seed).random((n_lots, len(ATTRIBUTES)))
-    else:
-        raise ValueError(f"unknown sampling {method!r}")
-    return 0.05 + 0.9 * u
 
 
 def calibrate(n_lots: int = 16, tiles_per_lot: int = 32, tile_size: int = 64, seed: int = 1,
@@ -71,6 +56,7 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cross", action="store_true", help="print measurement x attribute r matrix")
+    p.add_argument("--figure", help="save the measured-vs-nominal scatter plots to this PNG")
     args = p.parse_args(argv)
     tiles = args.tiles + [args.tiles[-1]] * (len(args.sizes) - len(args.tiles))
     results = []
@@ -85,6 +71,10 @@ def main(argv=None) -> None:
             for j, a in enumerate(ATTRIBUTES):
                 print(f"  {a:15s}" + " ".join(f"{x:+.2f}" for x in res["cross"][j]))
     print(format_table(results))
+    if args.figure:
+        from mxplain_synthetic.figures import measurement_figure
+
+        measurement_figure(results, args.figure)
 
 
 if __name__ == "__main__":

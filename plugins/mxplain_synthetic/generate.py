@@ -1,32 +1,35 @@
 """SEM-like tiles of a crystal powder generated from four lot attributes in [0, 1].
 
-Every crystal is a convex body described by a *gauge* ``rho(x)`` (``rho <= 1`` inside) that blends a
-(slightly elliptical) disc with an irregular polygon, and a height field over it that blends a dome
-with a pyramid::
+Every crystal is a convex body described by a *gauge* ``rho(x)`` (``rho <= 1`` inside) that blends
+a (slightly elliptical) disc with an irregular 4- to 7-sided polygon, and a height field over it
+that blends a dome with a pyramid, both by the crystal's facet degree ``f_i``::
 
-    rho = (1 - f) * rho_disc + f * rho_polygon
-    H   = R * ((1 - f) * sqrt(1 - rho**2) + f * 0.6 * (1 - rho))
+    rho = (1 - f_i) * rho_disc + f_i * rho_polygon
+    H   = R * ((1 - f_i) * sqrt(1 - rho**2) + f_i * 0.9 * (1 - rho))
 
-with ``f`` the lot's *facetness*. At ``f = 0`` a crystal is a smooth rounded dome with a soft
-brightness gradient; at ``f = 1`` it is a flat-faced pyramid whose faces have uniform, face-dependent
-brightness and meet at bright ridges. Brightness follows the SEM secondary-electron look: tilted
-surfaces are brighter (``1 - n_z``), a directional detector term (``n . L``), bright ridges and a
-bright rim at the crystal outline (edge effect), on a dark background.
+``f_i`` near 0 gives a smooth rounded dome, ``f_i`` near 1 a flat-faced angular pyramid. Grey levels
+follow the SEM secondary-electron look: steeper surface = brighter (``1 - n_z``, so domes brighten
+steadily towards their outline), a directional detector term (``n . L``: each flat face gets its
+own uniform brightness), bright ridges where faces meet, a bright rim at the outline (edge effect),
+all on a dark, faintly mottled background.
 
-Pixel scale (fixed in pixels, independent of the tile size, so that a 256 px tile shows 16 times
-as many crystals as a 64 px tile at the same magnification):
+Attributes and pixel scale (fixed in pixels, independent of the tile size, so a 256 px tile shows
+16 times as many crystals as a 64 px tile at the same magnification):
 
 * **size** ``s``: mean equivalent diameter ``6 + 20 s`` px (6 px -> 26 px);
-* **polydispersity** ``d``: equivalent diameters are log-normal with mean fixed by ``s`` and
+* **polydispersity** ``d``: equivalent diameters are log-normal with the mean set by ``s`` and
   log-standard deviation ``0.05 + 0.55 d`` (coefficient of variation ~0.05 -> ~0.65), clipped to
   [3 px, 3 x mean];
-* **porosity** ``p``: pin-prick holes (dark Gaussian dips, 1-2 px across) on crystal faces with a
-  density of ``0.015 p`` holes per px^2 of visible crystal area;
-* **facetness** ``f``: the blend above; polygons have 4-7 sides with irregular faces.
+* **porosity** ``p``: ``Poisson(0.015 p x crystal area in px^2)`` pin-prick holes (dark Gaussian
+  pits, sigma 0.55-0.85 px, i.e. 1-2 px across, 55-80 % deep) on the crystals' interiors;
+* **facetness** ``f``: each crystal is faceted (``f_i ~ U(0.8, 1)``) with probability ``f`` and
+  rounded (``f_i ~ U(0, 0.2)``) otherwise: the lot's facetness is its fraction of faceted crystals.
 
-Crystals are dropped in random order until they cover ~55 % of the tile, centres kept apart so
-that neighbours overlap by at most ~20 % of their radii; later crystals occlude earlier ones. The
-tile is blurred (Gaussian, sigma 0.6 px) and gets Gaussian noise (sigma 0.025).
+Crystals are dropped in random order until their summed area is 55 % of the tile (centres may lie
+up to half a mean diameter outside, so crystals are cut by the border); a crystal whose centre is
+closer than 0.8 x (sum of radii) to another is redrawn (up to 12 tries), so neighbours overlap by at
+most ~20 % and later crystals occlude earlier ones. The tile is blurred (Gaussian, sigma 0.6 px)
+and gets Gaussian noise (sigma 0.025), then is quantised to ``uint8``.
 
 Determinism: :func:`generate_tiles` draws one 64-bit seed per tile from the ``rng`` it is given and
 renders tile ``i`` from ``numpy.random.default_rng(seed_i)`` only, so the result does not depend on
@@ -73,7 +76,7 @@ def _attrs(attributes: Mapping[str, float]) -> tuple[float, float, float, float]
 
 
 def _sample_diameters(rng: np.random.Generator, size: float, poly: float, area: float):
-    """Diameters until their summed area reaches ``COVERAGE * area`` (log-normal, mean-preserving)."""
+    """Diameters until their summed area reaches ``COVERAGE * area`` (log-normal, mean kept)."""
     mean = mean_diameter(size)
     sig = log_sigma(poly)
     mu = math.log(mean) - sig * sig / 2
@@ -120,7 +123,7 @@ def _crystal(rng: np.random.Generator, d: float, f: float):
     tone = rng.uniform(0.9, 1.1)
     bright = tone * (0.22 + 0.45 * (1 - nz) + 0.40 * np.clip(ndotl, 0, 1)) + 0.35 * f * ridge
     bright = bright + 0.22 * rim
-    interior = rho <= 1.0 - rim_w
+    interior = rho <= 1.0 - min(1.2 / r, 0.6)
     return np.clip(bright, 0, 1), mask, interior, half
 
 
@@ -163,7 +166,10 @@ def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> n
             continue
         centres.append((cy, cx, r))
         grid.setdefault((gi, gj), []).append(len(centres) - 1)
-        bright, mask, interior, half = _crystal(rng, d, facet)
+        # each crystal is either faceted (degree ~U(0.8, 1)) with probability `facetness` or
+        # rounded (degree ~U(0, 0.2)): the lot's facetness is its fraction of faceted crystals
+        f_i = rng.uniform(0.8, 1.0) if rng.random() < facet else rng.uniform(0.0, 0.2)
+        bright, mask, interior, half = _crystal(rng, d, f_i)
         y0, x0 = int(round(cy)) - half, int(round(cx)) - half
         w = 2 * half + 1
         y0c, x0c, y1c, x1c = max(y0, 0), max(x0, 0), min(y0 + w, big), min(x0 + w, big)

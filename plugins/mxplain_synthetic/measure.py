@@ -9,20 +9,27 @@ Pipeline per tile (``uint8`` ``(H, W)``):
 2. **Individual crystals**: Euclidean distance transform of the crystal mask, its local maxima
    (>= 1.5 px from the background, 2 px apart) as markers, marker-based watershed on the negated
    distance (splits touching and overlapping crystals).
-3. **Pin-holes**: black top-hat (disc radius 2 px) of the lightly smoothed image (sigma 0.5 px)
-   above 0.10 grey levels (of 1), inside the crystal mask eroded by 2 px; connected components
-   are holes.
+3. **Pin-holes**: on the lightly smoothed image (sigma 0.5 px), a pixel whose grey level is at
+   least 0.04 (of 1) below the *darkest* pixel of the ring 1.5-2.5 px around it, inside the
+   crystal mask: a small pit dark in every direction. Gaps between crystals and the dark side of
+   a ridge are elongated, so some ring pixel is as dark and they are not counted. Connected
+   components are holes.
 4. **Boundaries**: crystal outline (mask minus its erosion) plus watershed lines between crystals.
 
 Raw measurements (columns of :func:`measure_tiles`, in :data:`ATTRIBUTES` order):
 
 * ``size``: mean equivalent diameter (px) of the segmented crystals (regions >= 6 px);
 * ``porosity``: pin-holes per px^2 of crystal area;
-* ``polydispersity``: coefficient of variation of the equivalent diameters of the crystals
-  that do not touch the tile border (all crystals when fewer than 3 such);
-* ``facetness``: flat-face score ``1 / kurtosis`` of the gradient magnitude inside crystal interiors
-  (>= 3 px from the outline, away from holes): flat faces give near-zero gradients broken by
-  sharp ridges (heavy-tailed, high kurtosis -> low score is rounded... see :func:`facet_score`).
+* ``polydispersity``: coefficient of variation of the equivalent diameters of the crystals that do
+  not touch the tile border (NaN for a tile with fewer than 3 such crystals);
+* ``facetness``: area-weighted mean over crystals of the Pearson correlation between grey level and
+  distance from the crystal's outline (pixels >= 1.5 px inside, away from holes). Rounded crystals
+  brighten steadily towards their outline (SEM tilt contrast: steeper surface, more secondary
+  electrons), so the correlation is strongly negative (about -0.6); flat faces have one grey level
+  per face whatever the distance, so it is near 0. Higher = more faceted. NaN without a crystal
+  large enough (>= 12 such pixels).
+
+Lot measurements are the NaN-ignoring means over the lot's tiles (:func:`lot_measurement`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology, segmentation
+from skimage import filters, measure, segmentation
 from skimage.feature import peak_local_max
 
 ATTRIBUTES = ("size", "porosity", "polydispersity", "facetness")
@@ -43,7 +50,9 @@ UNITS = {
 }
 
 MIN_AREA = 6
-_DISK2 = morphology.disk(2)
+HOLE_DEPTH = 0.04
+_yy, _xx = np.mgrid[-3:4, -3:4]
+_RING = (np.hypot(_yy, _xx) > 1.5) & (np.hypot(_yy, _xx) <= 2.5)
 
 
 def _as_float(tile: np.ndarray) -> np.ndarray:
@@ -91,15 +100,14 @@ def _analyse(tile: np.ndarray) -> dict:
             yx = np.argwhere(comp == c)[0]
             markers[tuple(yx)] = markers.max() + 1
         lab = segmentation.watershed(-dist, markers, mask=cr, watershed_line=False)
-    eroded2 = ndi.binary_erosion(cr, iterations=2)
-    s5 = ndi.gaussian_filter(img, 0.5)
-    bth = morphology.black_tophat(s5, _DISK2)
-    holes = (bth > 0.10) & eroded2
+    sm = ndi.gaussian_filter(img, 0.5)
+    pit = ndi.minimum_filter(sm, footprint=_RING) - sm
+    holes = (pit > HOLE_DEPTH) & cr
     edges = cr & ~ndi.binary_erosion(cr)
     lines = segmentation.find_boundaries(lab, mode="inner") & cr & (lab > 0)
     boundaries = edges | (lines & ~edges)
     return {"img": img, "crystals": cr, "labels": lab, "dist": dist, "holes": holes,
-            "boundaries": boundaries, "bth": bth}
+            "boundaries": boundaries, "pit": pit}
 
 
 def segment(tile: np.ndarray) -> dict:
@@ -109,22 +117,27 @@ def segment(tile: np.ndarray) -> dict:
     return {k: a[k] for k in ("crystals", "boundaries", "holes", "labels")}
 
 
-def facet_score(img: np.ndarray, crystals: np.ndarray, bth: np.ndarray) -> float:
-    """Flat faces meeting at ridges make the gradient magnitude inside crystals heavy-tailed (near
-    zero on faces, large on ridges); a rounded dome has a smooth, light-tailed gradient. Returns
-    ``1 - 3 / kurtosis``-style score: higher = more faceted."""
+def facet_score(img: np.ndarray, labels: np.ndarray, dist: np.ndarray, pit: np.ndarray) -> float:
+    """Area-weighted mean over crystals of corr(grey level, distance from the outline); see the
+    module docstring. Higher = more faceted."""
     g = ndi.gaussian_filter(img, 0.8)
-    gm = np.hypot(ndi.sobel(g, 0), ndi.sobel(g, 1))
-    near_hole = ndi.binary_dilation(bth > 0.06, iterations=2)
-    inner = ndi.binary_erosion(crystals, iterations=3) & ~near_hole
-    v = gm[inner]
-    if len(v) < 10:
+    clear = ~ndi.binary_dilation(pit > HOLE_DEPTH, iterations=1)
+    corrs, weights = [], []
+    for p in measure.regionprops(labels):
+        sl = p.slice
+        m = labels[sl] == p.label
+        d = dist[sl][m]
+        keep = (d >= 1.5) & clear[sl][m]
+        if keep.sum() < 12:
+            continue
+        v, d = g[sl][m][keep], d[keep]
+        if v.std() <= 0 or d.std() <= 0:
+            continue
+        corrs.append(np.corrcoef(v, d)[0, 1])
+        weights.append(keep.sum())
+    if not corrs:
         return float("nan")
-    var = v.var()
-    if var <= 0:
-        return float("nan")
-    kurt = ((v - v.mean()) ** 4).mean() / var**2
-    return float(kurt)
+    return float(np.average(corrs, weights=weights))
 
 
 def measure_tile(tile: np.ndarray) -> np.ndarray:
@@ -136,12 +149,11 @@ def measure_tile(tile: np.ndarray) -> np.ndarray:
     inner = np.array([p.equivalent_diameter_area for p in props
                       if p.bbox[0] > 0 and p.bbox[1] > 0 and p.bbox[2] < h and p.bbox[3] < w])
     size = float(eq.mean()) if len(eq) else float("nan")
-    pool = inner if len(inner) >= 3 else eq
-    poly = float(pool.std() / pool.mean()) if len(pool) >= 2 else float("nan")
+    poly = float(inner.std() / inner.mean()) if len(inner) >= 3 else float("nan")
     area = cr.sum()
     n_holes = measure.label(a["holes"]).max()
     poro = float(n_holes / area) if area > 0 else float("nan")
-    facet = facet_score(a["img"], cr, a["bth"])
+    facet = facet_score(a["img"], lab, a["dist"], a["pit"])
     return np.array([size, poro, poly, facet])
 
 

@@ -1,12 +1,12 @@
 """WideResNet-d-k (Zagoruyko & Komodakis, 2016) as a single-channel tile regressor.
 
 Seed 000, supplement B: a Wide ResNet with 28 convolutional layers and widening factor 1, adaptive
-average pooling and a fully connected regression layer with a tanh activation. Here the tanh output is
-mapped back to physical units, ``out = center + half_range * tanh(h)``, where ``center`` and
+average pooling and a fully connected regression layer with a tanh activation. Here the tanh output
+is mapped back to physical units, ``out = center + half_range * tanh(h)``, where ``center`` and
 ``half_range`` come from the training targets and are buffers of the module (part of its state).
 
-Each tile is standardized inside :meth:`WideResNet.forward` (tile mean subtracted, divided by the tile
-standard deviation), so callers pass tiles in [0, 1].
+Each tile is standardized inside :meth:`WideResNet.forward` (tile mean subtracted, divided by the
+tile standard deviation), so callers pass tiles in [0, 1].
 """
 
 from __future__ import annotations

@@ -15,15 +15,15 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
+from torch.nn import functional as F
 
 from .model import WideResNet, check_depth
 
 SPLITS = ("tile", "lots")
 AUGMENTS = ("none", "hflip", "dihedral")
+SCHEDULES = ("constant", "cosine")
 MARGIN = 1.5  # half_range = MARGIN * max |y - center| over the training targets
 
 
@@ -80,6 +80,8 @@ class WideResNetPredictor(Predictor):
         validation metrics (``lots_val_*``); the kept model is the one of ``split``.
     seed : seeds weights, split, batch order and augmentation.
     max_tiles_per_lot : use at most this many tiles of each lot (``None`` or 0: all).
+    lr_schedule : ``"constant"`` (the paper) or ``"cosine"`` (per-step cosine decay from ``lr`` to
+        ``lr / 100`` over ``epochs``; steadier validation loss for short CPU budgets).
     """
 
     name: ClassVar[str] = "wideresnet"
@@ -90,7 +92,7 @@ class WideResNetPredictor(Predictor):
                  batch_size: int = 64, lr: float = 1e-3, val_fraction: float = 0.1,
                  patience: int = 5, split: str = "tile", augment: str = "hflip",
                  leave_lots_out_eval: bool = False, seed: int = 0,
-                 max_tiles_per_lot: int | None = None):
+                 max_tiles_per_lot: int | None = None, lr_schedule: str = "constant"):
         self.depth = depth
         self.widen = widen
         self.dropout = dropout
@@ -104,6 +106,7 @@ class WideResNetPredictor(Predictor):
         self.leave_lots_out_eval = leave_lots_out_eval
         self.seed = seed
         self.max_tiles_per_lot = max_tiles_per_lot
+        self.lr_schedule = lr_schedule
         self._module: WideResNet | None = None
         self.device = torch.device("cpu")
         self.tile_size: int | None = None
@@ -135,6 +138,9 @@ class WideResNetPredictor(Predictor):
         if self.augment not in AUGMENTS:
             raise UserError(f"{where}: augment must be one of {', '.join(AUGMENTS)}, "
                             f"got {self.augment!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"{where}: lr_schedule must be one of {', '.join(SCHEDULES)}, "
+                            f"got {self.lr_schedule!r}")
         if self.max_tiles_per_lot is not None and int(self.max_tiles_per_lot) < 0:
             raise UserError(f"{where}: max_tiles_per_lot must be >= 1 (or 0 for all), "
                             f"got {self.max_tiles_per_lot!r}")
@@ -225,6 +231,10 @@ class WideResNetPredictor(Predictor):
         bs = int(self.batch_size)
         n_batches = math.ceil(len(tr) / bs)
         epochs = int(self.epochs)
+        sched = None
+        if self.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=epochs * n_batches, eta_min=float(self.lr) / 100)
         best_loss, best_epoch, best_state, wait = math.inf, 0, None, 0
         train_time, seen, epochs_run = 0.0, 0, 0
         history = []
@@ -249,6 +259,8 @@ class WideResNetPredictor(Predictor):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    if sched is not None:
+                        sched.step()
                     run_loss += loss.item() * len(idx)
                     run_n += len(idx)
                     bar.update(1)

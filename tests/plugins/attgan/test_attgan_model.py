@@ -33,7 +33,8 @@ def test_generator_and_discriminator_shapes(size, n_layers, shortcut, inject, k)
     # shortcut/inject are capped at n_layers - 1 as in the reference
     assert g.shortcut_layers == min(shortcut, n_layers - 1)
     assert g.inject_layers == min(inject, n_layers - 1)
-    d = Discriminator(k, size, dim=4, fc_dim=8, n_layers=n_layers)
+    norm = "instancenorm" if size // 2**n_layers >= 2 else "layernorm"
+    d = Discriminator(k, size, dim=4, fc_dim=8, n_layers=n_layers, norm=norm)
     adv, cls = d(x)
     assert adv.shape == (3,) and cls.shape == (3, k)
 
@@ -46,11 +47,14 @@ def test_channel_layout_capped_and_mirrored():
 
 def test_decoder_uses_shortcut_and_injection_channels():
     g = Generator(4, enc_dim=8, dec_dim=8, n_layers=4, shortcut_layers=2, inject_layers=1)
-    # decoder block 1 input = dec block 0 output (32) + encoder skip (enc layer 2: 32) + 4 attrs
-    assert g.dec_layers[1][0].in_channels == 32 + 32 + 4
-    # decoder block 2 input = 16 + encoder skip (enc layer 1: 16), no injection
-    assert g.dec_layers[2][0].in_channels == 16 + 16
-    assert g.dec_layers[0][0].in_channels == 64 + 4
+    # encoder channels 8, 16, 32, 64; decoder blocks output 64, 32, 16, then 1
+    assert g.dec_layers[0][0].in_channels == 64 + 4  # bottleneck + attributes
+    # block 1 input = block 0 output (64) + encoder skip (enc layer 2: 32) + re-injected attrs
+    assert g.dec_layers[1][0].in_channels == 64 + 32 + 4
+    # block 2 input = block 1 output (32) + encoder skip (enc layer 1: 16), no injection
+    assert g.dec_layers[2][0].in_channels == 32 + 16
+    assert g.dec_layers[3][0].in_channels == 16
+    assert g.dec_layers[3][0].out_channels == 1
 
 
 def test_attribute_code_mapping():
@@ -66,3 +70,5 @@ def test_wrong_attribute_width_is_refused():
         g(torch.zeros(2, 1, 32, 32), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="divisible"):
         Discriminator(4, 40, n_layers=4)
+    with pytest.raises(ValueError, match="instance"):
+        Discriminator(4, 32, n_layers=5)  # 1x1 features: instance norm undefined

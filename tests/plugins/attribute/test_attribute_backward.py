@@ -11,7 +11,6 @@ from attribute_fakes import (
     make_ctx,
     make_lots,
 )
-
 from mxplain import plugins
 from mxplain.errors import UserError
 from mxplain_attribute.backward import BackwardCounterfactual, score_backward
@@ -137,7 +136,8 @@ def test_score_backward_hand_built_cube():
     })
     m = score_backward(cube, ["a", "b"])
     assert m["tiles"] == 3
-    assert m["reached_share"] == {"increase": pytest.approx(2 / 3), "decrease": pytest.approx(2 / 3)}
+    assert m["reached_share"] == {"increase": pytest.approx(2 / 3),
+                                  "decrease": pytest.approx(2 / 3)}
     # increase, attr a: changes +0.2, +0.1, -0.1 -> mean +0.0667 > 0: agrees; lot 1 does not
     assert m["mean_change"]["increase"]["a"] == pytest.approx(0.2 / 3)
     assert m["direction_agrees"]["increase"] == {"a": True}  # b is negligible (truth 0)

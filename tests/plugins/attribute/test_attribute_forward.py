@@ -11,7 +11,6 @@ from attribute_fakes import (
     make_ctx,
     make_lots,
 )
-
 from mxplain import plugins
 from mxplain.errors import UserError
 from mxplain_attribute.forward import ForwardSweep, score_forward, slopes
@@ -81,7 +80,8 @@ def test_slope_estimators_robust_to_outlier_tiles():
     values = np.linspace(0, 1, 11)
     rng = np.random.default_rng(0)
     n = 20
-    preds = 2.0 * values[None, None, :] + rng.normal(0, 0.01, (n, 1, 11)) + rng.normal(0, 5, (n, 1, 1))
+    preds = (2.0 * values[None, None, :] + rng.normal(0, 0.01, (n, 1, 11))
+             + rng.normal(0, 5, (n, 1, 1)))
     preds[:3, 0] = -50.0 * values  # three outlier tiles with a wild opposite slope
     ts = slopes(preds, values, "theil-sen")[0]
     med = slopes(preds, values, "median")[0]

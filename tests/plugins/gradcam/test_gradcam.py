@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from fakes import ForestLike, RegionPredictor, TinyConvPredictor
-from torch import nn
-
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain_gradcam.gradcam import GradCAM, PredictorModule, default_layer
+from torch import nn
 
 
 def tiles(n=4, size=32, seed=0):
@@ -125,7 +124,7 @@ def test_integrated_gradients_region_model_completeness():
     outside[8:16, 8:16] = False
     assert np.abs(ig[:, outside]).max() == 0.0
     base = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
-    delta = (p.forward(x) - p.forward(base)).numpy()
+    delta = (p.forward(x) - p.forward(base)).detach().numpy()
     np.testing.assert_allclose(ig.sum((1, 2)), delta, rtol=1e-4, atol=1e-6)
     blur = GradCAM(ig_steps=8, ig_baseline="blur").ig(x, p)
     assert np.abs(blur[:, outside]).max() == 0.0 and not np.allclose(blur, ig)

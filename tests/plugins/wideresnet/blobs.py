@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from mxplain.store import LotTable, TileStore
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 
 
 def blob_tiles(rng: np.random.Generator, n: int, size: int, radius: float) -> np.ndarray:
-    """``n`` uint8 tiles of ``size`` px: bright disks of about ``radius`` px on a noisy background."""
+    """``n`` uint8 tiles of ``size`` px: bright disks of about ``radius`` px on noise."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     n_blobs = max(2, int(0.25 * size * size / (np.pi * radius**2)))
     out = np.empty((n, size, size), np.uint8)

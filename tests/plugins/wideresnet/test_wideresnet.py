@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from mxplain import RunContext, plugins
 from mxplain.checkpoint import read_checkpoint, save_component
 from mxplain.errors import UserError
@@ -23,6 +22,15 @@ CTX = RunContext(progress=False, batch_size=64)
 TINY = dict(depth=10, widen=1, batch_size=16, lr=2e-3, seed=0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convolutions gain nothing from more and suffer on a busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("wrn") / "tiles.zarr", n_lots=6, tiles_per_lot=16,
@@ -31,7 +39,6 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(store):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     p = WideResNetPredictor(epochs=10, patience=10, **TINY)
     metrics = p.fit(store, CTX)
     return p, metrics

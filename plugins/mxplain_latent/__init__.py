@@ -1,0 +1,1 @@
+"""mxplain_latent plugin package: registers nothing until its components are written."""

@@ -1,0 +1,261 @@
+"""The ``synthetic`` dataset: lots of SEM-like tiles with known attributes and a known property law.
+
+Law (SPEC: ``[data.law]``, the change of the property in units of ``property_std`` when an attribute
+goes from 0 to 1 with the others fixed)::
+
+    property = property_mean
+               + property_std * sum_a law[a] * (A_a - 0.5)
+               + lot_noise * property_std * eps_lot,        eps_lot ~ N(0, 1)
+
+so ``d property / d A_a = law[a] * property_std`` (:meth:`SyntheticLots.true_sensitivity`, e.g. psi
+per unit attribute, directly comparable with a slope of prediction against attribute value).
+
+Seeds: the lot table (attributes, noise) comes from ``SeedSequence(seed, spawn_key=(0,))`` and
+``(1,)``; lot ``i``'s tiles from ``SeedSequence(seed, spawn_key=(2, i))``, so any lot can be
+regenerated alone (``--resume``) and gives the same tiles as an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from mxplain.errors import UserError
+from mxplain.interfaces import Dataset, RunContext
+from mxplain.store import LotTable, TileStore
+
+from mxplain_synthetic import measure as _measure
+from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
+
+DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
+SAMPLINGS = ("lhs", "uniform")
+
+
+def sample_attributes(n_lots: int, seed, method: str = "lhs") -> np.ndarray:
+    """``(n_lots, 4)`` lot attributes in [0.05, 0.95]: a Latin hypercube optimised for an even
+    spread (centred-discrepancy, up to 256 lots; attributes nearly uncorrelated), or independent
+    uniform draws.
+    ``seed`` is an int or a ``numpy.random.SeedSequence``."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.default_rng(ss)
+    if method == "lhs":
+        from scipy.stats import qmc
+
+        # the discrepancy optimisation costs ~n^2: plain LHS beyond a few hundred lots
+        opt = "random-cd" if n_lots <= 256 else None
+        u = qmc.LatinHypercube(d=len(ATTRIBUTES), optimization=opt, seed=rng).random(n_lots)
+    elif method == "uniform":
+        u = rng.random((n_lots, len(ATTRIBUTES)))
+    else:
+        raise UserError(f"[data] attribute_sampling = {method!r}: use one of {list(SAMPLINGS)}")
+    return 0.05 + 0.9 * u
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+class SyntheticLots(Dataset):
+    """Synthetic crystal-powder lots with known attributes and a known property law.
+
+    Every parameter is a key of the ``[data]`` table; ``law`` is ``[data.law]`` (attribute ->
+    effect; attributes left out have no effect; ``None`` = :data:`DEFAULT_LAW`).
+    """
+
+    name: ClassVar[str] = "synthetic"
+    attributes: ClassVar[tuple[str, ...]] = ATTRIBUTES
+
+    def __init__(self, n_lots: int = 16, tiles_per_lot: int = 96, tile_size: int = 64,
+                 seed: int = 0, law: dict | None = None, property_mean: float = 2150.0,
+                 property_std: float = 150.0, lot_noise: float = 0.05,
+                 property_name: str = "peak_stress", property_units: str = "psi",
+                 workers: int = 1, attribute_sampling: str = "lhs"):
+        self.n_lots = n_lots
+        self.tiles_per_lot = tiles_per_lot
+        self.tile_size = tile_size
+        self.seed = seed
+        self.law = law
+        self.property_mean = property_mean
+        self.property_std = property_std
+        self.lot_noise = lot_noise
+        self.property_name = property_name
+        self.property_units = property_units
+        self.workers = workers
+        self.attribute_sampling = attribute_sampling
+        self.validate()
+
+    # ---- parameters -----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Every parameter checked; a bad one is a :class:`UserError` naming its ``[data]`` key."""
+        def bad(key, why):
+            raise UserError(f"[data] {key} = {getattr(self, key)!r}: {why}")
+
+        if not _is_int(self.n_lots) or self.n_lots < 2:
+            bad("n_lots", "must be an integer >= 2")
+        if not _is_int(self.tiles_per_lot) or self.tiles_per_lot < 1:
+            bad("tiles_per_lot", "must be an integer >= 1")
+        if not _is_int(self.tile_size) or self.tile_size < 32:
+            bad("tile_size", "must be an integer >= 32 (pixels)")
+        if not _is_int(self.seed) or self.seed < 0:
+            bad("seed", "must be an integer >= 0")
+        if not _is_int(self.workers) or self.workers < 1:
+            bad("workers", "must be an integer >= 1")
+        for key in ("property_mean", "property_std", "lot_noise"):
+            v = getattr(self, key)
+            if not _is_num(v) or not math.isfinite(v):
+                bad(key, "must be a finite number")
+        if self.property_std <= 0:
+            bad("property_std", "must be > 0")
+        if self.lot_noise < 0:
+            bad("lot_noise", "must be >= 0")
+        for key in ("property_name", "property_units"):
+            if not isinstance(getattr(self, key), str):
+                bad(key, "must be a string")
+        if not self.property_name:
+            bad("property_name", "must not be empty")
+        if self.attribute_sampling not in SAMPLINGS:
+            bad("attribute_sampling", f"use one of {list(SAMPLINGS)}")
+        self.resolved_law()
+
+    def resolved_law(self) -> dict[str, float]:
+        """The law as a full ``{attribute: effect}`` dict (defaults when ``law`` is None)."""
+        if self.law is None:
+            return dict(DEFAULT_LAW)
+        if not isinstance(self.law, dict):
+            raise UserError(f"[data.law] must be a table of attribute = number, got {self.law!r}")
+        out = {a: 0.0 for a in ATTRIBUTES}
+        for key, value in self.law.items():
+            if key not in ATTRIBUTES:
+                raise UserError(f"[data.law] unknown attribute {key!r}; attributes are "
+                                f"{', '.join(ATTRIBUTES)}")
+            if not _is_num(value) or not math.isfinite(value):
+                raise UserError(f"[data.law] {key} = {value!r} must be a finite number")
+            out[key] = float(value)
+        return out
+
+    def true_sensitivity(self) -> dict[str, float]:
+        """``{attribute: d property / d attribute}`` in property units per unit attribute."""
+        return {a: v * float(self.property_std) for a, v in self.resolved_law().items()}
+
+    def _source(self) -> dict:
+        params = self.get_params()
+        params["law"] = self.resolved_law()
+        params.pop("workers")  # does not change the tiles
+        return json.loads(json.dumps({"dataset": self.name, "params": params}))
+
+    # ---- lots -----------------------------------------------------------------------------
+    def lot_ids(self) -> list[str]:
+        width = max(3, len(str(self.n_lots - 1)))
+        return [f"lot{i:0{width}d}" for i in range(self.n_lots)]
+
+    def lot_attributes(self) -> np.ndarray:
+        """``(n_lots, 4)`` nominal attributes in :data:`ATTRIBUTES` order."""
+        ss = np.random.SeedSequence(self.seed, spawn_key=(0,))
+        return sample_attributes(self.n_lots, ss, self.attribute_sampling)
+
+    def lot_properties(self, attributes: np.ndarray | None = None) -> np.ndarray:
+        """The law applied to each lot's attributes, with the lot's own noise."""
+        a = self.lot_attributes() if attributes is None else np.asarray(attributes, np.float64)
+        law = self.resolved_law()
+        w = np.array([law[k] for k in ATTRIBUTES])
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1,)))
+        eps = rng.standard_normal(self.n_lots)
+        std = float(self.property_std)
+        return (float(self.property_mean) + std * ((a - 0.5) @ w)
+                + float(self.lot_noise) * std * eps[: len(a)])
+
+    def lot_table(self) -> LotTable:
+        attrs = self.lot_attributes()
+        return LotTable(lot_ids=self.lot_ids(), attributes=ATTRIBUTES, values=attrs,
+                        property=self.lot_properties(attrs), property_name=self.property_name,
+                        property_units=self.property_units)
+
+    def lot_tiles(self, index: int, attributes: np.ndarray | None = None) -> np.ndarray:
+        """Lot ``index``'s tiles, ``uint8`` ``(tiles_per_lot, H, W)``, regenerated from its seed."""
+        if not 0 <= index < self.n_lots:
+            raise UserError(f"lot index {index} outside 0..{self.n_lots - 1}")
+        a = self.lot_attributes()[index] if attributes is None else attributes
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2, int(index))))
+        return generate_tiles(dict(zip(ATTRIBUTES, map(float, a))), self.tiles_per_lot,
+                              self.tile_size, rng, workers=self.workers)
+
+    # ---- the store ------------------------------------------------------------------------
+    def build(self, path: Path, ctx: RunContext | None = None, resume: bool = False) -> TileStore:
+        """Write the tile store at ``path``; with ``resume`` continue an interrupted build of the
+        same parameters (a store of other parameters is a :class:`UserError`)."""
+        from mxplain import zarrio
+        from tqdm.auto import tqdm
+
+        self.validate()
+        ctx = ctx or RunContext()
+        path = Path(path)
+        source = self._source()
+        table = self.lot_table()
+        fresh = True
+        if resume and path.exists():
+            try:
+                attrs = zarrio.read_attrs(path)
+            except Exception:
+                attrs = None  # not a readable store (killed while creating it): start over
+            if attrs is not None and attrs.get("mxplain_tile_store") is not None:
+                if attrs.get("source") != source:
+                    old = (attrs.get("source") or {}).get("params", {})
+                    diff = sorted(k for k in set(old) | set(source["params"])
+                                  if old.get(k) != source["params"].get(k))
+                    raise UserError(f"cannot resume tile store {str(path)!r}: it was built with "
+                                    f"other [data] parameters ({', '.join(diff) or 'dataset'})")
+                fresh = False
+        if fresh:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            extra = {"source": source, "true_sensitivity": self.true_sensitivity(),
+                     "law": self.resolved_law(),
+                     "law_formula": "property = property_mean + property_std * sum_a law[a] * "
+                                    "(A_a - 0.5) + lot_noise * property_std * eps_lot"}
+            TileStore.create(path, table, [self.tiles_per_lot] * self.n_lots, self.tile_size,
+                             attrs=extra)
+        done = TileStore.lots_written(path)
+        todo = [i for i in range(self.n_lots) if not done[i]]
+        for i in tqdm(todo, desc="synthetic lots", unit="lot", disable=not ctx.progress):
+            tiles = self.lot_tiles(i, table.values[i])
+            TileStore.write_lot(path, i, tiles, self.tiles_per_lot)
+        TileStore.mark_complete(path)
+        return TileStore.open(path)
+
+    # ---- the measurement module -----------------------------------------------------------
+    def measure(self, tiles) -> np.ndarray:
+        """Raw image-analysis measurements ``(N, 4)`` of ``uint8`` tiles (see ``measure.py``)."""
+        return _measure.measure_tiles(_as_uint8(tiles))
+
+    def segment(self, tile) -> dict:
+        """Boolean ``crystals``, ``boundaries``, ``holes`` masks (and ``labels``) of one tile."""
+        t = _as_uint8(tile)
+        return _measure.segment(t[0] if t.ndim == 3 else t)
+
+
+def _as_uint8(tiles) -> np.ndarray:
+    """uint8 arrays pass; float tiles/tensors in [0, 1] (``(N, 1, H, W)`` too) are converted."""
+    try:
+        import torch
+
+        if isinstance(tiles, torch.Tensor):
+            tiles = tiles.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    arr = np.asarray(tiles)
+    if arr.ndim == 4:
+        arr = arr[:, 0]
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return arr

@@ -1,0 +1,1 @@
+"""mxplain_texturevae plugin package: registers nothing until its components are written."""
