@@ -28,7 +28,6 @@ from mxplain.errors import UserError
 from mxplain.interfaces import Dataset, RunContext
 from mxplain.store import LotTable, TileStore
 
-from mxplain_synthetic import measure as _measure
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
 
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
@@ -203,6 +202,7 @@ class SyntheticLots(Dataset):
         if resume and path.exists():
             try:
                 attrs = zarrio.read_attrs(path)
+                TileStore.lots_written(path)
             except Exception:
                 attrs = None  # not a readable store (killed while creating it): start over
             if attrs is not None and attrs.get("mxplain_tile_store") is not None:
@@ -236,12 +236,16 @@ class SyntheticLots(Dataset):
     # ---- the measurement module -----------------------------------------------------------
     def measure(self, tiles) -> np.ndarray:
         """Raw image-analysis measurements ``(N, 4)`` of ``uint8`` tiles (see ``measure.py``)."""
-        return _measure.measure_tiles(_as_uint8(tiles))
+        from mxplain_synthetic.measure import measure_tiles
+
+        return measure_tiles(_as_uint8(tiles))
 
     def segment(self, tile) -> dict:
         """Boolean ``crystals``, ``boundaries``, ``holes`` masks (and ``labels``) of one tile."""
+        from mxplain_synthetic.measure import segment
+
         t = _as_uint8(tile)
-        return _measure.segment(t[0] if t.ndim == 3 else t)
+        return segment(t[0] if t.ndim == 3 else t)
 
 
 def _as_uint8(tiles) -> np.ndarray:

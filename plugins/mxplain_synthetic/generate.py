@@ -51,6 +51,7 @@ MIN_DIAMETER = 6.0  # px, mean equivalent diameter at size = 0
 MAX_DIAMETER = 26.0  # px, at size = 1
 HOLE_DENSITY = 0.015  # holes per px^2 of crystal area at porosity = 1
 COVERAGE = 0.55
+MIN_SEPARATION = 0.8  # centre distance / sum of radii below which a crystal is redrawn
 BLUR_SIGMA = 0.6
 NOISE_SIGMA = 0.025
 LIGHT = np.array([-0.45, -0.55, 0.70]) / np.linalg.norm([-0.45, -0.55, 0.70])
@@ -106,9 +107,8 @@ def _crystal(rng: np.random.Generator, d: float, f: float):
     phi = rng.uniform(0, 2 * math.pi)
     angles = phi + 2 * math.pi * np.arange(n) / n + rng.uniform(-0.25, 0.25, n) * (math.pi / n)
     apoth = r * math.sqrt(math.pi / (n * math.tan(math.pi / n))) * rng.uniform(0.88, 1.12, n)
-    proj = (np.cos(angles)[:, None, None] * u + np.sin(angles)[:, None, None] * v) / apoth[:, None,
-                                                                                         None]
-    rho_p = proj.max(axis=0)
+    ca, sa, ap = (x[:, None, None] for x in (np.cos(angles), np.sin(angles), apoth))
+    rho_p = ((ca * u + sa * v) / ap).max(axis=0)
     rho = (1 - f) * rho_c + f * rho_p
     mask = rho <= 1.0
     rr = np.clip(rho, 0, 1)
@@ -153,7 +153,7 @@ def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> n
                 for dj in (-1, 0, 1):
                     for k in grid.get((gi + di, gj + dj), ()):
                         oy, ox, orad = centres[k]
-                        if math.hypot(cy - oy, cx - ox) < 0.8 * (r + orad):
+                        if math.hypot(cy - oy, cx - ox) < MIN_SEPARATION * (r + orad):
                             ok = False
                             break
                     if not ok:

@@ -20,14 +20,16 @@ Raw measurements (columns of :func:`measure_tiles`, in :data:`ATTRIBUTES` order)
 
 * ``size``: mean equivalent diameter (px) of the segmented crystals (regions >= 6 px);
 * ``porosity``: pin-holes per px^2 of crystal area;
-* ``polydispersity``: coefficient of variation of the equivalent diameters of the crystals that do
-  not touch the tile border (NaN for a tile with fewer than 3 such crystals);
+* ``polydispersity``: coefficient of variation (sample standard deviation, ``ddof=1``, over the
+  mean) of the equivalent diameters of the crystals that do not touch the tile border (NaN for a
+  tile with fewer than 2 such crystals);
 * ``facetness``: area-weighted mean over crystals of the Pearson correlation between grey level and
   distance from the crystal's outline (pixels >= 1.5 px inside, away from holes). Rounded crystals
   brighten steadily towards their outline (SEM tilt contrast: steeper surface, more secondary
-  electrons), so the correlation is strongly negative (about -0.6); flat faces have one grey level
-  per face whatever the distance, so it is near 0. Higher = more faceted. NaN without a crystal
-  large enough (>= 12 such pixels).
+  electrons), so the correlation is negative (lot mean about -0.25 for an all-rounded lot); flat
+  faces have one grey level per face whatever the distance, so it is near 0 or positive (about
+  +0.15 for an all-faceted lot). Higher = more faceted. NaN without a crystal large enough (>= 12
+  such pixels).
 
 Lot measurements are the NaN-ignoring means over the lot's tiles (:func:`lot_measurement`).
 """
@@ -46,10 +48,12 @@ UNITS = {
     "size": "px (mean equivalent diameter)",
     "porosity": "holes per px^2 of crystal area",
     "polydispersity": "coefficient of variation of equivalent diameters",
-    "facetness": "flat-face score (dimensionless)",
+    "facetness": "facet score: corr(grey level, distance from outline)",
 }
 
 MIN_AREA = 6
+PEAK_DISTANCE = 2
+PEAK_DEPTH = 1.5
 HOLE_DEPTH = 0.04
 _yy, _xx = np.mgrid[-3:4, -3:4]
 _RING = (np.hypot(_yy, _xx) > 1.5) & (np.hypot(_yy, _xx) <= 2.5)
@@ -87,7 +91,8 @@ def _analyse(tile: np.ndarray) -> dict:
     if cr.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            peaks = peak_local_max(dist, min_distance=2, threshold_abs=1.5, exclude_border=False,
+            peaks = peak_local_max(dist, min_distance=PEAK_DISTANCE, threshold_abs=PEAK_DEPTH,
+                                   exclude_border=False,
                                    labels=measure.label(cr))
         markers = np.zeros(img.shape, np.int32)
         if len(peaks):
@@ -149,7 +154,8 @@ def measure_tile(tile: np.ndarray) -> np.ndarray:
     inner = np.array([p.equivalent_diameter_area for p in props
                       if p.bbox[0] > 0 and p.bbox[1] > 0 and p.bbox[2] < h and p.bbox[3] < w])
     size = float(eq.mean()) if len(eq) else float("nan")
-    poly = float(inner.std() / inner.mean()) if len(inner) >= 3 else float("nan")
+    # sample standard deviation (ddof=1): unbiased variance with the few whole crystals of a tile
+    poly = float(inner.std(ddof=1) / inner.mean()) if len(inner) >= 2 else float("nan")
     area = cr.sum()
     n_holes = measure.label(a["holes"]).max()
     poro = float(n_holes / area) if area > 0 else float("nan")

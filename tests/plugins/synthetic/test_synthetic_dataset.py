@@ -141,3 +141,11 @@ def test_uniform_sampling_and_measure_via_dataset():
     mt = ds.measure(torch.from_numpy(tiles.astype(np.float32) / 255.0)[:, None])
     np.testing.assert_allclose(m8, mt, equal_nan=True)
     assert set(ds.segment(tiles[0])) >= {"crystals", "boundaries", "holes"}
+
+
+def test_resume_over_a_broken_store_starts_over(tmp_path):
+    path = tmp_path / "tiles.zarr"
+    path.mkdir()
+    (path / "junk").write_text("not zarr")
+    store = SyntheticLots(**SMALL).build(path, CTX, resume=True)
+    assert store.n_lots == 4 and TileStore.lots_written(path).all()

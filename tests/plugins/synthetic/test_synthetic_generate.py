@@ -45,7 +45,7 @@ def test_measurement_follows_its_attribute(j, attr):
     """Each attribute moves its own measurement monotonically (others fixed at 0.5)."""
     vals = []
     for v in (0.1, 0.5, 0.9):
-        vals.append(lot_measurement(_tiles({**MID, attr: v}, n=10, seed=11))[j])
+        vals.append(lot_measurement(_tiles({**MID, attr: v}, n=8, seed=11))[j])
     assert vals[0] < vals[1] < vals[2], (attr, vals)
 
 
@@ -77,3 +77,13 @@ def test_segment_masks():
 def test_measure_tiles_shape_and_empty_tile():
     m = measure_tiles(np.zeros((2, 32, 32), np.uint8))
     assert m.shape == (2, 4) and np.isnan(m).all(axis=0)[[0, 2, 3]].all()
+
+
+def test_calibrate_smoke():
+    from mxplain_synthetic.calibrate import calibrate, format_table
+
+    res = calibrate(n_lots=4, tiles_per_lot=2, tile_size=48, seed=1)
+    assert res["nominal"].shape == res["measured"].shape == (4, 4)
+    assert set(res["r"]) == set(ATTRIBUTES)
+    assert res["r"]["size"] > 0.8  # size alone is clear even with 2 tiles per lot
+    assert "| 48 | 2 |" in format_table([res])
