@@ -527,13 +527,16 @@ def _backward_agreement(cube, truth: np.ndarray) -> dict:
 
 
 def _backward_faithfulness(cube) -> float | None:
-    """Median over tiles and directions of (achieved change) / (requested change)."""
+    """Median over tiles and directions of (achieved change) / (requested change), both from the
+    prediction the backward explainer starts from: ``reconstruction_prediction`` (the editor's
+    reconstruction at the lot's attributes) where present, else ``prediction``."""
     have = set(cube.data_vars)
-    if not {"backward_prediction", "backward_target", "prediction"} <= have:
+    start = "reconstruction_prediction" if "reconstruction_prediction" in have else "prediction"
+    if not {"backward_prediction", "backward_target", start} <= have:
         return None
     bp = np.asarray(cube["backward_prediction"].values, np.float64)
     bt = np.asarray(cube["backward_target"].values, np.float64)
-    p = np.asarray(cube["prediction"].values, np.float64)[..., None]
+    p = np.asarray(cube[start].values, np.float64)[..., None]
     req = bt - p
     ok = np.isfinite(bp) & np.isfinite(req) & (np.abs(req) > 1e-9)
     if not ok.any():

@@ -113,19 +113,19 @@ def overlay_figures(cube, ctx: ExplainContext, out_dir: Path, overlay_tiles: int
     written = []
     for i in pick:
         tile = 0
-        fig, axes = plt.subplots(1, 5, figsize=(20, 4))
+        fig, axes = plt.subplots(1, 5, figsize=(22, 4.4), layout="constrained")
         axes[0].imshow(img[i], cmap="gray", vmin=0, vmax=1)
         axes[0].set_title(f"lot {_lot_label(cube, i)}, tile {tile}")
         g = np.asarray(cube["overlay_gradcam"].values[i], np.float64)
         v = _sym(g)
         axes[1].imshow(img[i], cmap="gray", vmin=0, vmax=1)
         im = axes[1].imshow(g, cmap=CMAP, vmin=-v, vmax=v, alpha=0.6)
-        fig.colorbar(im, ax=axes[1], fraction=0.046)
+        fig.colorbar(im, ax=axes[1], shrink=0.8)
         axes[1].set_title("GradCAM (signed, raw)")
         ig = np.asarray(cube["overlay_ig"].values[i], np.float64)
         v = _sym(ig)
         im = axes[2].imshow(ig, cmap=CMAP, vmin=-v, vmax=v)
-        fig.colorbar(im, ax=axes[2], fraction=0.046)
+        fig.colorbar(im, ax=axes[2], shrink=0.8)
         axes[2].set_title("Integrated Gradients")
         for ax in axes[:3]:
             ax.set_xticks([])
@@ -137,7 +137,8 @@ def overlay_figures(cube, ctx: ExplainContext, out_dir: Path, overlay_tiles: int
             for a, name in enumerate(attrs[: fp.shape[0]]):
                 ax.plot(vals, fp[a], marker=".", label=name)
             ax.set_xlabel("attribute value")
-            ax.set_ylabel(f"{ctx.property_name} {ctx.property_units}".strip())
+            units = f" ({ctx.property_units})" if ctx.property_units else ""
+            ax.set_ylabel(f"{ctx.property_name}{units}")
             ax.legend(fontsize=8)
             ax.set_title("forward: edited-tile prediction")
         else:

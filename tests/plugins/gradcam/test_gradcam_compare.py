@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from cube import build_cube
-from fakes import BrightnessEditor, ForestLike, RegionPredictor, TinyConvPredictor
+from gradcam_cube import build_cube
+from gradcam_fakes import BrightnessEditor, ForestLike, RegionPredictor, TinyConvPredictor
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain_gradcam.compare import (
@@ -206,6 +206,12 @@ def test_summarize_hand_built_cube(tmp_path):
     assert rows["forward (attribute sweep)"]["sign_agreement"] == pytest.approx(0.5)
     assert rows["backward (counterfactual)"]["sign_agreement"] == pytest.approx(15 / 18)
     assert rows["backward (counterfactual)"]["cost_ms_per_tile"] is None
+    # the backward explainer starts from the reconstruction's prediction where there is one
+    cube = hand_cube()
+    cube["reconstruction_prediction"] = (("lot", "tile"), np.full((2, 3), 0.5))
+    m2 = Compare().summarize(cube, ExplainContext(attributes=ATTRS, progress=False))
+    # increase: (1.5 - .5) / (2 - .5) = 2/3, decrease: 0 / (0 - .5) = 0 -> median 1/3
+    assert m2["backward_target_reached"] == pytest.approx(1 / 3)
     figs = {f.name for f in (tmp_path / "figures").iterdir()}
     assert figs == {"compare_table.png", "compare_faithfulness.png", "overlay_a_1_0.png",
                     "overlay_b_0.png", "gradcam_lot_mean.png"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
-from fakes import ForestLike, RegionPredictor, TinyConvPredictor
+from gradcam_fakes import ForestLike, RegionPredictor, TinyConvPredictor
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain_gradcam.gradcam import GradCAM, PredictorModule, default_layer
