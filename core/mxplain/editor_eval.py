@@ -35,7 +35,7 @@ Measure = Callable[[np.ndarray], np.ndarray]
 
 def sample_tiles(store, n_tiles_per_lot: int = 8, seed: int = 0,
                  lots: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n_tiles_per_lot`` tiles of every lot (seeded): ``uint8 (N, H, W)`` and lot indices."""
+    """Up to ``n_tiles_per_lot`` tiles of each lot (seeded): ``uint8 (N, H, W)``, lot indices."""
     rng = np.random.default_rng(seed)
     tiles, idx = [], []
     for i in range(store.n_lots) if lots is None else lots:
@@ -104,8 +104,8 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
                   batch_size: int = 64) -> dict:
     """How faithfully ``editor`` changes each attribute, judged by an independent ``measure``.
 
-    Returns ``{"attributes": {name: {...}}, "mean_*": ..., "n_tiles": N, "delta": delta}`` where each
-    attribute (of the editor that the measure covers) has
+    Returns ``{"attributes": {name: {...}}, "mean_*": ..., "n_tiles": N, "delta": delta}``
+    where each attribute (of the editor that the measure covers) has
 
     ``spearman``            Spearman rho of requested value vs measured value over a sweep of
                             ``n_steps`` values in [0, 1] (pooled over tiles);

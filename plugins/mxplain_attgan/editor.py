@@ -17,11 +17,11 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
 
         L_G = -D_adv(G(x, b)) + lambda_gatt * BCE(D_cls(G(x, b)), b) + lambda_rec * L1(G(x, a), x)
 
-    Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at ``lr``
-    up to that epoch and then decays linearly to 0 at the end of the last epoch (None: constant).
-    ``augment`` adds random flips and 90-degree rotations (microstructure attributes do not depend on
-    orientation). On a GPU the G and D forward passes run under bf16 autocast; the gradient penalty
-    runs in float32.
+    Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at
+    ``lr`` up to that epoch and then decays linearly to 0 at the end of the last epoch (None:
+    constant). ``augment`` adds random flips and 90-degree rotations (microstructure attributes do
+    not depend on orientation). On a GPU the G and D forward passes run under bf16 autocast; the
+    gradient penalty runs in float32.
 
 Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
 (reconstruction, adversarial, classifier on real, classifier on generated) in
@@ -39,10 +39,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import autograd
-
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, RunContext
+from torch import autograd
 
 from .model import Discriminator, Generator, encode_attributes
 

@@ -5,8 +5,8 @@ Generator
     Encoder: ``n_layers`` blocks Conv(4x4, stride 2, pad 1) + BatchNorm + LeakyReLU(0.2), channels
     ``min(enc_dim * 2**i, 1024)``. The latent is the tuple of every encoder block's output (batch
     first); the last one is the bottleneck.
-    Decoder: the attribute code is tiled to the bottleneck's spatial size and concatenated to it, then
-    ``n_layers`` blocks ConvTranspose(4x4, stride 2, pad 1) + BatchNorm + ReLU, channels
+    Decoder: the attribute code is tiled to the bottleneck's spatial size and concatenated to it,
+    then ``n_layers`` blocks ConvTranspose(4x4, stride 2, pad 1) + BatchNorm + ReLU, channels
     ``min(dec_dim * 2**(n_layers - i - 1), 1024)``; the last block maps to 1 channel + tanh. After
     decoder block ``i < shortcut_layers`` the encoder feature of the same resolution is concatenated
     (U-Net skip), after block ``i < inject_layers`` the tiled attribute code again (both capped at
@@ -20,9 +20,10 @@ Discriminator
 
 Attribute encoding (explicit)
     A user attribute ``a`` in [0, 1] becomes the internal code ``c = (2 a - 1) * thres_int``
-    (:func:`encode_attributes`; ``thres_int`` default 0.5 as in the reference), so the generator sees
-    codes in ``[-thres_int, thres_int]``. The classifier predicts logits of ``a`` itself, trained with
-    BCE-with-logits against the soft label ``a`` (continuous lot labels broadcast to every tile).
+    (:func:`encode_attributes`; ``thres_int`` default 0.5 as in the reference), so the generator
+    sees codes in ``[-thres_int, thres_int]``. The classifier predicts logits of ``a`` itself,
+    trained with BCE-with-logits against the soft label ``a`` (continuous lot labels broadcast to
+    every tile).
 
 Images
     Networks work on images in [-1, 1] (``x = 2 t - 1`` for tiles ``t`` in [0, 1]); the editor maps
@@ -149,10 +150,12 @@ class Discriminator(nn.Module):
             raise ValueError(f"tile size {image_size} is not divisible by 2**n_layers = "
                              f"{2**n_layers}")
         if norm == "instancenorm" and image_size // 2**n_layers < 2:
-            raise ValueError(f"tile size {image_size} with n_layers={n_layers} leaves 1x1 features, "
-                             f"where instance norm is undefined; use layernorm or fewer layers")
+            raise ValueError(f"tile size {image_size} with n_layers={n_layers} leaves 1x1 "
+                             f"features, where instance norm is undefined; use layernorm or "
+                             f"fewer layers")
         if norm not in ("instancenorm", "layernorm"):
-            raise ValueError(f"discriminator norm must be 'instancenorm' or 'layernorm', not {norm!r}")
+            raise ValueError(f"discriminator norm must be 'instancenorm' or 'layernorm', "
+                             f"not {norm!r}")
         layers = []
         n_in = in_channels
         size = image_size
@@ -161,11 +164,13 @@ class Discriminator(nn.Module):
             size //= 2
             norm_layer = (nn.InstanceNorm2d(n_out, affine=True) if norm == "instancenorm"
                           else nn.GroupNorm(1, n_out))  # GroupNorm(1, C) is LayerNorm over C,H,W
-            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), norm_layer, nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), norm_layer,
+                       nn.LeakyReLU(0.2)]
             n_in = n_out
         self.conv = nn.Sequential(*layers)
         flat = n_in * size * size
-        self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2), nn.Linear(fc_dim, 1))
+        self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2),
+                                    nn.Linear(fc_dim, 1))
         self.fc_cls = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2),
                                     nn.Linear(fc_dim, n_attributes))
 

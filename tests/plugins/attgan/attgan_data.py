@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
+import pytest
+import torch
 from mxplain.store import LotTable, TileStore
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
@@ -42,3 +43,13 @@ def stand_in_measure(tiles: np.ndarray) -> np.ndarray:
     detr = t - rows[:, :, None]
     grad = np.abs(np.diff(t, axis=2)).mean(axis=(1, 2))
     return np.stack([t.mean(axis=(1, 2)), rows.std(axis=1), detr.std(axis=(1, 2)), grad], 1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest (and deterministically) on one thread on a shared machine; import
+    this fixture into a test module to apply it there."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

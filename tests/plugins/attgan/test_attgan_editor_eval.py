@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from attgan_data import ATTRS, make_store, stand_in_measure
-
+from attgan_data import ATTRS, make_store, one_thread, stand_in_measure  # noqa: F401
 from mxplain import editor_eval as ee
 from mxplain.interfaces import Editor, RunContext
 from mxplain_attgan.editor import AttGANEditor
@@ -56,7 +55,7 @@ def test_oracle_editor_is_faithful_and_disentangled(store):
                          ctx=RunContext(progress=False))
     assert r["n_tiles"] == 20
     grey, stripes = r["attributes"]["size"], r["attributes"]["porosity"]
-    assert grey["spearman"] > 0.99 and grey["spearman_per_tile"] == pytest.approx(1.0)
+    assert grey["spearman"] > 0.95 and grey["spearman_per_tile"] == pytest.approx(1.0)
     assert grey["direction_share"] == 1.0 and stripes["direction_share"] == 1.0
     # a lot at a = 1 - 0.5/5 = 0.9 loses no edit to clipping (both directions change by >= 0.1)
     assert grey["n_edits"] == 40
@@ -74,7 +73,8 @@ def test_identity_editor_moves_nothing(store):
                          n_steps=3, ctx=RunContext(progress=False))
     for d in r["attributes"].values():
         assert d["direction_share"] == 0.0 and d["entanglement"] == 0.0
-        assert np.isnan(d["spearman"])
+        assert abs(d["spearman"]) < 0.05  # requested value vs tile-to-tile variation only
+        assert np.isnan(d["spearman_per_tile"])  # each tile's measurement is constant
     assert r["mean_direction_share"] == 0.0
 
 
