@@ -78,6 +78,8 @@ def test_bad_depth_is_a_user_error(store):
         WideResNetPredictor(depth=12).fit(store, CTX)
     with pytest.raises(UserError, match="split must be one of tile, lots"):
         WideResNetPredictor(split="lot").fit(store, CTX)
+    with pytest.raises(UserError, match="lr_schedule"):
+        WideResNetPredictor(lr_schedule="step").fit(store, CTX)
 
 
 def test_output_in_physical_range_and_standardization():
@@ -185,6 +187,11 @@ def test_save_load_reproduces_predictions_exactly(fitted, store, tmp_path):
     q = WideResNetPredictor.load(path)
     assert q.get_params() == p.get_params()
     assert torch.equal(p.forward(x), q.forward(x))
+    # forward chunks large CPU batches; results do not depend on the batch size (eval mode)
+    assert len(x) > 64
+    parts = torch.cat([q.forward(x[i: i + 7]) for i in range(0, len(x), 7)])
+    assert torch.allclose(parts, q.forward(x), atol=1e-3)
+    assert np.allclose(q.predict(x, batch_size=256), parts.detach().numpy(), atol=1e-3)
     state = torch.load(path, weights_only=True)["state"]
     assert isinstance(state["center"], float) and state["depth"] == 10
 
@@ -231,3 +238,26 @@ def test_pickled_object_checkpoint_is_refused(fitted, tmp_path):
     with pytest.raises(UserError, match="refused"):
         WideResNetPredictor.load(path)
     assert not marker.exists()
+
+
+def test_cosine_schedule_trains_and_decays(store):
+    p = WideResNetPredictor(epochs=2, lr_schedule="cosine", **TINY)
+    m = p.fit(store, CTX)
+    assert m["epochs_run"] == 2 and np.isfinite(m["val_mape"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_matches_cpu(fitted, store):
+    p, _ = fitted
+    x, _ = all_tiles(store)
+    cpu = p.forward(x)
+    p.to("cuda")
+    try:
+        gpu = p.forward(x)
+        assert gpu.dtype == torch.float32 and gpu.device.type == "cuda"
+        assert torch.allclose(gpu.cpu(), cpu, atol=0.02 * float(p.torch_module().half_range))
+        q = WideResNetPredictor(epochs=1, **TINY)
+        m = q.fit(store, RunContext(device=torch.device("cuda"), progress=False))
+        assert np.isfinite(m["val_rmse"]) and q.torch_module().fc.weight.device.type == "cuda"
+    finally:
+        p.to("cpu")
