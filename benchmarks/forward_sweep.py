@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
+
 from mxplain.interfaces import Editor, ExplainContext, Predictor
 from mxplain_attribute.forward import ForwardSweep
-from torch import nn
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 

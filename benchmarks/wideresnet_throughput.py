@@ -16,9 +16,10 @@ import json
 import time
 
 import torch
+from torch.nn import functional as F
+
 from mxplain_wideresnet.model import WideResNet
 from mxplain_wideresnet.predictor import WideResNetPredictor, augment_batch
-from torch.nn import functional as F
 
 
 def _sync(device: torch.device) -> None:
