@@ -287,8 +287,9 @@ def extract_features(store, featurizer: Featurizer, path: str | Path | None = No
     index ``(N,)``.  With ``path`` they are cached in a zarr cube ``features (lot, tile, feature)``
     (one region write per lot, ``lot_done`` flags); a cube of the same store/featurizer is reused
     and only its missing lots are computed."""
-    from mxplain import zarrio
     from tqdm.auto import tqdm
+
+    from mxplain import zarrio
 
     counts = np.array([min(c, max_tiles_per_lot) if max_tiles_per_lot else c
                        for c in store.counts])

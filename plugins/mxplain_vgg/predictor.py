@@ -10,7 +10,6 @@ explainers use their gradient-free paths (forward sweep, SPSA).
 from __future__ import annotations
 
 import time
-import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -96,10 +95,7 @@ class TextureForestPredictor(Predictor):
             raise UserError(f"[predictor] val_fraction = {self.val_fraction!r}: must be in (0, 1)")
 
     def _make_featurizer(self, device) -> Featurizer:
-        with warnings.catch_warnings():
-            if self.weights is None:
-                warnings.simplefilter("default")
-            vgg = load_vgg(self.vgg, self.weights, seed=int(self.seed), device=device)
+        vgg = load_vgg(self.vgg, self.weights, seed=int(self.seed), device=device)
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
         return Featurizer(vgg, layers, self.featurization, n_words=int(self.n_words),
                           seed=int(self.seed))

@@ -1,26 +1,28 @@
 """The project's one VGG feature extractor (no torchvision needed).
 
-``VGG(arch)`` builds ``self.features`` as an ``nn.Sequential`` laid out exactly like torchvision's
-``vgg16().features`` / ``vgg19().features`` (same indices: 3x3 conv with padding 1, ReLU, 2x2 max
-pool), so the ``features.N.weight`` / ``features.N.bias`` entries of a torchvision state dict load
-unchanged; the classifier is not built and its keys are ignored.  ReLUs are *not* in-place so that
-every intermediate activation can be returned.
+``VGG(arch)`` builds ``self.features`` as an ``nn.Sequential`` laid out exactly like
+torchvision's ``vgg16().features`` / ``vgg19().features`` (same indices: 3x3 conv with padding 1,
+ReLU, 2x2 max pool), so the ``features.N.weight`` / ``features.N.bias`` entries of a torchvision
+state dict load unchanged; the classifier is not built and its keys are ignored.  ReLUs are *not*
+in-place so that every intermediate activation can be returned.
 
 Grayscale input
-    Tiles are ``(N, 1, H, W)`` in [0, 1].  They are normalised with the ImageNet statistics converted
-    to grey (mean 0.449, std 0.226: the averages of torchvision's per-channel means and stds), and the
-    first convolution's RGB weights are **folded** by summing over the input channels.  With one
-    normalisation for all three channels this is exactly what the RGB network computes on the
-    grey tile replicated to 3 channels, at a third of the first layer's cost.  ``features.0.weight``
-    keeps its torchvision shape ``(64, 3, 3, 3)``; the fold happens in ``forward``.
+    Tiles are ``(N, 1, H, W)`` in [0, 1].  They are normalised with the ImageNet statistics
+    converted to grey (mean 0.449, std 0.226: the averages of torchvision's per-channel means and
+    stds), and the first convolution's RGB weights are **folded** by summing over the input
+    channels.  With one normalisation for all three channels this is exactly what the RGB network
+    computes on the grey tile replicated to 3 channels, at a third of the first layer's cost.
+    ``features.0.weight`` keeps its torchvision shape ``(64, 3, 3, 3)``; the fold happens in
+    ``forward``.
 
 Weights (``load_vgg``)
-    1. an explicit torchvision-format file (``weights=``), loaded with ``torch.load(weights_only=True)``;
+    1. an explicit torchvision-format file (``weights=``), loaded with
+       ``torch.load(weights_only=True)``;
     2. else the torch hub cache (``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth`` or
        ``vgg19-dcbb9e9d.pth``);
-    3. else a seeded random initialisation (Kaiming normal, fan-out, as torchvision), with a warning:
-       random-filter VGG features are a documented texture descriptor, but results differ from the
-       ImageNet weights.  Nothing is ever downloaded.
+    3. else a seeded random initialisation (Kaiming normal, fan-out, as torchvision), with a
+       warning: random-filter VGG features are a documented texture descriptor, but results differ
+       from the ImageNet weights.  Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class VGG(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor, layers: Sequence[str] = ("relu5_3",)) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[str] = ("relu5_3",)
+                ) -> dict[str, torch.Tensor]:
         """Activations of the requested ``layers`` for grey tiles ``x`` (N, 1, H, W) in [0, 1].
 
         Runs only as far as the deepest requested layer.
@@ -131,12 +134,10 @@ class VGG(nn.Module):
             layers = (layers,)
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"VGG expects grey tiles (N, 1, H, W), got {tuple(x.shape)}")
-        wanted = {self._index(n): n for n in layers}
-        # several names cannot share an index, but guard anyway
         by_idx: dict[int, list[str]] = {}
         for n in layers:
             by_idx.setdefault(self._index(n), []).append(n)
-        last = max(wanted)
+        last = max(by_idx)
         h = self.normalize(x)
         out: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.features):
