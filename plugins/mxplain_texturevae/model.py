@@ -8,8 +8,9 @@
   3x3 convolution -> nearest-neighbour upsampling x2 -> LeakyReLU(0.3), and a final 3x3 convolution
   with a sigmoid to one grey channel in [0, 1].
 * Loss: ``kl_weight * KL(q(z|x) || N(0, I)) + style loss`` - no pixel reconstruction term. The style
-  loss is eq. 2 of the seed: Gram matrices ``G^l = F^l F^l^T`` at ``conv1_1`` and ``pool1``-``pool4``,
-  ``sum_l w_l / (4 C_l^2 M_l^2) sum_ij (G^l_ij - Ghat^l_ij)^2`` (Gatys normalisation).
+  loss is eq. 2 of the seed: Gram matrices ``G^l = F^l F^l^T`` at ``conv1_1`` and
+  ``pool1``-``pool4``, ``sum_l w_l / (4 C_l^2 M_l^2) sum_ij (G^l_ij - Ghat^l_ij)^2``
+  (Gatys normalisation).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 
 
 def layer_style_loss(feat: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
-    """Per-sample Gatys style loss of one layer: ``sum_ij (G - Ghat)^2 / (4 C^2 M^2)`` -> ``(N,)``."""
+    """Per-sample Gatys style loss of a layer: ``sum_ij (G - Ghat)^2 / (4 C^2 M^2)`` -> ``(N,)``."""
     n, c, h, w = feat.shape
     m = h * w
     diff = gram(feat) - target_gram
@@ -48,7 +49,7 @@ def style_loss(feats: dict[str, torch.Tensor], target_grams: dict[str, torch.Ten
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``KL(N(mu, exp(logvar)) || N(0, I))`` per sample, summed over latent dimensions -> ``(N,)``."""
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` per sample, summed over latent dims -> ``(N,)``."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 

@@ -1,0 +1,445 @@
+"""``latent_design``: gradient-based design in the generative model's latent space versus in pixel
+space (seed 001 §4, Cang et al.), and the interpretability score of §4.1.
+
+For each of the first ``max_tiles`` tiles of a lot, two trajectories of ``steps`` gradient-ascent
+steps raise the predicted property:
+
+* ``latent``: ``z_0 = editor.encode(tile)`` (a tensor, or a tuple of tensors for AttGAN's encoder
+  features); each step moves the latent along the normalised gradient of ``predictor(decode(z))``:
+  ``z <- z + lr_latent * ||z_0|| * g / ||g||`` (norms per tile over all latent tensors; the batch
+  mean of ``||z_0||``), and the image of a step is ``decode(z)``. ``decode`` is
+  ``editor.generate(z)`` when the editor has one (TextureVAE: the latent as it is, without the
+  attribute probe's shift), else ``editor.decode(z, lot attributes)``.
+* ``pixel``: gradient ascent on the tile's pixels, clipped to [0, 1].
+
+Matching the two paths (``lr_pixel``): with ``lr_pixel = None`` (default) each pixel step is a step
+along the normalised pixel gradient whose first-order gain ``eta * ||grad||`` equals
+``1 / steps`` of that tile's total rise along the latent path (``eta = rise / steps / ||grad||``;
+a tile whose latent path did not rise uses the median positive rise of the batch), so both paths
+are asked for the same rise of the prediction; the achieved rises are stored and reported. A
+number is a fixed RMS per-pixel change per step instead (``eta = lr_pixel * sqrt(H * W)``).
+
+Each step's image is measured by the synthetic dataset's independent measurement module
+(``mxplain_synthetic.measure.measure_tiles``). Interpretability (§4.1: the similarity between a
+model's trait and the physics' trait): the trait here is ``d(measured attribute) / d(property)``
+along the path. Measurements are put on the attribute scale by a linear calibration against the
+lot labels (measurements of the original tiles vs. their lots' attributes). The ground truth
+``ctx.true_sensitivity`` ``s`` (property per unit attribute) says that the steepest way to raise
+the property moves the attributes along ``s``, i.e. ``da/dp = s / ||s||^2``. Scores per path:
+
+* ``interpretability``: cosine similarity between the mean trait vector and ``s`` (1 = the path
+  changes the attributes exactly as the law says, 0 = unrelated, -1 = opposite);
+* ``sign_agreement``: fraction of (tile, attribute) traits with the sign of ``s`` (weights ``|s|``);
+* ``explained_fraction``: median over tiles of ``sum_a s_a * delta a_a / delta prediction``: how
+  much of the predicted rise the measured attribute changes account for under the true law
+  (1 = all of it, 0 = none, as for an adversarial perturbation).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from mxplain.errors import UserError
+from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
+
+PATHS = ("latent", "pixel")
+
+
+def _device(model, fallback) -> torch.device:
+    dev = getattr(model, "device", None)
+    return torch.device(dev) if dev is not None else torch.device(fallback)
+
+
+def _as_list(latent) -> tuple[list[torch.Tensor], bool]:
+    if isinstance(latent, (tuple, list)):
+        return list(latent), True
+    return [latent], False
+
+
+def _per_tile_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.sqrt(sum(t.detach().flatten(1).pow(2).sum(1) for t in tensors))
+
+
+def _measure_fn():
+    try:
+        from mxplain_synthetic.generate import ATTRIBUTES
+        from mxplain_synthetic.measure import measure_tiles
+    except Exception:  # the measurement module is optional
+        return None, ()
+    return measure_tiles, tuple(ATTRIBUTES)
+
+
+def _u8(imgs: torch.Tensor) -> np.ndarray:
+    return np.clip(np.rint(imgs.detach().float().cpu().numpy()[:, 0] * 255.0), 0, 255) \
+        .astype(np.uint8)
+
+
+def _fill_steps(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Fill invalid entries along the last-but-one axis (steps) with the nearest valid step."""
+    out = v.copy()
+    s = v.shape[-2]
+    for idx in np.ndindex(*v.shape[:-2], v.shape[-1]):
+        *lead, k = idx
+        good = np.flatnonzero(ok[(*lead, slice(None), k)])
+        if len(good) == 0:
+            out[(*lead, slice(None), k)] = 0.0
+            continue
+        pos = np.arange(s)
+        nearest = good[np.abs(pos[:, None] - good[None]).argmin(1)]
+        out[(*lead, slice(None), k)] = v[(*lead, nearest, k)]
+    return out
+
+
+class LatentDesign(Explainer):
+    """Gradient ascent of the prediction in the editor's latent space vs. in pixel space."""
+
+    name: ClassVar[str] = "latent_design"
+    requires_editor: ClassVar[bool] = True
+    requires_gradients: ClassVar[bool] = True
+    test_params: ClassVar[dict] = {"steps": 3, "max_tiles": 2, "figure_lots": 0}
+
+    def __init__(self, steps: int = 10, lr_latent: float = 0.05, lr_pixel: float | None = None,
+                 max_tiles: int = 8, measure: bool = True, figure_lots: int = 2):
+        self.steps = steps
+        self.lr_latent = lr_latent
+        self.lr_pixel = lr_pixel
+        self.max_tiles = max_tiles
+        self.measure = measure
+        self.figure_lots = figure_lots
+        self._check()
+
+    def _check(self) -> None:
+        def bad(key, why):
+            raise UserError(f"[explain.latent_design] {key} = {getattr(self, key)!r}: {why}")
+
+        for key in ("steps", "max_tiles"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(key, "must be a positive integer")
+        if not isinstance(self.figure_lots, int) or self.figure_lots < 0:
+            bad("figure_lots", "must be an integer >= 0")
+        if not isinstance(self.lr_latent, (int, float)) or not self.lr_latent > 0:
+            bad("lr_latent", "must be a number > 0")
+        if self.lr_pixel is not None and (not isinstance(self.lr_pixel, (int, float))
+                                          or not self.lr_pixel > 0):
+            bad("lr_pixel", "must be a number > 0 or omitted (matched to the latent path)")
+
+    # ---- cube layout --------------------------------------------------------------------------
+    def extra_dims(self) -> dict[str, Any]:
+        return {"design_step": np.arange(self.steps + 1), "path": np.array(PATHS)}
+
+    def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
+        return {
+            "design_done": Variable(("lot", "tile"), "bool", False),
+            "design_prediction": Variable(("lot", "tile", "path", "design_step")),
+            "design_pixel_change": Variable(("lot", "tile", "path", "design_step")),
+            "design_latent_distance": Variable(("lot", "tile", "design_step")),
+            "design_measured": Variable(("lot", "tile", "path", "design_step", "attribute")),
+            "design_measured_valid": Variable(("lot", "tile", "path", "design_step", "attribute"),
+                                              "bool", False),
+        }
+
+    # ---- one lot ------------------------------------------------------------------------------
+    def _decode_fn(self, editor, attrs: torch.Tensor):
+        gen = getattr(editor, "generate", None)
+        if callable(gen):
+            return lambda lat: gen(lat)
+        return lambda lat: editor.decode(lat, attrs)
+
+    def latent_path(self, editor, predictor, x: torch.Tensor, attrs: torch.Tensor):
+        """Latent trajectory: predictions ``(n, S+1)``, images ``[(n,1,H,W)] * (S+1)``, relative
+        latent distances ``(n, S+1)``."""
+        dev = _device(editor, x.device)
+        pdev = _device(predictor, dev)
+        decode = self._decode_fn(editor, attrs.to(dev))
+        with torch.no_grad():
+            z0, is_tuple = _as_list(editor.encode(x.to(dev)))
+        z0 = [t.detach().float() for t in z0]
+        scale = float(_per_tile_norm(z0).mean()) or 1.0
+        z = [t.clone() for t in z0]
+        preds, imgs, dist = [], [], []
+        for s in range(self.steps + 1):
+            zg = [t.clone().requires_grad_(True) for t in z]
+            img = decode(tuple(zg) if is_tuple else zg[0])
+            p = predictor.forward(img.to(pdev)).float()
+            preds.append(p.detach().cpu())
+            imgs.append(img.detach().float().cpu())
+            dist.append((_per_tile_norm([a - b for a, b in zip(z, z0)])
+                         / _per_tile_norm(z0).clamp_min(1e-12)).cpu())
+            if s == self.steps:
+                break
+            grads = torch.autograd.grad(p.sum(), zg)
+            gn = _per_tile_norm(list(grads)).clamp_min(1e-12)
+            z = [t + self.lr_latent * scale * g / gn.view(-1, *[1] * (g.ndim - 1))
+                 for t, g in zip(z, grads)]
+        return torch.stack(preds, 1), imgs, torch.stack(dist, 1)
+
+    def pixel_path(self, predictor, x: torch.Tensor, rise: torch.Tensor | None):
+        """Pixel trajectory: predictions ``(n, S+1)`` and images; ``rise`` (n,) = the latent path's
+        total rise per tile (used when ``lr_pixel`` is None)."""
+        dev = _device(predictor, x.device)
+        xs = x.to(dev).float().clone()
+        n, hw = len(xs), xs.shape[-1] * xs.shape[-2]
+        if self.lr_pixel is None:
+            r = rise.clone().float()
+            pos = r[r > 0]
+            fallback = float(pos.median()) if len(pos) else 0.0
+            r = torch.where(r > 0, r, torch.full_like(r, fallback))
+            per_step = (r / self.steps).to(dev)
+        preds, imgs = [], []
+        for s in range(self.steps + 1):
+            xg = xs.clone().requires_grad_(True)
+            p = predictor.forward(xg).float()
+            preds.append(p.detach().cpu())
+            imgs.append(xs.detach().cpu())
+            if s == self.steps:
+                break
+            (g,) = torch.autograd.grad(p.sum(), xg)
+            gn = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+            if self.lr_pixel is None:
+                eta = per_step / gn
+            else:
+                eta = torch.full((n,), float(self.lr_pixel) * math.sqrt(hw), device=dev)
+            xs = (xs + eta.view(-1, 1, 1, 1) * g / gn.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+        return torch.stack(preds, 1), imgs
+
+    def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+        editor, predictor = ctx.editor, ctx.predictor
+        if editor is None or predictor is None:
+            raise UserError("[explain.latent_design] needs an [editor] and a differentiable "
+                            "[predictor]")
+        n_all = len(lot.tiles)
+        n = min(n_all, self.max_tiles)
+        S = self.steps + 1
+        attrs_names = tuple(ctx.attributes) or tuple(getattr(editor, "attributes", ()))
+        K = len(attrs_names)
+        out = {
+            "design_done": np.zeros(n_all, bool),
+            "design_prediction": np.zeros((n_all, 2, S), np.float32),
+            "design_pixel_change": np.zeros((n_all, 2, S), np.float32),
+            "design_latent_distance": np.zeros((n_all, S), np.float32),
+            "design_measured": np.zeros((n_all, 2, S, K), np.float32),
+            "design_measured_valid": np.zeros((n_all, 2, S, K), bool),
+        }
+        if n == 0:
+            return out
+        x = lot.tiles[:n].float()
+        a = torch.as_tensor(np.repeat(np.asarray(lot.attributes, np.float32)[None], n, 0))
+        with torch.enable_grad():
+            lp, limgs, ldist = self.latent_path(editor, predictor, x, a)
+            pp, pimgs = self.pixel_path(predictor, x, lp[:, -1] - lp[:, 0])
+        out["design_done"][:n] = True
+        out["design_prediction"][:n, 0] = lp.numpy()
+        out["design_prediction"][:n, 1] = pp.numpy()
+        out["design_latent_distance"][:n] = ldist.numpy()
+        for j, imgs in enumerate((limgs, pimgs)):
+            base = imgs[0]
+            for s, im in enumerate(imgs):
+                out["design_pixel_change"][:n, j, s] = \
+                    (im - base).pow(2).flatten(1).mean(1).sqrt().numpy()
+        measure, m_names = _measure_fn() if self.measure else (None, ())
+        if measure is not None and K:
+            cols = [m_names.index(nm) if nm in m_names else -1 for nm in attrs_names]
+            stack = torch.cat([torch.cat(limgs), torch.cat(pimgs)])  # (2*S*n, 1, H, W)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                m = measure(_u8(stack)).reshape(2, S, n, -1)
+            vals = np.full((n, 2, S, K), np.nan)
+            for k, c in enumerate(cols):
+                if c >= 0:
+                    vals[..., k] = np.transpose(m[..., c], (2, 0, 1))
+            ok = np.isfinite(vals)
+            out["design_measured_valid"][:n] = ok
+            out["design_measured"][:n] = _fill_steps(np.where(ok, vals, 0.0), ok)
+        if ctx.figures_dir is not None and lot.index < self.figure_lots:
+            try:
+                self._figure(ctx, lot, limgs, pimgs, lp, pp)
+            except Exception as exc:  # a figure must not lose the numbers
+                warnings.warn(f"latent_design figure failed: {type(exc).__name__}: {exc}",
+                              stacklevel=2)
+        return out
+
+    def _figure(self, ctx, lot, limgs, pimgs, lp, pp) -> str:
+        """Seed 001 Figure 5: latent path (morphing) vs. pixel path (perturbation) for tile 0."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = sorted(set(np.linspace(0, self.steps, min(6, self.steps + 1)).round().astype(int)))
+        lim = max(float((pimgs[-1] - pimgs[0])[0].abs().max()), 1e-3)
+        fig, axes = plt.subplots(3, len(cols), figsize=(1.5 * len(cols) + 0.6, 5.0), squeeze=False)
+        for j, s in enumerate(cols):
+            rows = [(limgs[s][0, 0].numpy(), f"{lp[0, s]:.0f}", "gray", (0, 1)),
+                    (pimgs[s][0, 0].numpy(), f"{pp[0, s]:.0f}", "gray", (0, 1)),
+                    ((pimgs[s] - pimgs[0])[0, 0].numpy(), "", "RdBu_r", (-lim, lim))]
+            for i, (img, title, cmap, (lo, hi)) in enumerate(rows):
+                ax = axes[i, j]
+                ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"step {s}: {title}" if title else f"step {s}", fontsize=7)
+        axes[0, 0].set_ylabel("latent path", fontsize=8)
+        axes[1, 0].set_ylabel("pixel path", fontsize=8)
+        axes[2, 0].set_ylabel(f"pixel change (+-{lim:.3f})", fontsize=8)
+        fig.suptitle(f"Gradient ascent of {ctx.property_name} ({lot.lot_id}, tile 0)",
+                     fontsize=9)
+        fig.tight_layout()
+        folder = ctx.figures_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"latent_design_{lot.lot_id}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return str(path)
+
+    # ---- summary ------------------------------------------------------------------------------
+    def summarize(self, cube, ctx: ExplainContext) -> dict:
+        done = np.asarray(cube["design_done"].values, bool)
+        if "tile_mask" in cube:
+            done &= np.asarray(cube["tile_mask"].values, bool)
+        pred = np.asarray(cube["design_prediction"].values, np.float64)[done]  # (T, 2, S)
+        pix = np.asarray(cube["design_pixel_change"].values, np.float64)[done]
+        attrs = [str(a) for a in cube["attribute"].values]
+        out: dict[str, Any] = {"tiles": int(done.sum()), "steps": int(self.steps)}
+        for j, path in enumerate(PATHS):
+            rise = pred[:, j, -1] - pred[:, j, 0]
+            out[path] = {"prediction_rise_mean": float(np.mean(rise)) if len(rise) else None,
+                         "pixel_change_rms_mean": float(np.mean(pix[:, j, -1])) if len(rise)
+                         else None}
+        if "design_latent_distance" in cube and done.any():
+            d = np.asarray(cube["design_latent_distance"].values, np.float64)[done]
+            out["latent"]["latent_distance_mean"] = float(d[:, -1].mean())
+        truth = ctx.true_sensitivity
+        if truth is None and "true_sensitivity" in cube:
+            ts = np.asarray(cube["true_sensitivity"].values, np.float64)
+            truth = {a: float(ts[0, k]) for k, a in enumerate(attrs)} if len(ts) else None
+        if not done.any() or truth is None:
+            return out
+        lot_of = np.nonzero(done)[0]
+        labels = np.asarray(cube["lot_attributes"].values, np.float64)[lot_of]  # (T, K)
+        meas = np.asarray(cube["design_measured"].values, np.float64)[done]  # (T, 2, S, K)
+        ok = np.asarray(cube["design_measured_valid"].values, bool)[done]
+        s = np.array([float(truth.get(a, np.nan)) for a in attrs])
+        scores = interpretability_scores(pred, meas, ok, labels, s)
+        for path in PATHS:
+            out[path].update(scores[path])
+        out["calibration"] = scores["calibration"]
+        out["true_trait_direction"] = {a: float(v) for a, v in
+                                       zip(attrs, s / max(np.linalg.norm(np.nan_to_num(s)),
+                                                          1e-12))}
+        li, pi = out["latent"].get("interpretability"), out["pixel"].get("interpretability")
+        if li is not None and pi is not None:
+            out["latent_beats_pixel"] = bool(li > pi)
+        if ctx.figures_dir is not None:
+            try:
+                out["figures"] = [trait_figure(out, attrs, ctx.figures_dir)]
+            except Exception as exc:
+                warnings.warn(f"latent_design summary figure failed: {exc}", stacklevel=2)
+        return out
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.var(x) <= 0:
+        return float("nan")
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
+                            labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Seed 001 §4.1 scores per path (see the module docstring).
+
+    ``pred`` (T, P, S) predictions along each path, ``meas`` (T, P, S, K) raw measurements with
+    validity ``ok``, ``labels`` (T, K) the tiles' lot attributes, ``truth`` (K,) the true
+    ``d property / d attribute``. Paths are ``PATHS`` in order."""
+    T, P, S, K = meas.shape
+    # calibration: measurement of the original tile (pixel path, step 0) -> attribute scale
+    calib = np.full(K, np.nan)
+    for k in range(K):
+        m0, good = meas[:, -1, 0, k], ok[:, -1, 0, k]
+        if good.sum() >= 3 and np.var(m0[good]) > 0:
+            c = np.cov(m0[good], labels[good, k])[0, 1] / np.var(m0[good], ddof=1)
+            calib[k] = c
+        if not np.isfinite(calib[k]) or calib[k] == 0:
+            sd = np.std(m0[good]) if good.sum() >= 2 else 0.0
+            calib[k] = 1.0 / sd if sd > 0 else np.nan
+    use = np.isfinite(truth) & np.isfinite(calib)
+    s = np.where(use, truth, 0.0)
+    out: dict[str, Any] = {"calibration": {"slope_attribute_per_measured": calib.tolist()}}
+    for j in range(P):
+        traits = np.full((T, K), np.nan)
+        explained = np.full(T, np.nan)
+        for t in range(T):
+            dp = pred[t, j, -1] - pred[t, j, 0]
+            delta = np.zeros(K)
+            for k in range(K):
+                if not use[k]:
+                    continue
+                g = ok[t, j, :, k]
+                a = meas[t, j, g, k] * calib[k]
+                traits[t, k] = _slope(pred[t, j, g], a)
+                if g[0] and g[-1]:
+                    delta[k] = a[-1] - a[0]
+                else:
+                    delta[k] = np.nan
+            if abs(dp) > 0 and np.isfinite(delta).all():
+                explained[t] = float(s @ delta / dp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_trait = np.nanmean(traits, axis=0)
+        mt = np.where(use & np.isfinite(mean_trait), mean_trait, 0.0)
+        den = np.linalg.norm(mt) * np.linalg.norm(s)
+        cos = float(mt @ s / den) if den > 0 else float("nan")
+        w = np.abs(s)[None].repeat(T, 0)
+        valid = np.isfinite(traits) & (w > 0)
+        agree = (np.sign(np.nan_to_num(traits)) == np.sign(s)[None]) & valid
+        sign = float((w * agree).sum() / (w * valid).sum()) if (w * valid).sum() > 0 \
+            else float("nan")
+        name = PATHS[j] if j < len(PATHS) else str(j)
+        out[name] = {
+            "interpretability": None if math.isnan(cos) else cos,
+            "sign_agreement": None if math.isnan(sign) else sign,
+            "explained_fraction": (float(np.nanmedian(explained))
+                                   if np.isfinite(explained).any() else None),
+            "trait": [None if not np.isfinite(v) else float(v) for v in mean_trait],
+            "tiles_scored": int(np.isfinite(traits).any(axis=1).sum()),
+        }
+    return out
+
+
+def trait_figure(summary: dict, attrs: list[str], folder) -> str:
+    """Bar chart: mean trait d(attribute)/d(property) per path vs. the law's direction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    xk = np.arange(len(attrs))
+    truth = np.array([summary["true_trait_direction"][a] for a in attrs])
+    ax.bar(xk - 0.27, truth, 0.27, label="law (direction)", color="0.6")
+    for off, path, col in ((0.0, "latent", "C0"), (0.27, "pixel", "C3")):
+        t = np.array([np.nan if v is None else v for v in summary[path]["trait"]], float)
+        norm = np.linalg.norm(np.nan_to_num(t))
+        t = t / norm if norm > 0 else t
+        sc = summary[path].get("interpretability")
+        lab = f"{path} path (cos {sc:.2f})" if sc is not None else f"{path} path"
+        ax.bar(xk + off, np.nan_to_num(t), 0.27, label=lab, color=col)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(xk)
+    ax.set_xticklabels(attrs, fontsize=8)
+    ax.set_ylabel("d attribute / d prediction\n(normalised)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = folder / "latent_design_traits.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return str(p)

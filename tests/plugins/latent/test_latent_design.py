@@ -1,0 +1,192 @@
+"""latent_design on tiny fake models: declared variables, matched rises, tuple latents, and the
+interpretability score on hand-built trajectories."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from mxplain.errors import UserError
+from mxplain.interfaces import Editor, ExplainContext, Lot, Predictor
+from mxplain_latent.design import LatentDesign, interpretability_scores
+
+ATTRS = ("size", "porosity", "polydispersity", "facetness")
+H = 32
+
+
+class LinearPredictor(Predictor):
+    """p = 1000 + 50 * sum(w * x): linear, so first-order matching is exact."""
+
+    name = "fake_linear"
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.rand(1, 1, H, H, generator=g)
+
+    def fit(self, store, ctx):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def forward(self, tiles):
+        return 1000.0 + 50.0 * (tiles * self.w).flatten(1).mean(1)
+
+
+class FakeEditor(Editor):
+    """Latent = (N, 6) code; decode = 0.5 + 0.05 * tanh(basis . z) (+ attribute shift)."""
+
+    name = "fake_editor"
+    attributes = ATTRS
+
+    def __init__(self, as_tuple=False):
+        g = torch.Generator().manual_seed(1)
+        self.basis = torch.randn(6, H * H, generator=g)
+        self.as_tuple = as_tuple
+
+    def fit(self, store, ctx):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def encode(self, tiles):
+        z = tiles.flatten(1)[:, :6] - 0.5
+        return (z[:, :3], z[:, 3:]) if self.as_tuple else z
+
+    def decode(self, latent, attributes):
+        z = torch.cat(latent, 1) if isinstance(latent, tuple) else latent
+        img = 0.5 + 0.05 * torch.tanh(z @ self.basis / 3.0) + 0.01 * attributes.mean(1, True)
+        return img.view(-1, 1, H, H)
+
+
+def make_lot(n=3):
+    g = torch.Generator().manual_seed(2)
+    return Lot(index=0, lot_id="lot000", tiles=0.3 + 0.4 * torch.rand(n, 1, H, H, generator=g),
+               attributes=np.array([0.2, 0.4, 0.6, 0.8], np.float32), property=1000.0)
+
+
+def context(editor, tmp_path=None):
+    return ExplainContext(out_dir=tmp_path, progress=False, predictor=LinearPredictor(),
+                          editor=editor, attributes=ATTRS,
+                          true_sensitivity={"size": -300.0, "porosity": 75.0,
+                                            "polydispersity": 150.0, "facetness": 225.0})
+
+
+def test_returns_declared_variables_and_shapes(tmp_path):
+    exp = LatentDesign(steps=4, max_tiles=2, figure_lots=1)
+    ctx = context(FakeEditor(), tmp_path)
+    out = exp.explain_lot(make_lot(3), ctx)
+    assert set(out) == set(exp.variables(ctx))
+    assert list(exp.extra_dims()["path"]) == ["latent", "pixel"]
+    assert len(exp.extra_dims()["design_step"]) == 5
+    shapes = {"design_done": (3,), "design_prediction": (3, 2, 5),
+              "design_pixel_change": (3, 2, 5), "design_latent_distance": (3, 5),
+              "design_measured": (3, 2, 5, 4), "design_measured_valid": (3, 2, 5, 4)}
+    for k, shape in shapes.items():
+        assert out[k].shape == shape, k
+        if out[k].dtype.kind == "f":
+            assert np.isfinite(out[k]).all(), k
+    assert out["design_done"].tolist() == [True, True, False]  # max_tiles = 2
+    assert (tmp_path / "figures" / "latent_design_lot000.png").is_file()
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+def test_both_paths_raise_prediction_by_matched_amounts(as_tuple):
+    exp = LatentDesign(steps=5, lr_latent=0.2, max_tiles=3, measure=False)
+    out = exp.explain_lot(make_lot(3), context(FakeEditor(as_tuple)))
+    p = out["design_prediction"]
+    assert (np.diff(p[:, 0], axis=1) > 0).all()  # latent path rises every step
+    assert (np.diff(p[:, 1], axis=1) > 0).all()  # pixel path too
+    rise_l, rise_p = p[:, 0, -1] - p[:, 0, 0], p[:, 1, -1] - p[:, 1, 0]
+    # linear predictor, no clipping: the first-order matching is exact
+    np.testing.assert_allclose(rise_p, rise_l, rtol=1e-3)
+    d = out["design_latent_distance"]
+    assert d[:, 0].tolist() == [0.0, 0.0, 0.0] and (np.diff(d, axis=1) > 0).all()
+    assert (out["design_pixel_change"][:, :, 0] == 0).all()
+
+
+def test_fixed_pixel_step():
+    exp = LatentDesign(steps=2, lr_pixel=0.01, max_tiles=1, measure=False)
+    out = exp.explain_lot(make_lot(1), context(FakeEditor()))
+    # RMS pixel change per step = lr_pixel (no clipping in the middle of [0, 1])
+    np.testing.assert_allclose(out["design_pixel_change"][0, 1], [0.0, 0.01, 0.02], rtol=1e-3)
+
+
+def test_bad_parameters():
+    for bad in ({"steps": 0}, {"lr_latent": -1.0}, {"lr_pixel": 0.0}, {"max_tiles": 1.5}):
+        with pytest.raises(UserError):
+            LatentDesign(**bad)
+
+
+def hand_built():
+    """4 tiles, 2 paths, 5 steps, 2 attributes; truth s = (2, -1). Latent path moves the
+    attributes by s/|s|^2 per unit of prediction; the pixel path by (-0.1, -0.1)."""
+    s = np.array([2.0, -1.0])
+    a0 = np.array([[0.1, 0.2], [0.3, 0.5], [0.6, 0.4], [0.9, 0.8]])
+    steps = np.arange(5.0)
+    pred = np.broadcast_to(steps, (4, 2, 5)).copy()
+    meas = np.zeros((4, 2, 5, 2))
+    meas[:, 0] = a0[:, None] + steps[None, :, None] * (s / (s @ s))[None, None]
+    meas[:, 1] = a0[:, None] - 0.1 * steps[None, :, None]
+    return pred, meas, np.ones(meas.shape, bool), a0, s
+
+
+def test_interpretability_score_hand_built():
+    pred, meas, ok, labels, s = hand_built()
+    sc = interpretability_scores(pred, meas, ok, labels, s)
+    np.testing.assert_allclose(sc["calibration"]["slope_attribute_per_measured"], [1.0, 1.0])
+    lat, pix = sc["latent"], sc["pixel"]
+    assert math.isclose(lat["interpretability"], 1.0, rel_tol=1e-9)
+    assert math.isclose(lat["sign_agreement"], 1.0)
+    assert math.isclose(lat["explained_fraction"], 1.0, rel_tol=1e-9)
+    np.testing.assert_allclose(lat["trait"], s / (s @ s))
+    # pixel trait (-0.1, -0.1): cos = (-0.2 + 0.1) / (sqrt(0.02) * sqrt(5))
+    assert math.isclose(pix["interpretability"], -0.1 / (math.sqrt(0.02) * math.sqrt(5)),
+                        rel_tol=1e-9)
+    # sign agrees only on the second attribute (weight 1 of 3)
+    assert math.isclose(pix["sign_agreement"], 1.0 / 3.0)
+    # explained: s . delta / dp = (2 * -0.4 + -1 * -0.4) / 4 = -0.1
+    assert math.isclose(pix["explained_fraction"], -0.1, rel_tol=1e-9)
+
+
+def test_invalid_measurements_are_ignored():
+    pred, meas, ok, labels, s = hand_built()
+    ok[0, 0, 2, :] = False
+    meas[0, 0, 2, :] = 99.0  # a filled value that must not count
+    sc = interpretability_scores(pred, meas, ok, labels, s)
+    assert math.isclose(sc["latent"]["interpretability"], 1.0, rel_tol=1e-9)
+
+
+def test_summarize_on_a_cube(tmp_path):
+    pred, meas, ok, labels, s = hand_built()
+    steps = np.arange(5)
+    cube = xr.Dataset(
+        {"design_done": (("lot", "tile"), np.ones((4, 1), bool)),
+         "tile_mask": (("lot", "tile"), np.ones((4, 1), bool)),
+         "design_prediction": (("lot", "tile", "path", "design_step"), pred[:, None]),
+         "design_pixel_change": (("lot", "tile", "path", "design_step"),
+                                 np.zeros((4, 1, 2, 5))),
+         "design_latent_distance": (("lot", "tile", "design_step"), np.zeros((4, 1, 5))),
+         "design_measured": (("lot", "tile", "path", "design_step", "attribute"),
+                             meas[:, None]),
+         "design_measured_valid": (("lot", "tile", "path", "design_step", "attribute"),
+                                   ok[:, None]),
+         "lot_attributes": (("lot", "attribute"), labels)},
+        coords={"attribute": ["size", "porosity"], "design_step": steps,
+                "path": ["latent", "pixel"]})
+    ctx = ExplainContext(out_dir=tmp_path, progress=False,
+                         true_sensitivity={"size": 2.0, "porosity": -1.0})
+    m = LatentDesign(steps=4).summarize(cube, ctx)
+    assert m["tiles"] == 4 and m["latent_beats_pixel"] is True
+    assert math.isclose(m["latent"]["interpretability"], 1.0, rel_tol=1e-9)
+    assert math.isclose(m["latent"]["prediction_rise_mean"], 4.0)
+    assert (tmp_path / "figures" / "latent_design_traits.png").is_file()
