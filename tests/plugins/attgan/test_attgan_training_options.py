@@ -1,0 +1,72 @@
+"""AttGAN training options: target sampling and the classifier warm-up."""
+
+import numpy as np
+import pytest
+import torch
+from attgan_data import make_store, one_thread  # noqa: F401
+from mxplain.errors import UserError
+from mxplain.interfaces import RunContext
+from mxplain_attgan.editor import AttGANEditor, single_attribute_targets
+
+TINY = dict(enc_dim=4, dec_dim=4, dis_dim=4, dis_fc_dim=16, n_layers=3, batch_size=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("attgan_opts") / "tiles.zarr")
+
+
+def test_single_attribute_targets_change_exactly_one_column_by_a_large_step():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(2000, 4, generator=gen)
+    a[:5] = torch.tensor([0.0, 0.5, 1.0, 0.3])  # edge values
+    b = single_attribute_targets(a, gen, min_change=0.3)
+    changed = (b != a).sum(dim=1)
+    assert torch.equal(changed, torch.ones(len(a), dtype=torch.long))
+    step = (b - a).abs().sum(dim=1)
+    assert step.min() >= 0.3 - 1e-6 and b.min() >= 0 and b.max() <= 1
+    col = (b != a).float().argmax(dim=1)
+    counts = torch.bincount(col, minlength=4)
+    assert counts.min() > 400  # every attribute is edited about equally often
+    up = ((b - a).sum(dim=1) > 0).float().mean()
+    assert 0.4 < up < 0.6  # increases and decreases alike
+    # min_change = 0: any value in [0, 1]
+    b0 = single_attribute_targets(a, torch.Generator().manual_seed(1), min_change=0.0)
+    assert torch.equal((b0 != a).sum(dim=1) <= 1, torch.ones(len(a), dtype=torch.bool))
+
+
+def test_target_sampling_modes_in_the_editor():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(64, 4, generator=gen)
+    single = AttGANEditor(target_sampling="single", target_min_change=0.25)._targets(a, gen)
+    assert torch.equal((single != a).sum(dim=1), torch.ones(64, dtype=torch.long))
+    perm = AttGANEditor(target_sampling="permute", b_uniform=0.0)._targets(a, gen)
+    assert torch.equal(perm.sort(dim=0).values, a.sort(dim=0).values)  # rows of a, reordered
+    uni = AttGANEditor(target_sampling="uniform")._targets(a, gen)
+    assert uni.shape == a.shape and not torch.isin(uni, a).any()
+
+
+def test_classifier_warmup_lowers_the_classifier_loss(store):
+    ctx = RunContext(progress=False)
+    base = dict(**TINY, epochs=1, n_critic=1, augment=False, lr=1e-3)
+    warm = AttGANEditor(**base, classifier_warmup_epochs=12)
+    m = warm.fit(store, ctx)
+    assert m["warmup_d_cls_last_epoch"] < m["warmup_d_cls_first_epoch"] - 0.02
+    cold = AttGANEditor(**base)
+    m0 = cold.fit(store, ctx)
+    assert "warmup_d_cls_first_epoch" not in m0
+    # the GAN phase starts from a trained classifier: its real-tile loss and error are lower
+    assert np.mean(warm.history["d_cls"]) < np.mean(cold.history["d_cls"]) - 0.02
+    assert m["classifier_real_mae"] < m0["classifier_real_mae"]
+
+
+def test_training_option_errors(store):
+    ctx = RunContext(progress=False)
+    with pytest.raises(UserError, match="target_sampling"):
+        AttGANEditor(**TINY, target_sampling="both").fit(store, ctx)
+    with pytest.raises(UserError, match="target_min_change"):
+        AttGANEditor(**TINY, target_min_change=0.8).fit(store, ctx)
+    with pytest.raises(UserError, match="classifier_warmup_epochs"):
+        AttGANEditor(**TINY, classifier_warmup_epochs=-1).fit(store, ctx)
+    with pytest.raises(UserError, match="classifier_warmup_lr"):
+        AttGANEditor(**TINY, classifier_warmup_lr=0.0).fit(store, ctx)
