@@ -119,7 +119,11 @@ def test_explainer(name, tiny):
     for vname, var in variables.items():
         assert var.dims[0] == "lot"
         arr = np.asarray(out[vname])
-        assert arr.shape == tuple(sizes[d] for d in var.dims[1:]), vname
+        expected = tuple(sizes[d] for d in var.dims[1:])
+        assert arr.ndim == len(expected), vname
+        for d, got, want in zip(var.dims[1:], arr.shape, expected):
+            # an explainer may cover a prefix of the lot's tiles; the cube pads the rest
+            assert got == want or (d == "tile" and 0 < got <= want), (vname, d, got, want)
         if arr.dtype.kind == "f":
             assert np.isfinite(arr).all(), vname
     assert Path(rctx.out_dir).exists()

@@ -53,9 +53,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import autograd
+
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, RunContext
-from torch import autograd
 
 from .model import Discriminator, Generator, encode_attributes
 
@@ -98,6 +99,8 @@ class AttGANEditor(Editor):
 
     name: ClassVar[str] = "attgan"
     differentiable: ClassVar[bool] = True
+    test_params: ClassVar[dict] = {"enc_dim": 8, "dec_dim": 8, "dis_dim": 8, "dis_fc_dim": 16,
+                                   "n_layers": 3, "epochs": 1, "batch_size": 8}
 
     def __init__(self, enc_dim: int = 64, dec_dim: int = 64, dis_dim: int = 64,
                  dis_fc_dim: int = 1024, n_layers: int = 5, shortcut_layers: int = 1,

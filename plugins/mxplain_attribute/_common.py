@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import torch
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 

@@ -39,10 +39,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
-from tqdm.auto import tqdm
 
 from ._common import (
     DIRECTIONS,
@@ -64,6 +65,7 @@ class BackwardCounterfactual(Explainer):
     """Counterfactual attributes ``A'`` per tile and direction (eq. 2 of seed 000)."""
 
     name: ClassVar[str] = "backward"
+    test_params: ClassVar[dict] = {"max_iter": 10}
     requires_editor: ClassVar[bool] = True
 
     def __init__(self, targets: tuple = (0.10, -0.10), target_mode: str = "relative",

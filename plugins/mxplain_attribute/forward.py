@@ -24,11 +24,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
-from scipy import stats
-from tqdm.auto import tqdm
 
 from ._common import (
     autocast,
@@ -107,6 +108,7 @@ class ForwardSweep(Explainer):
     ``sensitivity (lot, attribute)``; the step coordinate holds the attribute values."""
 
     name: ClassVar[str] = "forward"
+    test_params: ClassVar[dict] = {"steps": 3}
     requires_editor: ClassVar[bool] = True
 
     def __init__(self, steps: int = 11, batch_size: int = 256, robust: str = "theil-sen"):

@@ -37,9 +37,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
-
 from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma, gaussian_blur
 
 PIXEL_METHODS = ("gradcam", "integrated_gradients", "random")
@@ -120,6 +120,8 @@ class Compare(Explainer):
     """GradCAM / IG vs attribute explanations: faithfulness, ground truth, cost; figures."""
 
     name: ClassVar[str] = "compare"
+    test_params: ClassVar[dict] = {"max_tiles": 2, "curve_steps": 4, "ig_steps": 4, "sweep_steps": 3,
+                                   "overlay_tiles": 1}
     requires_gradients: ClassVar[bool] = True
 
     def __init__(self, max_tiles: int = 8, curve_steps: int = 16, delta: float = 0.3,

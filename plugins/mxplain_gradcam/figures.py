@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from mxplain.interfaces import ExplainContext  # noqa: E402
 
 CMAP = "RdBu_r"  # signed maps: red = toward a higher prediction, blue = toward a lower one

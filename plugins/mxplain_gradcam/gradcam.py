@@ -23,10 +23,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from mxplain.errors import UserError
-from mxplain.interfaces import ExplainContext, Explainer, Lot, Predictor, Variable
 from torch import nn
 from tqdm import tqdm
+
+from mxplain.errors import UserError
+from mxplain.interfaces import ExplainContext, Explainer, Lot, Predictor, Variable
 
 
 class PredictorModule(nn.Module):
@@ -170,6 +171,7 @@ class GradCAM(Explainer):
     """Signed, unscaled GradCAM and Integrated Gradients maps of the predictor's output."""
 
     name: ClassVar[str] = "gradcam"
+    test_params: ClassVar[dict] = {"ig_steps": 4}
     requires_gradients: ClassVar[bool] = True
 
     def __init__(self, layer: str | None = None, batch_size: int = 64,

@@ -173,7 +173,10 @@ class LatentDesign(Explainer):
                          / _per_tile_norm(z0).clamp_min(1e-12)).cpu())
             if s == self.steps:
                 break
-            grads = torch.autograd.grad(p.sum(), zg)
+            # parts of a latent that decode ignores (e.g. AttGAN encoder features without a
+            # shortcut) get a zero gradient
+            grads = torch.autograd.grad(p.sum(), zg, allow_unused=True)
+            grads = [torch.zeros_like(t) if g is None else g for t, g in zip(zg, grads)]
             gn = _per_tile_norm(list(grads)).clamp_min(1e-12)
             z = [t + self.lr_latent * scale * g / gn.view(-1, *[1] * (g.ndim - 1))
                  for t, g in zip(z, grads)]

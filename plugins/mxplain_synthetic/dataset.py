@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
 from mxplain.errors import UserError
 from mxplain.interfaces import Dataset, RunContext
 from mxplain.store import LotTable, TileStore
-
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
 
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
@@ -190,8 +190,9 @@ class SyntheticLots(Dataset):
     def build(self, path: Path, ctx: RunContext | None = None, resume: bool = False) -> TileStore:
         """Write the tile store at ``path``; with ``resume`` continue an interrupted build of the
         same parameters (a store of other parameters is a :class:`UserError`)."""
-        from mxplain import zarrio
         from tqdm.auto import tqdm
+
+        from mxplain import zarrio
 
         self.validate()
         ctx = ctx or RunContext()

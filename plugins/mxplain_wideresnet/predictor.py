@@ -15,9 +15,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from torch.nn import functional as F
+
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
-from torch.nn import functional as F
 
 from .model import WideResNet, check_depth
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from mxplain.store import LotTable, TileStore
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")

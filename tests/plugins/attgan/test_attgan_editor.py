@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from attgan_data import make_store, one_thread  # noqa: F401
+
 from mxplain import plugins
 from mxplain.checkpoint import read_checkpoint
 from mxplain.errors import UserError

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from attgan_data import ATTRS, make_store, one_thread, stand_in_measure  # noqa: F401
+
 from mxplain import editor_eval as ee
 from mxplain.interfaces import Editor, RunContext
 from mxplain_attgan.editor import AttGANEditor

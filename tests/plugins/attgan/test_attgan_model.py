@@ -3,6 +3,7 @@
 import pytest
 import torch
 from attgan_data import one_thread  # noqa: F401
+
 from mxplain_attgan.model import (
     MAX_DIM,
     Discriminator,

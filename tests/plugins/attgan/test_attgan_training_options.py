@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from attgan_data import make_store, one_thread  # noqa: F401
+
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
 from mxplain_attgan.editor import AttGANEditor, single_attribute_targets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import xarray as xr
+
 from mxplain.interfaces import Editor, ExplainContext, Lot, Predictor
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")

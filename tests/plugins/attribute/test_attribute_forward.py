@@ -11,6 +11,7 @@ from attribute_fakes import (
     make_ctx,
     make_lots,
 )
+
 from mxplain import plugins
 from mxplain.errors import UserError
 from mxplain_attribute.forward import ForwardSweep, score_forward, slopes

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from mxplain.interfaces import Editor, Predictor
 from torch import nn
+
+from mxplain.interfaces import Editor, Predictor
 
 
 class TinyConvPredictor(Predictor):

@@ -6,6 +6,7 @@ import torch
 import xarray as xr
 from gradcam_cube import build_cube
 from gradcam_fakes import BrightnessEditor, ForestLike, RegionPredictor, TinyConvPredictor
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain_gradcam.compare import (

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from gradcam_fakes import ForestLike, RegionPredictor, TinyConvPredictor
+from torch import nn
+
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain_gradcam.gradcam import GradCAM, PredictorModule, default_layer
-from torch import nn
 
 
 def tiles(n=4, size=32, seed=0):

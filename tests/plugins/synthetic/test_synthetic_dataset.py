@@ -1,9 +1,10 @@
 """The synthetic dataset plugin: law, tile store, resume, parameters."""
 
-import mxplain_synthetic.dataset as dsmod
 import numpy as np
 import pytest
 import torch
+
+import mxplain_synthetic.dataset as dsmod
 from mxplain import plugins
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
 from mxplain_synthetic.measure import lot_measurement, measure_tiles, segment
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from mxplain.store import LotTable, TileStore
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from mxplain import RunContext, plugins
 from mxplain.checkpoint import read_checkpoint, save_component
 from mxplain.errors import UserError
