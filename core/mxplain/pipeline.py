@@ -217,7 +217,8 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
         truth = np.array([ctx.true_sensitivity.get(a, np.nan) for a in store.attributes])
         tables["true_sensitivity"] = xr.DataArray(
             np.tile(truth, (store.n_lots, 1)).astype(np.float32), dims=("lot", "attribute"))
-    attrs = {"mxplain_config_hash": config_hash(cfg), **provenance(cfg, ctx.device)}
+    attrs = {"mxplain_config_hash": config_hash(cfg), "property_name": store.property_name,
+             "property_units": store.property_units, **provenance(cfg, ctx.device)}
     writer = CubeWriter(folder.path / "results.zarr", variables, sizes, coords, tables, attrs,
                         resume=resume)
     done = writer.done()

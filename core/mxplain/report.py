@@ -54,6 +54,47 @@ def _figure(path: Path) -> str:
             f"<figcaption>{_e(path.name)}</figcaption></figure>")
 
 
+def _lot_sections(run_dir: Path) -> str:
+    """One table per lot from the results cube: labels, property, predictions, explanations."""
+    import numpy as np
+
+    from mxplain.cube import open_results
+
+    if not (run_dir / "results.zarr").exists():
+        return ""
+    try:
+        cube = open_results(run_dir).load()
+    except Exception:  # a report still renders without the cube
+        return ""
+    attrs = [str(a) for a in cube["attribute"].values]
+    out = ["<h2>Per lot</h2>"]
+    for i, lot in enumerate(cube["lot"].values):
+        c = cube.isel(lot=i)
+        mask = c.tile_mask.values.astype(bool)
+        pred = c.prediction.values[mask]
+        head = ["attribute", "label"]
+        rows = {a: [f"{float(c.lot_attributes.values[j]):.2f}"] for j, a in enumerate(attrs)}
+        for var, label in (("sensitivity", "sensitivity"), ("true_sensitivity", "true effect")):
+            if var in c:
+                head.append(label)
+                for j, a in enumerate(attrs):
+                    rows[a].append(f"{float(c[var].values[j]):+.1f}")
+        if "backward_attributes" in c:
+            for d, direction in enumerate(c["direction"].values):
+                head.append(f"mean A′−A ({direction})")
+                change = c.backward_attributes.values[mask, d, :] - c.lot_attributes.values
+                for j, a in enumerate(attrs):
+                    rows[a].append(f"{float(np.nanmean(change[:, j])):+.3f}")
+        units = cube.attrs.get("property_units", "")
+        summary = (f"measured {float(c.measured_property):.1f}; predicted {pred.mean():.1f} ± "
+                   f"{pred.std():.1f} over {mask.sum()} tiles {units}")
+        table = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(
+            f"<tr><th>{_e(a)}</th>" + "".join(f"<td>{_e(v)}</td>" for v in vals) + "</tr>"
+            for a, vals in rows.items())
+        out.append(f"<h3>lot {_e(lot)}</h3><p>{_e(summary)}</p><table>{table}</table>")
+    return "\n".join(out)
+
+
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
@@ -91,6 +132,7 @@ def write_report(run_dir: str | Path) -> Path:
             parts.append(_table(block if isinstance(block, dict) else {"value": block}))
         parts.extend(_figure(f) for f in sec)
         used.update(sec)
+    parts.append(_lot_sections(run_dir))
     rest = [f for f in figs if f not in used]
     if rest:
         parts.append("<h2>Other figures</h2>" + "".join(_figure(f) for f in rest))

@@ -30,7 +30,8 @@ def test_custom_predictor_package(tmp_path):
 
     cube = open_results(out)
     assert cube.gradcam.shape == (6, 4, 32, 32)
-    assert (out / "report" / "index.html").exists()
+    report = (out / "report" / "index.html").read_text()
+    assert "Per lot" in report and "lot000" in report
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["provenance"]["plugins"]["predictor:tinycnn"] == "mxplain-meangrey 0.1.0"
 
