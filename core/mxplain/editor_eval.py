@@ -35,16 +35,8 @@ Measure = Callable[[np.ndarray], np.ndarray]
 
 def sample_tiles(store, n_tiles_per_lot: int = 8, seed: int = 0,
                  lots: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n_tiles_per_lot`` tiles of each lot (seeded): ``uint8 (N, H, W)``, lot indices."""
-    rng = np.random.default_rng(seed)
-    tiles, idx = [], []
-    for i in range(store.n_lots) if lots is None else lots:
-        t = store.tiles(i)
-        if len(t) > n_tiles_per_lot:
-            t = t[np.sort(rng.choice(len(t), n_tiles_per_lot, replace=False))]
-        tiles.append(t)
-        idx.append(np.full(len(t), i, dtype=np.int64))
-    return np.concatenate(tiles), np.concatenate(idx)
+    """Up to ``n_tiles_per_lot`` tiles of every lot (seeded): ``uint8 (N, H, W)`` and lot indices."""
+    return store.all_tiles(lots, max_per_lot=n_tiles_per_lot, seed=seed)
 
 
 def _editor_device(editor: Editor) -> torch.device:

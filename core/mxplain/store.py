@@ -54,6 +54,28 @@ def to_uint8(tiles: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
+def train_val_split(lot_idx: np.ndarray, val_fraction: float, split: str = "tile",
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation positions of tiles whose lots are ``lot_idx``: a seeded random
+    ``val_fraction`` of the tiles (``split="tile"``, as seed 000) or of whole lots (``"lots"``:
+    validation on unseen lots)."""
+    rng = np.random.default_rng(seed)
+    n = len(lot_idx)
+    if split == "lots":
+        lots = np.unique(lot_idx)
+        if len(lots) < 2:
+            raise UserError(f'split = "lots" needs at least 2 lots with tiles, the tile store has '
+                            f"{len(lots)}")
+        n_val = min(len(lots) - 1, max(1, round(float(val_fraction) * len(lots))))
+        val = np.isin(lot_idx, rng.permutation(lots)[:n_val])
+        return np.flatnonzero(~val), np.flatnonzero(val)
+    if n < 2:
+        raise UserError(f"training needs at least 2 tiles, got {n}")
+    n_val = min(n - 1, max(1, round(float(val_fraction) * n)))
+    perm = rng.permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 @dataclass
 class LotTable:
     """The labels of every lot: ids, attribute names and values, property."""
@@ -206,14 +228,21 @@ class TileStore:
         for i in range(self.n_lots):
             yield self.lot(i)
 
-    def all_tiles(self, lots=None) -> tuple[np.ndarray, np.ndarray]:
-        """Every real tile of the given lots (default: all) with its lot index: ``(N, H, W)``, ``(N,)``."""
+    def all_tiles(self, lots=None, max_per_lot: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Real tiles of the given lots (default: all) with their lot index: ``(N, H, W)``, ``(N,)``.
+        With ``max_per_lot`` > 0, lots with more tiles contribute a seeded random subset (in
+        store order)."""
         lots = range(self.n_lots) if lots is None else [self.lot_index(x) for x in lots]
+        rng = np.random.default_rng(seed)
         tiles, idx = [], []
         for i in lots:
             t = self.tiles(i)
+            if max_per_lot and len(t) > max_per_lot:
+                t = t[np.sort(rng.choice(len(t), max_per_lot, replace=False))]
             tiles.append(t)
             idx.append(np.full(len(t), i, dtype=np.int64))
+        if not tiles:
+            return np.zeros((0, self.tile_size, self.tile_size), np.uint8), np.zeros(0, np.int64)
         return np.concatenate(tiles), np.concatenate(idx)
 
     def true_sensitivity(self) -> dict[str, float] | None:

@@ -74,6 +74,19 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+def periodic_random_crop(x: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """A random ``crop`` x ``crop`` window of each image of ``x`` (N, C, H, W), repeated
+    periodically to H x W (tiled from the top-left corner). Keeps the particle scale and the area
+    fractions of the window, removes the image's global layout."""
+    n, _, h, w = x.shape
+    oy = torch.randint(0, h - crop + 1, (n,), generator=gen)
+    ox = torch.randint(0, w - crop + 1, (n,), generator=gen)
+    yy = (oy[:, None] + torch.arange(h) % crop).to(x.device)   # (N, H)
+    xx = (ox[:, None] + torch.arange(w) % crop).to(x.device)   # (N, W)
+    rows = torch.gather(x, 2, yy[:, None, :, None].expand(n, x.shape[1], h, w))
+    return torch.gather(rows, 3, xx[:, None, None, :].expand(n, x.shape[1], h, w))
+
+
 def single_attribute_targets(a: torch.Tensor, gen: torch.Generator,
                              min_change: float = 0.3) -> torch.Tensor:
     """Targets that change ONE attribute per row (a random column), the others kept at the row's
@@ -112,7 +125,8 @@ class AttGANEditor(Editor):
                  sample_every: int | None = None, b_uniform: float = 0.25,
                  dis_norm: str = "instancenorm", augment: bool = False,
                  target_sampling: str = "permute", target_min_change: float = 0.3,
-                 classifier_warmup_epochs: int = 0, classifier_warmup_lr: float | None = None):
+                 classifier_warmup_epochs: int = 0, classifier_warmup_lr: float | None = None,
+                 cls_dropout: float = 0.0, cls_crop: int | None = None):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -142,6 +156,8 @@ class AttGANEditor(Editor):
         self.target_min_change = target_min_change
         self.classifier_warmup_epochs = classifier_warmup_epochs
         self.classifier_warmup_lr = classifier_warmup_lr
+        self.cls_dropout = cls_dropout
+        self.cls_crop = cls_crop
         self.generator: Generator | None = None
         self.discriminator: Discriminator | None = None
         self.tile_size: int | None = None
@@ -173,6 +189,13 @@ class AttGANEditor(Editor):
         if self.classifier_warmup_lr is not None and not self.classifier_warmup_lr > 0:
             raise UserError(f"[editor] attgan: classifier_warmup_lr must be > 0 or unset, "
                             f"got {self.classifier_warmup_lr!r}")
+        if not (isinstance(self.cls_dropout, (int, float)) and 0.0 <= self.cls_dropout < 1.0):
+            raise UserError(f"[editor] attgan: cls_dropout must be in [0, 1), "
+                            f"got {self.cls_dropout!r}")
+        c = self.cls_crop
+        if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 4):
+            raise UserError(f"[editor] attgan: cls_crop must be an integer >= 4 or unset, "
+                            f"got {c!r}")
         if self.dis_norm not in ("instancenorm", "layernorm"):
             raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
                             f"got {self.dis_norm!r}")
@@ -186,6 +209,9 @@ class AttGANEditor(Editor):
             raise UserError(f"[editor] attgan: tile size {tile_size} with n_layers={self.n_layers} "
                             f"leaves 1x1 discriminator features (instance norm undefined); lower "
                             f"n_layers or set dis_norm = 'layernorm'")
+        if self.cls_crop is not None and self.cls_crop > tile_size:
+            raise UserError(f"[editor] attgan: cls_crop = {self.cls_crop} is larger than the tile "
+                            f"size {tile_size}")
         self.tile_size = int(tile_size)
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                    self.shortcut_layers, self.inject_layers)
@@ -301,6 +327,23 @@ class AttGANEditor(Editor):
         span = max(self.epochs - self.lr_decay_epoch, 1e-8)
         return self.lr * max(0.0, 1.0 - (epoch_float - self.lr_decay_epoch) / span)
 
+    def _cls_logits(self, x: torch.Tensor, gen: torch.Generator,
+                    h: torch.Tensor | None = None) -> torch.Tensor:
+        """Training-time attribute logits of the discriminator for images ``x`` in [-1, 1].
+
+        ``cls_crop`` = c: the head sees a random c x c crop of each image, repeated periodically
+        to the tile size (the particle scale and the area fractions are kept, the tile's global
+        layout is not); ``cls_dropout`` = p: dropout on the trunk features before the head.
+        ``h``: the trunk features of ``x`` when already computed (used without ``cls_crop``)."""
+        D = self.discriminator
+        if self.cls_crop is not None and self.cls_crop < x.shape[-1]:
+            h = D.conv(periodic_random_crop(x, self.cls_crop, gen)).flatten(1)
+        elif h is None:
+            h = D.conv(x).flatten(1)
+        if self.cls_dropout > 0:
+            h = F.dropout(h, self.cls_dropout, training=True)
+        return D.fc_cls(h)
+
     def _targets(self, a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Target attributes ``b`` for a batch with attributes ``a`` (see ``target_sampling``)."""
         if self.target_sampling == "single":
@@ -379,7 +422,9 @@ class AttGANEditor(Editor):
                     fake = G(x, cb)
                 fake = fake.float()
                 with autocast():
-                    d_real, dc_real = D(x)
+                    h_real = D.conv(x).flatten(1)
+                    d_real = D.fc_adv(h_real).squeeze(1)
+                    dc_real = self._cls_logits(x, gen, h_real)
                     d_fake, _ = D(fake)
                 wd = d_real.float().mean() - d_fake.float().mean()
                 x_hat = (x + alpha * (fake - x)).requires_grad_(True)
@@ -401,7 +446,9 @@ class AttGANEditor(Editor):
                         zs = G.encode(x)
                         fake = G.decode(zs, cb)
                         rec = G.decode(zs, ca)
-                        g_fake, gc_fake = D(fake)
+                        h_fake = D.conv(fake).flatten(1)
+                        g_fake = D.fc_adv(h_fake).squeeze(1)
+                        gc_fake = self._cls_logits(fake, gen, h_fake)
                     g_adv = -g_fake.float().mean()
                     g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
                     g_rec = F.l1_loss(rec.float(), x)
@@ -477,7 +524,7 @@ class AttGANEditor(Editor):
                 x = (x * 2.0 - 1.0).to(device)
                 a = a_all[idx].to(device)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits = D.fc_cls(D.conv(x).flatten(1))
+                    logits = self._cls_logits(x, gen)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), a)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -112,3 +112,12 @@ def figures_dir(ctx):
         return None
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def save_figure(fig, out, name: str) -> str:
+    """Save ``fig`` as ``out/name`` (PNG), close it, return ``name``."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name

@@ -56,6 +56,7 @@ from ._common import (
     negligible_mask,
     pick_lots,
     require_models,
+    save_figure,
 )
 
 OPTIMIZERS = ("auto", "gradient", "spsa")
@@ -363,7 +364,7 @@ class BackwardCounterfactual(Explainer):
                 ax.legend(fontsize=8)
         fig.suptitle(f"backward explanation of one tile ({ctx.property_name})")
         fig.tight_layout()
-        names.append(self._save(fig, out, "backward_fig6_tile_counterfactual.png"))
+        names.append(save_figure(fig, out, "backward_fig6_tile_counterfactual.png"))
 
         # Figure 7: per-lot mean change for the low, median and high lots
         fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False,
@@ -381,16 +382,9 @@ class BackwardCounterfactual(Explainer):
                 ax.set_ylabel("mean A' - A over tiles")
                 ax.legend(fontsize=8)
         fig.tight_layout()
-        names.append(self._save(fig, out, "backward_fig7_lot_mean_change.png"))
+        names.append(save_figure(fig, out, "backward_fig7_lot_mean_change.png"))
         return names
 
-    @staticmethod
-    def _save(fig, out, name: str) -> str:
-        import matplotlib.pyplot as plt
-
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        return name
 
 
 def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relative") -> dict:

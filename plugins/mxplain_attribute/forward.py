@@ -42,6 +42,7 @@ from ._common import (
     negligible_mask,
     pick_lots,
     require_models,
+    save_figure,
 )
 
 ROBUST = ("theil-sen", "median", "ols")
@@ -284,7 +285,7 @@ class ForwardSweep(Explainer):
             axi.set_title(f"{aname} = {v:.1f}", fontsize=9)
             axi.axis("off")
         fig.tight_layout()
-        names.append(self._save(fig, out, "forward_fig4a_tile_curve.png"))
+        names.append(save_figure(fig, out, "forward_fig4a_tile_curve.png"))
 
         # Figure 4b: the lot's boxplot of predictions per step
         data = np.asarray(fp.isel(lot=li, attribute=k_attr).values, np.float64)[mask[li]]
@@ -297,7 +298,7 @@ class ForwardSweep(Explainer):
         ax.set_ylabel(ylabel)
         ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
         fig.tight_layout()
-        names.append(self._save(fig, out, "forward_fig4b_lot_boxplot.png"))
+        names.append(save_figure(fig, out, "forward_fig4b_lot_boxplot.png"))
 
         # Figure 5: four-attribute panel for the high, median and low lots
         rows = [(r, lots[r]) for r in ("high", "median", "low")]
@@ -320,16 +321,9 @@ class ForwardSweep(Explainer):
                     ax.set_ylabel(f"{label}: lot {lot_label(cube, lj)}\n{ctx.property_name}")
         fig.suptitle(f"forward explanations ({ctx.property_name} vs attribute value)")
         fig.tight_layout()
-        names.append(self._save(fig, out, "forward_fig5_attribute_panel.png"))
+        names.append(save_figure(fig, out, "forward_fig5_attribute_panel.png"))
         return names
 
-    @staticmethod
-    def _save(fig, out, name: str) -> str:
-        import matplotlib.pyplot as plt
-
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        return name
 
 
 __all__ = ["ForwardSweep", "slopes", "score_forward", "fill_attributes"]

@@ -17,6 +17,7 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
+from mxplain.store import train_val_split
 
 from .features import FEATURIZATIONS, Featurizer, resolve_layer
 from .forest import ForestArrays
@@ -103,34 +104,15 @@ class TextureForestPredictor(Predictor):
     def _load_data(self, store) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         from mxplain.store import to_tensor
 
-        rng = np.random.default_rng(int(self.seed))
-        cap = int(self.max_tiles_per_lot or 0)
-        tiles, lots = [], []
-        for i in range(store.n_lots):
-            t = store.tiles(i)
-            if cap and len(t) > cap:
-                t = t[np.sort(rng.choice(len(t), cap, replace=False))]
-            tiles.append(t)
-            lots.append(np.full(len(t), i, dtype=np.int64))
-        if sum(len(t) for t in tiles) < 2:
+        tiles, lot_idx = store.all_tiles(max_per_lot=int(self.max_tiles_per_lot or 0),
+                                         seed=int(self.seed))
+        if len(tiles) < 2:
             raise UserError(f"tile store {str(store.path)!r} holds fewer than 2 tiles to train on")
-        lot_idx = np.concatenate(lots)
         y = np.asarray(store.properties, dtype=np.float64)[lot_idx]
-        return to_tensor(np.concatenate(tiles)), y, lot_idx
+        return to_tensor(tiles), y, lot_idx
 
     def split_indices(self, lot_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(int(self.seed) + 1)
-        n = len(lot_idx)
-        if self.split == "lots":
-            lots = np.unique(lot_idx)
-            if len(lots) < 2:
-                raise UserError("[predictor] split = \"lots\" needs at least 2 lots")
-            n_val = min(len(lots) - 1, max(1, round(float(self.val_fraction) * len(lots))))
-            val = np.isin(lot_idx, rng.permutation(lots)[:n_val])
-            return np.flatnonzero(~val), np.flatnonzero(val)
-        n_val = min(n - 1, max(1, round(float(self.val_fraction) * n)))
-        perm = rng.permutation(n)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+        return train_val_split(lot_idx, float(self.val_fraction), self.split, int(self.seed) + 1)
 
     # ---- training -----------------------------------------------------------------------------
     def fit(self, store, ctx: RunContext | None = None) -> dict:

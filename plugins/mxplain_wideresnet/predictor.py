@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
+from mxplain.store import train_val_split
 
 from .model import WideResNet, check_depth
 
@@ -155,42 +156,18 @@ class WideResNetPredictor(Predictor):
     # ---- data ---------------------------------------------------------------------------------
     def _load_data(self, store) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """uint8 tiles ``(N, H, W)``, float64 targets ``(N,)`` and lot indices ``(N,)``."""
-        rng = np.random.default_rng(int(self.seed))
-        cap = int(self.max_tiles_per_lot or 0)
-        tiles, lots = [], []
-        for i in range(store.n_lots):
-            t = store.tiles(i)
-            if cap and len(t) > cap:
-                t = t[np.sort(rng.choice(len(t), cap, replace=False))]
-            tiles.append(t)
-            lots.append(np.full(len(t), i, dtype=np.int64))
-        if not tiles or sum(len(t) for t in tiles) == 0:
+        tiles, lots = store.all_tiles(max_per_lot=int(self.max_tiles_per_lot or 0),
+                                      seed=int(self.seed))
+        if len(tiles) == 0:
             raise UserError(f"tile store {str(store.path)!r} holds no tiles to train on")
-        lot_idx = np.concatenate(lots)
-        y = np.asarray(store.properties, dtype=np.float64)[lot_idx]
-        return torch.from_numpy(np.concatenate(tiles)), y, lot_idx
+        y = np.asarray(store.properties, dtype=np.float64)[lots]
+        return torch.from_numpy(tiles), y, lots
 
     def split_indices(self, lot_idx: np.ndarray, split: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Train and validation positions for tiles of lots ``lot_idx``: a random ``val_fraction``
-        of the tiles (``"tile"``) or of whole lots (``"lots"``), seeded by ``seed``."""
-        split = self.split if split is None else split
-        rng = np.random.default_rng(int(self.seed) + 1)
-        n = len(lot_idx)
-        if split == "lots":
-            lots = np.unique(lot_idx)
-            if len(lots) < 2:
-                raise UserError("split = \"lots\" needs at least 2 lots with tiles, "
-                                f"the tile store has {len(lots)}")
-            n_val = min(len(lots) - 1, max(1, round(float(self.val_fraction) * len(lots))))
-            val_lots = rng.permutation(lots)[:n_val]
-            val = np.isin(lot_idx, val_lots)
-            return np.flatnonzero(~val), np.flatnonzero(val)
-        if n < 2:
-            raise UserError(f"training needs at least 2 tiles, got {n}")
-        n_val = min(n - 1, max(1, round(float(self.val_fraction) * n)))
-        perm = rng.permutation(n)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+        """Train and validation positions (see :func:`mxplain.store.train_val_split`)."""
+        return train_val_split(lot_idx, float(self.val_fraction),
+                               self.split if split is None else split, int(self.seed) + 1)
 
     # ---- training -----------------------------------------------------------------------------
     def fit(self, store, ctx: RunContext | None = None) -> dict:
