@@ -37,6 +37,11 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
     lot labels; Adam(``classifier_warmup_lr`` or ``lr``)), so that the generator's attribute loss
     is meaningful from its first step.
 
+    ``cls_dropout`` / ``cls_crop`` (defaults 0.0 / None = the reference): dropout on the trunk
+    features before the attribute head, and an attribute head that sees a random crop of each tile
+    repeated periodically to the tile size (:func:`periodic_random_crop`), wherever the head is
+    trained or scores generated tiles; inference (:meth:`classify`) uses whole tiles, no dropout.
+
 Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
 (reconstruction, adversarial, classifier on real, classifier on generated) in
 ``ctx.figures_dir/"attgan_losses.png"``; with ``sample_every = n`` a sample grid

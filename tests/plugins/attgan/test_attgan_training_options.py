@@ -7,7 +7,7 @@ from attgan_data import make_store, one_thread  # noqa: F401
 
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
-from mxplain_attgan.editor import AttGANEditor, single_attribute_targets
+from mxplain_attgan.editor import AttGANEditor, periodic_random_crop, single_attribute_targets
 
 TINY = dict(enc_dim=4, dec_dim=4, dis_dim=4, dis_fc_dim=16, n_layers=3, batch_size=8, seed=0)
 
@@ -71,3 +71,52 @@ def test_training_option_errors(store):
         AttGANEditor(**TINY, classifier_warmup_epochs=-1).fit(store, ctx)
     with pytest.raises(UserError, match="classifier_warmup_lr"):
         AttGANEditor(**TINY, classifier_warmup_lr=0.0).fit(store, ctx)
+
+
+def test_periodic_random_crop_repeats_a_window_of_each_image():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(3 * 2 * 16 * 16, dtype=torch.float32).reshape(3, 2, 16, 16)
+    y = periodic_random_crop(x, 5, gen)
+    assert y.shape == x.shape
+    for i in range(3):
+        win = y[i, :, :5, :5]
+        # the window is a contiguous crop of the same image (same offset in both channels)
+        oy, ox = divmod(int(win[0, 0, 0].item()) - i * 2 * 256, 16)
+        assert torch.equal(win, x[i, :, oy:oy + 5, ox:ox + 5])
+        # ... repeated with period 5 in both directions
+        assert torch.equal(y[i, :, 5:10, 5:10], win)
+        assert torch.equal(y[i, :, 15, :], y[i, :, 0, :])
+    # a crop of the full size is the identity
+    assert torch.equal(periodic_random_crop(x, 16, gen), x)
+
+
+def test_classifier_regularisers_default_to_the_reference_and_change_training(store):
+    ctx = RunContext(progress=False)
+    base = dict(**TINY, epochs=1, n_critic=1, lr=1e-3, classifier_warmup_epochs=2)
+    ref = AttGANEditor(**base)
+    assert ref.cls_dropout == 0.0 and ref.cls_crop is None
+    ref.fit(store, ctx)
+    same = AttGANEditor(**base, cls_dropout=0.0, cls_crop=32)  # crop = tile size: no crop
+    same.fit(store, ctx)
+    for k, v in ref.state_dict()["discriminator"].items():
+        assert torch.equal(v, same.state_dict()["discriminator"][k]), k
+    for extra in (dict(cls_dropout=0.5), dict(cls_crop=16)):
+        ed = AttGANEditor(**base, **extra)
+        m = ed.fit(store, ctx)
+        assert np.isfinite(m["final_d_cls"]) and np.isfinite(m["final_g_cls"])
+        diff = max(float((v - ed.state_dict()["discriminator"][k]).abs().max())
+                   for k, v in ref.state_dict()["discriminator"].items())
+        assert diff > 1e-4, extra
+        # evaluation (classify / edit) is deterministic: no dropout, no crop at inference
+        t = torch.from_numpy(store.tiles(0)[:4]).float()[:, None] / 255
+        assert torch.equal(ed.classify(t), ed.classify(t))
+
+
+def test_classifier_regulariser_errors(store):
+    ctx = RunContext(progress=False)
+    with pytest.raises(UserError, match="cls_dropout"):
+        AttGANEditor(**TINY, cls_dropout=1.0).fit(store, ctx)
+    with pytest.raises(UserError, match="cls_crop"):
+        AttGANEditor(**TINY, cls_crop=2).fit(store, ctx)
+    with pytest.raises(UserError, match="cls_crop = 64"):
+        AttGANEditor(**TINY, cls_crop=64).fit(store, ctx)
