@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mxplain.interfaces import Editor, ExplainContext, Predictor
+from mxplain.interfaces import Editor, ExplainContext, NoLearnedState, Predictor
 from mxplain_attribute.forward import ForwardSweep
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
@@ -43,7 +43,7 @@ def real_components(tile: int, device: torch.device, layers: int):
     return editor.to(device), predictor.to(device), "attgan + wideresnet (untrained)"
 
 
-class _SmallEditor(Editor):
+class _SmallEditor(NoLearnedState, Editor):
     name = "bench-editor"
     attributes = ATTRS
 
@@ -53,15 +53,6 @@ class _SmallEditor(Editor):
                                  nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2))
         self.dec = nn.Sequential(nn.ConvTranspose2d(64 + k, 32, 4, 2, 1), nn.ReLU(),
                                  nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Sigmoid())
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def to(self, device):
         self.device = torch.device(device)
@@ -77,21 +68,12 @@ class _SmallEditor(Editor):
         return self.dec(torch.cat([latent, a], 1))
 
 
-class _SmallPredictor(Predictor):
+class _SmallPredictor(NoLearnedState, Predictor):
     name = "bench-predictor"
 
     def __init__(self):
         self.net = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def to(self, device):
         self.device = torch.device(device)

@@ -112,6 +112,21 @@ class TrainableModel(Component):
         return load_component(cls, path, device)
 
 
+class NoLearnedState:
+    """Mixin for a component with nothing to learn or save (an analytic model, a wrapper of a fixed
+    network): ``fit`` does nothing and the state is empty. Put it first: ``class M(NoLearnedState,
+    Predictor)``."""
+
+    def fit(self, store, ctx) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class Predictor(TrainableModel):
     """Tiles -> property (a scalar per tile, in physical units)."""
 

@@ -6,11 +6,11 @@ import torch
 from attgan_data import ATTRS, make_store, one_thread, stand_in_measure  # noqa: F401
 
 from mxplain import editor_eval as ee
-from mxplain.interfaces import Editor, RunContext
+from mxplain.interfaces import Editor, NoLearnedState, RunContext
 from mxplain_attgan.editor import AttGANEditor
 
 
-class OracleEditor(Editor):
+class OracleEditor(NoLearnedState, Editor):
     """Renders the stand-in tiles' law exactly: grey level from attribute 0, stripes from 1."""
 
     name = "oracle"
@@ -18,15 +18,6 @@ class OracleEditor(Editor):
     def __init__(self, offset: float = 0.0):
         self.offset = offset
         self.attributes = ATTRS
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def encode(self, tiles):
         return tiles

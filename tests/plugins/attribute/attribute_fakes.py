@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from mxplain.interfaces import Editor, ExplainContext, Lot, Predictor
+from mxplain.interfaces import Editor, ExplainContext, Lot, NoLearnedState, Predictor
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 COEF = (0.10, -0.05, 0.0, 0.08)  # brightness change per unit attribute
@@ -14,7 +14,7 @@ SCALE, OFFSET = 1000.0, 100.0  # predictor: SCALE * mean brightness + OFFSET
 TRUE_SLOPES = tuple(SCALE * c for c in COEF)  # (100, -50, 0, 80) property units per unit attr
 
 
-class FakeEditor(Editor):
+class FakeEditor(NoLearnedState, Editor):
     """decode = 0.3 + 0.2 * tile + attrs . coef (stays inside [0, 1]); latent is a tuple."""
 
     name = "fake-editor"
@@ -24,15 +24,6 @@ class FakeEditor(Editor):
         self.coef = coef
         self.encode_calls = 0
         self.encoded_rows = 0
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def encode(self, tiles):
         self.encode_calls += 1
@@ -46,19 +37,10 @@ class FakeEditor(Editor):
         return 0.3 + img + shift[:, None, None, None]
 
 
-class FakePredictor(Predictor):
+class FakePredictor(NoLearnedState, Predictor):
     """SCALE * mean brightness + OFFSET (differentiable torch)."""
 
     name = "fake-predictor"
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def forward(self, tiles):
         return SCALE * tiles.mean(dim=(1, 2, 3)) + OFFSET

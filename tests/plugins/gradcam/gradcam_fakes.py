@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mxplain.interfaces import Editor, Predictor
+from mxplain.interfaces import Editor, NoLearnedState, Predictor
 
 
 class TinyConvPredictor(Predictor):
@@ -43,7 +43,7 @@ class TinyConvPredictor(Predictor):
         return self.net
 
 
-class RegionPredictor(Predictor):
+class RegionPredictor(NoLearnedState, Predictor):
     """Output = mean brightness of a known square region (rows/cols lo:hi): a conv layer of ones
     restricted by a mask, so GradCAM has a Conv2d to hook."""
 
@@ -58,15 +58,6 @@ class RegionPredictor(Predictor):
         with torch.no_grad():
             self.net[0].weight.fill_(1.0)
 
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
     def forward(self, tiles):
         f = self.net(tiles) * self.mask
         return f.sum(dim=(1, 2, 3)) / self.mask.sum()
@@ -75,40 +66,22 @@ class RegionPredictor(Predictor):
         return self.net
 
 
-class ForestLike(Predictor):
+class ForestLike(NoLearnedState, Predictor):
     """A non-differentiable predictor (like a random forest on texture features)."""
 
     name = "forestlike"
     differentiable = False
 
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
     def forward(self, tiles):
         return torch.from_numpy(np.asarray(tiles.mean(dim=(1, 2, 3)).detach().numpy()))
 
 
-class BrightnessEditor(Editor):
+class BrightnessEditor(NoLearnedState, Editor):
     """Attribute k shifts the brightness of the tile's k-th horizontal band: a tile edited to
     attributes a is tile + (a - 0.5) * band_k. Latent = the tile itself."""
 
     name = "brightness"
     attributes = ("size", "porosity", "polydispersity", "facetness")
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def encode(self, tiles):
         return tiles

@@ -9,14 +9,14 @@ import torch
 import xarray as xr
 
 from mxplain.errors import UserError
-from mxplain.interfaces import Editor, ExplainContext, Lot, Predictor
+from mxplain.interfaces import Editor, ExplainContext, Lot, NoLearnedState, Predictor
 from mxplain_latent.design import LatentDesign, interpretability_scores
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 H = 32
 
 
-class LinearPredictor(Predictor):
+class LinearPredictor(NoLearnedState, Predictor):
     """p = 1000 + 50 * sum(w * x): linear, so first-order matching is exact."""
 
     name = "fake_linear"
@@ -25,20 +25,11 @@ class LinearPredictor(Predictor):
         g = torch.Generator().manual_seed(0)
         self.w = torch.rand(1, 1, H, H, generator=g)
 
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
     def forward(self, tiles):
         return 1000.0 + 50.0 * (tiles * self.w).flatten(1).mean(1)
 
 
-class FakeEditor(Editor):
+class FakeEditor(NoLearnedState, Editor):
     """Latent = (N, 6) code; decode = 0.5 + 0.05 * tanh(basis . z) (+ attribute shift)."""
 
     name = "fake_editor"
@@ -48,15 +39,6 @@ class FakeEditor(Editor):
         g = torch.Generator().manual_seed(1)
         self.basis = torch.randn(6, H * H, generator=g)
         self.as_tuple = as_tuple
-
-    def fit(self, store, ctx):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
     def encode(self, tiles):
         z = tiles.flatten(1)[:, :6] - 0.5
