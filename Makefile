@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bench-gpu bench-cpu
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# issue 9's benchmarks in one command (make bench-gpu PYTHON=/path/to/python); table: benchmarks/results-<device>.md
+bench-gpu:
+	$(PYTHON) benchmarks/run_all.py --device cuda
+
+bench-cpu:
+	$(PYTHON) benchmarks/run_all.py --device cpu --small
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -10,6 +10,12 @@ when they can be built, else small stand-in torch models.
 
     python benchmarks/forward_sweep.py --device cpu --tiles 8 --tile-size 64
     python benchmarks/forward_sweep.py --device cuda --tiles 256 --tile-size 128 --batch-size 512
+
+Paper scale (seed 000: 59,690 tiles x 4 attributes x 11 steps = 2.6 M edits at 256 px with the
+reference AttGAN and WideResNet-28-1), projected from the measured batched rate:
+
+    python benchmarks/forward_sweep.py --device cuda --tiles 512 --tile-size 256 --layers 5 \
+        --dim 64 --depth 28 --batch-size auto --paper-tiles 59690 [--compile]
 """
 
 from __future__ import annotations
@@ -27,20 +33,11 @@ from mxplain_attribute.forward import ForwardSweep
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 
 
-def real_components(tile: int, device: torch.device, layers: int):
-    from mxplain import plugins
+def real_components(tile: int, device: torch.device, layers: int, dim: int = 32, depth: int = 10):
+    from _bench import components
 
-    editor = plugins.create("editor", "attgan", enc_dim=32, dec_dim=32, dis_dim=16,
-                            dis_fc_dim=64, n_layers=layers)
-    editor.attributes = ATTRS
-    editor._build(len(ATTRS), tile)  # untrained weights are enough for timing
-    predictor = plugins.create("predictor", "wideresnet", depth=10, widen=1)
-    from mxplain_wideresnet.model import WideResNet
-
-    module = WideResNet(10, 1, 0.0)
-    predictor.load_state_dict({"model": module.state_dict(), "center": 1000.0,
-                               "half_range": 200.0, "depth": 10, "widen": 1, "tile_size": tile})
-    return editor.to(device), predictor.to(device), "attgan + wideresnet (untrained)"
+    editor, predictor = components(tile, device, layers, dim, depth)
+    return editor, predictor, f"attgan dim {dim} + wideresnet-{depth}-1 (untrained)"
 
 
 class _SmallEditor(NoLearnedState, Editor):
@@ -95,9 +92,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiles", type=int, default=8)
     ap.add_argument("--tile-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=11)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", default="256",
+                    help="an integer, or auto: the best power of two (on CUDA up to the free memory)")
     ap.add_argument("--naive-edits", type=int, default=88, help="edits timed in the naive loop")
     ap.add_argument("--layers", type=int, default=4, help="AttGAN encoder/decoder layers")
+    ap.add_argument("--dim", type=int, default=32, help="AttGAN base width")
+    ap.add_argument("--depth", type=int, default=10, help="WideResNet depth")
+    ap.add_argument("--channels-last", action="store_true", help="(default on CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile decoder and predictor")
+    ap.add_argument("--paper-tiles", type=int, default=0,
+                    help="also print the projected time of a sweep of this many tiles")
     ap.add_argument("--fallback", action="store_true", help="use the small stand-in models")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -107,7 +111,12 @@ def main(argv=None) -> dict:
         editor, predictor, label = None, None, ""
     else:
         try:
-            editor, predictor, label = real_components(args.tile_size, device, args.layers)
+            editor, predictor, label = real_components(args.tile_size, device, args.layers,
+                                                       args.dim, args.depth)
+            from _bench import prepare
+
+            applied = prepare(editor, predictor, device, args.channels_last, args.compile)
+            label += f"; {', '.join(applied) or 'eager float32'}"
         except Exception as exc:  # plugin not there or its private builder changed
             print(f"real components unavailable ({type(exc).__name__}: {exc}); using stand-ins")
             editor = None
@@ -118,6 +127,10 @@ def main(argv=None) -> dict:
     lot_attrs = np.full(len(ATTRS), 0.5, np.float32)
     ctx = ExplainContext(device=device, progress=False, predictor=predictor, editor=editor,
                          attributes=ATTRS)
+    if args.batch_size == "auto":
+        args.batch_size = _auto_batch(fs_tiles=tiles, lot_attrs=lot_attrs, ctx=ctx, args=args,
+                                      device=device)
+    args.batch_size = int(args.batch_size)
     fs = ForwardSweep(steps=args.steps, batch_size=args.batch_size)
 
     fs.sweep(tiles[:2], lot_attrs, ctx)  # warm-up
@@ -164,7 +177,31 @@ def main(argv=None) -> dict:
     print(f"naive loop (1 tile, 1 value at a time): {len(combos)} edits in {t_naive:.3f} s = "
           f"{rate_n:.1f} tiles/s")
     print(f"speedup: {rate_b / rate_n:.1f}x   (max |batched - naive| = {max_diff:.3g})")
+    if args.paper_tiles:
+        edits = args.paper_tiles * len(ATTRS) * args.steps
+        res["paper_edits"] = edits
+        res["paper_projected_s"] = edits / rate_b
+        print(f"paper scale: {args.paper_tiles} tiles x {len(ATTRS)} x {args.steps} = {edits:,} "
+              f"edits -> {edits / rate_b:.0f} s ({edits / rate_b / 60:.1f} min) at the batched rate")
     return res
+
+
+def _auto_batch(fs_tiles, lot_attrs, ctx, args, device) -> int:
+    """The sweep's fastest batch size among powers of two (CUDA: up to the free memory)."""
+    from _bench import activation_bytes, best_batch, candidate_batches
+
+    sample = fs_tiles[: max(1, min(len(fs_tiles), 64))]
+
+    def make(bs):
+        fs = ForwardSweep(steps=args.steps, batch_size=bs)
+        return lambda: fs.sweep(sample, lot_attrs, ctx)
+
+    per_call = len(sample) * len(ATTRS) * args.steps
+    best, _, rates = best_batch(make, candidate_batches(device, activation_bytes(
+        args.tile_size, args.dim), lo=32, cpu_max=256), device, items_per_call=lambda bs: per_call,
+        repeat=1)
+    print("batch size search (edits/s): " + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items()))
+    return best
 
 
 if __name__ == "__main__":

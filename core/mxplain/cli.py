@@ -25,12 +25,16 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(config, out, device, resume, overwrite, quiet):
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Explain lots on the workers of this Dask scheduler (default: [run] scheduler).")
+@click.option("--workers", default=None, type=int, metavar="N",
+              help="Explain lots on a local Dask cluster of N processes (default: [run] workers).")
+def run(config, out, device, resume, overwrite, quiet, scheduler, workers):
     """Run the pipeline of CONFIG (default: the packaged quickstart)."""
     from mxplain.pipeline import run as run_pipeline
 
     path = run_pipeline(config, out=out, device=device, resume=resume, overwrite=overwrite,
-                        progress=not quiet)
+                        progress=not quiet, scheduler=scheduler, workers=workers)
     click.echo(f"run folder: {path}")
     report = path / "report" / "index.html"
     if report.exists():

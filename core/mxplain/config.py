@@ -31,6 +31,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "batch_size": 256,  # batch size of gradient-free inference (prediction, reconstruction)
     "report": True,  # write the HTML report at the end
     "editor_eval_tiles": 6,  # tiles per lot for the editor's reconstruction and fidelity checks
+    "scheduler": None,  # Dask scheduler address: explain lots on its workers (--scheduler)
+    "workers": None,  # explain lots on a local Dask cluster of this many processes (--workers)
 }
 RUN_DOC = {
     "seed": "seed for every component that has no seed of its own",
@@ -39,6 +41,10 @@ RUN_DOC = {
     "batch_size": "batch size of inference for prediction and reconstruction",
     "report": "write the HTML report at the end of the run",
     "editor_eval_tiles": "tiles per lot for the editor's reconstruction and edit-fidelity checks",
+    "scheduler": "Dask scheduler address (tcp://host:8786): lots are explained on its workers, "
+                 "one model copy per worker (the CLI's --scheduler overrides it; unset: this process)",
+    "workers": "explain lots on a local Dask cluster of this many worker processes, one thread "
+               "each (the CLI's --workers overrides it; unset: this process)",
 }
 MODEL_EXTRA_KEYS = ("name", "checkpoint")
 

@@ -57,6 +57,15 @@ class CubeWriter:
             FLAG, chunks={"tile": sizes.get("tile", 1)}, data=lot_tables,
         )
 
+    @classmethod
+    def reopen(cls, path: Path, variables: dict[str, Variable], sizes: dict[str, int]) -> CubeWriter:
+        """A writer of lots into a cube another process created (a Dask worker's)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.variables = variables
+        self.sizes = sizes
+        return self
+
     def done(self) -> np.ndarray:
         return zarrio.lots_done(self.path, FLAG)
 

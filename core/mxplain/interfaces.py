@@ -37,6 +37,9 @@ class RunContext:
     seed: int = 0
     progress: bool = True
     batch_size: int = 256
+    #: where ``fit`` keeps its per-epoch training checkpoint (:mod:`mxplain.training`); the pipeline
+    #: sets ``out/models/{kind}.training.pt`` while a model trains, ``None`` otherwise (no checkpoint)
+    training_state_path: Path | None = None
 
     @property
     def figures_dir(self) -> Path | None:

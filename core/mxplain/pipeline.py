@@ -18,18 +18,20 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import plugins
+from mxplain import failpoints, plugins
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
 from mxplain.device import resolve_device
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot, RunContext
 from mxplain.runfolder import RunFolder, write_atomic
 from mxplain.store import TileStore
+from mxplain.training import remove_training_states, seed_everything
 
 
 def config_hash(cfg: dict) -> str:
     stable = {k: v for k, v in cfg.items() if k != "run"}
-    stable["run"] = {k: v for k, v in cfg["run"].items() if k not in ("device", "report")}
+    stable["run"] = {k: v for k, v in cfg["run"].items()
+                     if k not in ("device", "report", "scheduler", "workers")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -49,13 +51,28 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     else:
         model = cls(**params)
         model.to(ctx.device)
-        fit_metrics = model.fit(store, ctx)
+        # a killed training resumes from its last epoch (mxplain.training); the global generators
+        # are reseeded so a stage starts alike whether or not the stages before it were resumed
+        train_state = folder.path / "models" / f"{kind}.training.pt"
+        seed_everything(_stage_seed(ctx.seed, kind))
+        ctx.training_state_path = train_state
+        try:
+            fit_metrics = model.fit(store, ctx)
+        finally:
+            ctx.training_state_path = None
         model.save(path)
         write_atomic(folder.path / "models" / f"{kind}_fit.json", json.dumps(fit_metrics))
         folder.mark(kind)
+        remove_training_states(train_state)
         metrics[kind] = fit_metrics
     timings[kind] = time.perf_counter() - t0
     return model
+
+
+def _stage_seed(seed: int, stage: str | int) -> int:
+    """A seed for one stage (or lot) derived from the run's seed."""
+    digest = hashlib.sha256(f"{int(seed)}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _check_model_attributes(model, store: TileStore, kind: str) -> None:
@@ -88,9 +105,11 @@ def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
 
 def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
         device: str | None = None, resume: bool = False, overwrite: bool = False,
-        progress: bool = True) -> Path:
+        progress: bool = True, scheduler: str | None = None, workers: int | None = None) -> Path:
     """Run the whole pipeline; returns the run folder. ``cfg`` is a resolved config, a path, or None
-    for the packaged quickstart."""
+    for the packaged quickstart. ``scheduler`` (a Dask scheduler address) or ``workers`` (a local
+    Dask cluster of that many processes) override ``[run]``'s and explain lots on Dask workers
+    (:mod:`mxplain.distributed`)."""
     from tqdm.auto import tqdm
 
     if cfg is None or isinstance(cfg, (str, Path)):
@@ -99,8 +118,18 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
         cfg = config_mod.resolve(cfg)
     run_cfg = cfg["run"]
     dev = resolve_device(device or run_cfg["device"])
+    from mxplain.distributed import check_options
+
+    if scheduler is None and workers is None:
+        scheduler, workers = run_cfg.get("scheduler"), run_cfg.get("workers")
+    scheduler, workers = check_options(scheduler, workers)
     folder = RunFolder(Path(out), resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
+    dask_explain = None
     try:
+        if scheduler is not None or workers is not None:  # connect first: a bad address fails early
+            from mxplain.distributed import DaskExplain
+
+            dask_explain = DaskExplain(scheduler, workers, device or run_cfg["device"])
         torch.manual_seed(int(run_cfg["seed"]))
         ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
                              progress=progress, batch_size=int(run_cfg["batch_size"]))
@@ -141,7 +170,7 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             timings["editor_evaluation"] = time.perf_counter() - t0
 
         if ctx.predictor is not None:
-            _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm)
+            _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain)
 
         metrics["timings_seconds"] = timings
         metrics["provenance"] = provenance(cfg, dev)
@@ -152,6 +181,8 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             write_report(folder.path)
         return folder.path
     finally:
+        if dask_explain is not None:
+            dask_explain.close()
         folder.release()
 
 
@@ -173,7 +204,29 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
     return out
 
 
-def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
+def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,
+                       variables: dict, n_tiles: int, per_explainer: dict) -> dict:
+    """Lot ``i``'s cube values (base variables and every explainer's), checked finite; what the
+    single-process loop and a Dask worker (:mod:`mxplain.distributed`) both run."""
+    # explainers seed their own generators per lot; the global ones are reseeded per lot too, so
+    # a lot's values never depend on which lots ran before it (resume, parallel runs)
+    seed_everything(_stage_seed(ctx.seed, f"lot:{i}"))
+    lot = store.lot(i)
+    lot.tiles = lot.tiles[:n_tiles]
+    values = _base_values(lot, ctx)
+    for ename, exp in explainers.items():
+        te = time.perf_counter()
+        part = exp.explain_lot(lot, ctx)
+        per_explainer[ename] += time.perf_counter() - te
+        for vname, arr in part.items():
+            if vname not in variables:
+                raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
+            _check_finite(vname, lot.lot_id, arr)
+        values.update(part)
+    return values
+
+
+def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None) -> None:
     explainers = {}
     for ename, params in cfg["explain"].items():
         cls = plugins.get("explainer", ename)
@@ -224,22 +277,21 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm) -> None:
     done = writer.done()
     t0 = time.perf_counter()
     per_explainer = dict.fromkeys(explainers, 0.0)
-    for i in tqdm(range(store.n_lots), desc="explain", unit="lot", disable=not ctx.progress):
-        if done[i]:
-            continue
-        lot = store.lot(i)
-        lot.tiles = lot.tiles[:n_tiles]
-        values = _base_values(lot, ctx)
-        for ename, exp in explainers.items():
-            te = time.perf_counter()
-            part = exp.explain_lot(lot, ctx)
-            per_explainer[ename] += time.perf_counter() - te
-            for vname, arr in part.items():
-                if vname not in variables:
-                    raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
-                _check_finite(vname, lot.lot_id, arr)
-            values.update(part)
-        writer.write_lot(i, values)
+    if dask_explain is not None:  # lots on Dask workers, each writing its regions of the cube
+        todo = [i for i in range(store.n_lots) if not done[i]]
+        with tqdm(total=len(todo), desc="explain (dask)", unit="lot",
+                  disable=not ctx.progress) as bar:
+            by_worker = dask_explain.explain(cfg, folder.path, store, ctx, explainers, variables,
+                                             sizes, n_tiles, writer.path, todo, per_explainer, bar)
+        metrics["explain_dask"] = {"scheduler": dask_explain.address, "lots_by_worker": by_worker}
+    else:
+        for i in tqdm(range(store.n_lots), desc="explain", unit="lot", disable=not ctx.progress):
+            if done[i]:
+                continue
+            values = explain_lot_values(i, store, ctx, explainers, variables, n_tiles,
+                                        per_explainer)
+            failpoints.hit("explain:lot")
+            writer.write_lot(i, values)
     writer.finish()
     timings["explain"] = time.perf_counter() - t0
     timings["explain_by_explainer"] = per_explainer

@@ -18,6 +18,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from mxplain import failpoints
+
 
 @contextlib.contextmanager
 def quiet():
@@ -75,6 +77,7 @@ def write_lot(path: Path, index: int, values: dict[str, tuple[tuple[str, ...], n
     region = {"lot": slice(index, index + 1)}
     with quiet():
         ds.to_zarr(path, region=region, mode="r+")
+        failpoints.hit(f"write:{Path(path).name}")
         xr.Dataset({flag: (("lot",), np.array([True]))}).to_zarr(path, region=region, mode="r+")
 
 

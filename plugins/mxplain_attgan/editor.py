@@ -62,8 +62,9 @@ from torch import autograd
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, RunContext
+from mxplain.training import TrainingCheckpoint
 
-from .model import Discriminator, Generator, encode_attributes
+from .model import CLS_POOLS, Discriminator, Generator, encode_attributes
 
 LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
 TARGET_SAMPLINGS = ("single", "permute", "uniform")
@@ -131,7 +132,8 @@ class AttGANEditor(Editor):
                  dis_norm: str = "instancenorm", augment: bool = False,
                  target_sampling: str = "permute", target_min_change: float = 0.3,
                  classifier_warmup_epochs: int = 0, classifier_warmup_lr: float | None = None,
-                 cls_dropout: float = 0.0, cls_crop: int | None = None):
+                 cls_dropout: float = 0.0, cls_crop: int | None = None,
+                 cls_pool: str = "flatten"):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -163,6 +165,7 @@ class AttGANEditor(Editor):
         self.classifier_warmup_lr = classifier_warmup_lr
         self.cls_dropout = cls_dropout
         self.cls_crop = cls_crop
+        self.cls_pool = cls_pool
         self.generator: Generator | None = None
         self.discriminator: Discriminator | None = None
         self.tile_size: int | None = None
@@ -201,6 +204,9 @@ class AttGANEditor(Editor):
         if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 4):
             raise UserError(f"[editor] attgan: cls_crop must be an integer >= 4 or unset, "
                             f"got {c!r}")
+        if self.cls_pool not in CLS_POOLS:
+            raise UserError(f"[editor] attgan: cls_pool must be one of {list(CLS_POOLS)}, "
+                            f"got {self.cls_pool!r}")
         if self.dis_norm not in ("instancenorm", "layernorm"):
             raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
                             f"got {self.dis_norm!r}")
@@ -221,7 +227,8 @@ class AttGANEditor(Editor):
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                    self.shortcut_layers, self.inject_layers)
         self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
-                                           self.n_layers, self.dis_norm)
+                                           self.n_layers, self.dis_norm,
+                                           cls_pool=self.cls_pool)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
 
@@ -342,9 +349,9 @@ class AttGANEditor(Editor):
         ``h``: the trunk features of ``x`` when already computed (used without ``cls_crop``)."""
         D = self.discriminator
         if self.cls_crop is not None and self.cls_crop < x.shape[-1]:
-            h = D.conv(periodic_random_crop(x, self.cls_crop, gen)).flatten(1)
+            h = D.features(periodic_random_crop(x, self.cls_crop, gen))[1]
         elif h is None:
-            h = D.conv(x).flatten(1)
+            h = D.features(x)[1]
         if self.cls_dropout > 0:
             h = F.dropout(h, self.cls_dropout, training=True)
         return D.fc_cls(h)
@@ -395,12 +402,24 @@ class AttGANEditor(Editor):
         def autocast():
             return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp)
 
-        warmup_losses = self._classifier_warmup(x_all, a_all, gen, bs, iters, device, ctx)
+        ckpt = TrainingCheckpoint.for_run(
+            ctx, "attgan", signature={**self.get_params(), "n": n, "tile_size": store.tile_size})
+        ckpt.bind(modules={"G": G, "D": D}, optimizers={"g": opt_g, "d": opt_d},
+                  generators={"gen": gen})
+        state = ckpt.restore(map_location=device)
+        if state is None:
+            start, it = 0, 0
+            warmup_losses = self._classifier_warmup(x_all, a_all, gen, bs, iters, device, ctx)
+        else:
+            start, it = state.epoch, int(state.extra["it"])
+            self.history = {k: [float(v) for v in state.extra["history"][k]] for k in LOSS_KEYS}
+            last_d = dict(state.extra["last_d"])
+            warmup_losses = [float(v) for v in state.extra["warmup"]]
+        hint = f"lower [editor] lr (now {self.lr})"
 
-        bar = tqdm(total=self.epochs * iters, desc="attgan", disable=not ctx.progress,
-                   dynamic_ncols=True)
-        it = 0
-        for epoch in range(self.epochs):
+        bar = tqdm(total=self.epochs * iters, initial=start * iters, desc="attgan",
+                   disable=not ctx.progress, dynamic_ncols=True)
+        for epoch in range(start, self.epochs):
             G.train()
             D.train()
             perm = torch.randperm(n, generator=gen)
@@ -427,9 +446,9 @@ class AttGANEditor(Editor):
                     fake = G(x, cb)
                 fake = fake.float()
                 with autocast():
-                    h_real = D.conv(x).flatten(1)
+                    h_real, hc_real = D.features(x)
                     d_real = D.fc_adv(h_real).squeeze(1)
-                    dc_real = self._cls_logits(x, gen, h_real)
+                    dc_real = self._cls_logits(x, gen, hc_real)
                     d_fake, _ = D(fake)
                 wd = d_real.float().mean() - d_fake.float().mean()
                 x_hat = (x + alpha * (fake - x)).requires_grad_(True)
@@ -451,9 +470,9 @@ class AttGANEditor(Editor):
                         zs = G.encode(x)
                         fake = G.decode(zs, cb)
                         rec = G.decode(zs, ca)
-                        h_fake = D.conv(fake).flatten(1)
+                        h_fake, hc_fake = D.features(fake)
                         g_fake = D.fc_adv(h_fake).squeeze(1)
-                        gc_fake = self._cls_logits(fake, gen, h_fake)
+                        gc_fake = self._cls_logits(fake, gen, hc_fake)
                     g_adv = -g_fake.float().mean()
                     g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
                     g_rec = F.l1_loss(rec.float(), x)
@@ -465,10 +484,11 @@ class AttGANEditor(Editor):
                         self.history[k].append(v.item())
                     for k, v in last_d.items():
                         self.history[k].append(v)
-                    if not all(math.isfinite(self.history[k][-1]) for k in LOSS_KEYS):
-                        bar.close()
-                        raise RuntimeError(f"attgan training diverged at epoch {epoch}: "
-                                           f"{ {k: self.history[k][-1] for k in LOSS_KEYS} }")
+                    for k in LOSS_KEYS:
+                        if not math.isfinite(self.history[k][-1]):
+                            bar.close()
+                            raise ckpt.fault(f"{k} loss is {self.history[k][-1]}", epoch + 1,
+                                             b_i + 1, hint)
                     bar.set_postfix(rec=f"{g_rec.item():.3f}", adv=f"{last_d['d_adv']:.2f}",
                                     dcls=f"{last_d['d_cls']:.3f}", gcls=f"{g_cls.item():.3f}",
                                     refresh=False)
@@ -480,6 +500,8 @@ class AttGANEditor(Editor):
                                    / f"epoch_{epoch + 1:03d}.png")
                 for p in G.parameters():
                     p.requires_grad_(True)
+            ckpt.save(epoch + 1, extra={"it": it, "history": self.history, "last_d": last_d,
+                                        "warmup": warmup_losses})
         bar.close()
         train_seconds = time.perf_counter() - t0
         self._eval()
@@ -537,7 +559,9 @@ class AttGANEditor(Editor):
                 losses.append(loss.item())
                 if not math.isfinite(losses[-1]):
                     bar.close()
-                    raise RuntimeError("attgan classifier warm-up diverged")
+                    raise UserError(f"attgan: classifier warm-up loss is {losses[-1]}; lower "
+                                    f"[editor] classifier_warmup_lr (now "
+                                    f"{self.classifier_warmup_lr or self.lr})")
                 bar.set_postfix(cls=f"{losses[-1]:.3f}", refresh=False)
                 bar.update(1)
         bar.close()

@@ -14,9 +14,19 @@ Generator
 
 Discriminator
     ``n_layers`` blocks Conv(4x4, stride 2) + InstanceNorm(affine) (or LayerNorm) + LeakyReLU(0.2) -
-    no BatchNorm because of the gradient penalty - then two heads on the flattened features: an
-    adversarial critic FC(dis_fc_dim) + LeakyReLU + FC(1) and an attribute classifier
-    FC(dis_fc_dim) + LeakyReLU + FC(n_attributes) giving logits.
+    no BatchNorm because of the gradient penalty - then two heads: an adversarial critic
+    FC(dis_fc_dim) + LeakyReLU + FC(1) on the flattened last features, and an attribute classifier
+    FC(dis_fc_dim) + LeakyReLU + FC(n_attributes) giving logits. The classifier's input
+    (``cls_pool``) is the flattened last features (``"flatten"``, the reference) or the spatial
+    mean of every block's output, concatenated (``"mean"``: a translation-invariant, multi-scale
+    texture descriptor, the first-order statistics that seed 002 found as good as Gram matrices).
+
+    Deviation for textures: the reference's flatten head memorises the layout of a tile, and
+    instance norm removes exactly the per-channel means a texture attribute lives in. On the
+    quickstart data (16 lots, 64 px) a classifier trunk + head trained alone on lot labels reaches
+    held-out-lot Spearman rho (size, porosity, polydispersity, facetness) = (0.74, 0.01, 0.09, 0.08)
+    with instance norm + flatten and (0.91, -0.10, 0.58, 0.67) with ``norm="layernorm"`` and
+    ``cls_pool="mean"``.
 
 Attribute encoding (explicit)
     A user attribute ``a`` in [0, 1] becomes the internal code ``c = (2 a - 1) * thres_int``
@@ -36,6 +46,7 @@ import torch
 from torch import nn
 
 MAX_DIM = 1024
+CLS_POOLS = ("flatten", "mean")
 
 
 def encode_attributes(a: torch.Tensor, thres_int: float) -> torch.Tensor:
@@ -144,8 +155,12 @@ class Discriminator(nn.Module):
     """WGAN-GP critic plus attribute classifier sharing one convolutional trunk."""
 
     def __init__(self, n_attributes: int, image_size: int, dim: int = 64, fc_dim: int = 1024,
-                 n_layers: int = 5, norm: str = "instancenorm", in_channels: int = 1):
+                 n_layers: int = 5, norm: str = "instancenorm", in_channels: int = 1,
+                 cls_pool: str = "flatten"):
         super().__init__()
+        if cls_pool not in CLS_POOLS:
+            raise ValueError(f"cls_pool must be one of {list(CLS_POOLS)}, not {cls_pool!r}")
+        self.cls_pool = cls_pool
         if image_size % (2**n_layers):
             raise ValueError(f"tile size {image_size} is not divisible by 2**n_layers = "
                              f"{2**n_layers}")
@@ -159,6 +174,7 @@ class Discriminator(nn.Module):
         layers = []
         n_in = in_channels
         size = image_size
+        widths = []
         for i in range(n_layers):
             n_out = min(dim * 2**i, MAX_DIM)
             size //= 2
@@ -167,14 +183,27 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), norm_layer,
                        nn.LeakyReLU(0.2)]
             n_in = n_out
+            widths.append(n_out)
         self.conv = nn.Sequential(*layers)
         flat = n_in * size * size
+        cls_in = flat if cls_pool == "flatten" else sum(widths)
         self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2),
                                     nn.Linear(fc_dim, 1))
-        self.fc_cls = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2),
+        self.fc_cls = nn.Sequential(nn.Linear(cls_in, fc_dim), nn.LeakyReLU(0.2),
                                     nn.Linear(fc_dim, n_attributes))
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [-1, 1] -> (critic features, classifier features), both ``(N, F)``."""
+        if self.cls_pool == "flatten":
+            h = self.conv(x).flatten(1)
+            return h, h
+        means = []
+        for i in range(0, len(self.conv), 3):
+            x = self.conv[i + 2](self.conv[i + 1](self.conv[i](x)))
+            means.append(x.mean(dim=(2, 3)))
+        return x.flatten(1), torch.cat(means, dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [-1, 1] -> (critic score ``(N,)``, attribute logits ``(N, K)``)."""
-        h = self.conv(x).flatten(1)
-        return self.fc_adv(h).squeeze(1), self.fc_cls(h)
+        h_adv, h_cls = self.features(x)
+        return self.fc_adv(h_adv).squeeze(1), self.fc_cls(h_cls)

@@ -158,7 +158,8 @@ class ForwardSweep(Explainer):
         per = k * s
         values = torch.as_tensor(self.values(), dtype=torch.float32, device=edev)
         base = torch.as_tensor(lot_attrs, dtype=torch.float32, device=edev)
-        out = torch.empty(n * per, dtype=torch.float32)
+        # predictions stay on the editor's device and come back in one copy: no sync per batch
+        out = torch.empty(n * per, dtype=torch.float32, device=edev)
         bs = int(self.batch_size)
         chunk = bs  # tiles encoded at once; their latents are repeated for every edit
         total = -(-n * per // bs) if n else 0
@@ -179,10 +180,10 @@ class ForwardSweep(Explainer):
                     with autocast(edev):
                         p = edit_predict(editor, predictor, latent_take(latent, tile_idx[sl]),
                                          attrs)
-                    out[t0 * per + sl.start : t0 * per + sl.stop] = p.float().cpu()
+                    out[t0 * per + sl.start : t0 * per + sl.stop] = p.float()
                     bar.update(1)
         bar.close()
-        return out.reshape(n, k, s).numpy()
+        return out.reshape(n, k, s).cpu().numpy()
 
     def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
         k = len(ctx.attributes) if ctx.attributes else len(np.atleast_1d(lot.attributes))

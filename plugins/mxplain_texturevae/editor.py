@@ -28,6 +28,7 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, RunContext
+from mxplain.training import TrainingCheckpoint
 from mxplain_texturevae.model import (
     ENCODER_LAYER,
     STYLE_LAYERS,
@@ -372,9 +373,21 @@ class TextureVAEEditor(Editor):
         probe_idx = torch.randperm(n, generator=gen)[:32]
         initial = self.evaluate_loss(patches[probe_idx], feats[probe_idx], w_eff)
         steps = max(1, math.ceil(n / bs))
-        bar = tqdm(total=self.epochs * steps, desc="texturevae", unit="step",
-                   disable=not ctx.progress)
-        for _ in range(self.epochs):
+        # a per-epoch checkpoint (ctx.training_state_path) lets a killed training continue exactly
+        ckpt = TrainingCheckpoint.for_run(ctx, self.name, signature={
+            **self.get_params(), "patches": int(n), "tile_size": int(self.tile_size)})
+        ckpt.bind(modules={"heads": self.heads, "decoder": self.decoder}, optimizers={"adam": opt},
+                  generators={"gen": gen})
+        start = 0
+        resumed = ckpt.restore()
+        if resumed is not None:
+            start = resumed.epoch
+            self.history = {k: [float(v) for v in resumed.extra["history"][k]]
+                            for k in ("loss", "kl", "style")}
+        hint = f"lower [editor] lr (now {self.lr})"
+        bar = tqdm(total=self.epochs * steps, initial=start * steps, desc="texturevae",
+                   unit="step", disable=not ctx.progress)
+        for epoch in range(start + 1, self.epochs + 1):
             order = torch.randperm(n, generator=gen)
             sums = np.zeros(3)
             for s in range(steps):
@@ -390,14 +403,17 @@ class TextureVAEEditor(Editor):
                 st, _ = style_loss(self.vgg(xh, tuple(w_eff)), targets, w_eff)
                 kl = kl_divergence(mu, logvar).mean()
                 loss = self.kl_weight * kl + st
+                loss_value = loss.item()
+                ckpt.check_loss(loss_value, epoch, s + 1, hint)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sums += np.array([loss.item(), kl.item(), float(st.detach())]) * len(idx)
+                sums += np.array([loss_value, kl.item(), float(st.detach())]) * len(idx)
                 bar.update(1)
             for k, v in zip(("loss", "kl", "style"), sums / n):
                 self.history[k].append(float(v))
             bar.set_postfix(loss=f"{self.history['loss'][-1]:.4f}")
+            ckpt.save(epoch, extra={"history": self.history})
         bar.close()
         self._eval()
         final = self.evaluate_loss(patches[probe_idx], feats[probe_idx], w_eff)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
 from mxplain.store import train_val_split
+from mxplain.training import TrainingCheckpoint
 
 from .model import WideResNet, check_depth
 
@@ -36,19 +37,22 @@ def _is_cuda(device: torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def augment_batch(x: torch.Tensor, mode: str, g: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, mode: str, g: torch.Generator, n: int | None = None,
+                  rows: slice = slice(None)) -> torch.Tensor:
     """Random per-tile flips (``hflip``) or the 8 dihedral transforms (``dihedral``) of a
-    ``(B, 1, H, W)`` batch; random draws come from the CPU generator ``g`` (deterministic)."""
+    ``(B, 1, H, W)`` batch; random draws come from the CPU generator ``g`` (deterministic). With
+    ``n`` and ``rows`` (DDP), ``x`` is rows ``rows`` of a global batch of ``n``: the draws are the
+    global batch's, so every rank's generator stays in step."""
     if mode == "none" or len(x) == 0:
         return x
-    b = len(x)
-    flip = torch.rand(b, generator=g) < 0.5
+    b, m = len(x), (len(x) if n is None else n)
+    flip = (torch.rand(m, generator=g) < 0.5)[rows]
     x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
     if mode == "dihedral":
-        vflip = torch.rand(b, generator=g) < 0.5
+        vflip = (torch.rand(m, generator=g) < 0.5)[rows]
         x = torch.where(vflip.view(b, 1, 1, 1).to(x.device), x.flip(-2), x)
         if x.shape[-1] == x.shape[-2]:
-            rot = (torch.rand(b, generator=g) < 0.5).view(b, 1, 1, 1).to(x.device)
+            rot = (torch.rand(m, generator=g) < 0.5)[rows].view(b, 1, 1, 1).to(x.device)
             x = torch.where(rot, x.transpose(-1, -2), x)  # with the flips: all 8 symmetries
     return x
 
@@ -178,7 +182,8 @@ class WideResNetPredictor(Predictor):
         if self.leave_lots_out_eval:
             other = type(self)(**{**self.get_params(), "split": "lots",
                                   "leave_lots_out_eval": False})
-            m = other._fit_arrays(x, y, lot_idx, ctx, "lots", desc="wideresnet (leave-lots-out)")
+            m = other._fit_arrays(x, y, lot_idx, ctx, "lots", desc="wideresnet (leave-lots-out)",
+                                  key="lots")
             for k in ("val_rmse", "val_mape", "val_lot_mape", "best_epoch", "epochs_run",
                       "train_seconds"):
                 if k in m:
@@ -186,11 +191,17 @@ class WideResNetPredictor(Predictor):
         return metrics
 
     def _fit_arrays(self, x: torch.Tensor, y: np.ndarray, lot_idx: np.ndarray, ctx: RunContext,
-                    split: str, desc: str = "wideresnet") -> dict:
+                    split: str, desc: str = "wideresnet", key: str = "") -> dict:
+        """Train one model; a per-epoch checkpoint (``ctx.training_state_path``, one file per
+        ``key``) lets a killed training continue from its last finished epoch, bit-identically."""
         from tqdm.auto import tqdm
 
+        from mxplain import ddp as ddp_mod
+
         t_start = time.perf_counter()
-        device = torch.device(ctx.device)
+        # under torchrun: DistributedDataParallel, each rank a share of every global batch
+        ddp = ddp_mod.setup(ctx.device)
+        device = ddp.device
         cuda = _is_cuda(device)
         seed = int(self.seed)
         torch.manual_seed(seed)
@@ -209,6 +220,7 @@ class WideResNetPredictor(Predictor):
         module = module.to(device)
         if cuda:
             module = module.to(memory_format=torch.channels_last)
+        step_forward = ddp_mod.wrap(module, ddp)  # module.scaled, or its DDP wrapper
         opt = torch.optim.Adam(module.parameters(), lr=float(self.lr))
         self.tile_size = int(x.shape[-1])
 
@@ -219,42 +231,68 @@ class WideResNetPredictor(Predictor):
         if self.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 opt, T_max=epochs * n_batches, eta_min=float(self.lr) / 100)
+        ckpt = TrainingCheckpoint.for_run(
+            ctx, self.name if not key else f"{self.name} ({key})", key=key,
+            signature={**self.get_params(), "split": split, "n": int(len(x)),
+                       "tile_size": int(x.shape[-1])})
+        ckpt.bind(modules={"model": module}, optimizers={"adam": opt},
+                  schedulers={"lr": sched}, generators={"shuffle": g})
         best_loss, best_epoch, best_state, wait = math.inf, 0, None, 0
-        train_time, seen, epochs_run = 0.0, 0, 0
+        train_time, seen, epochs_run, stopped = 0.0, 0, 0, False
         history = []
+        resumed = ckpt.restore(map_location=device)
+        if resumed is not None:
+            e = resumed.extra
+            best_loss, best_epoch, wait = float(e["best_loss"]), int(e["best_epoch"]), int(e["wait"])
+            best_state = e["best_state"] or None
+            train_time, seen, stopped = float(e["train_time"]), int(e["seen"]), bool(e["stopped"])
+            epochs_run = resumed.epoch
+            history = [(float(a), float(b)) for a, b in e["history"]]
+        hint = f"lower [predictor] lr (now {self.lr})"
         tr_t = torch.from_numpy(tr)
         # on a GPU the uint8 tiles move once (N x H x W bytes), batches are gathered there
         x_dev = x.to(device) if cuda else x
         z_dev = z.to(device)
-        bar = tqdm(total=epochs * n_batches, desc=desc, disable=not ctx.progress, leave=False)
+        bar = tqdm(total=epochs * n_batches, initial=epochs_run * n_batches, desc=desc,
+                   disable=not ctx.progress or not ddp.is_main, leave=False)
         try:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(epochs_run + 1, epochs + 1):
+                if stopped:
+                    break
                 module.train()
                 t0 = time.perf_counter()
                 order = tr_t[torch.randperm(len(tr), generator=g)]
                 run_loss, run_n = torch.zeros((), device=device), 0
+                # per-step losses stay on the device: one NaN/Inf check per epoch, no extra syncs
+                step_loss = torch.zeros(n_batches, device=device)
                 for b in range(n_batches):
                     idx = order[b * bs: (b + 1) * bs]
-                    if len(idx) < 2 and run_n > 0:
-                        continue  # BatchNorm needs 2 samples; a lone leftover tile is skipped
+                    if len(idx) < 2 * ddp.world and (run_n > 0 or ddp.active):
+                        continue  # BatchNorm needs 2 samples (per rank); a leftover is skipped
+                    n_global, rows = len(idx), slice(ddp.rank, None, ddp.world)
+                    idx = ddp_mod.shard(idx, ddp)
                     idx_d = idx.to(device)
                     xb = x_dev[idx_d].float().div_(255.0).unsqueeze(1)
-                    xb = self._to_device(augment_batch(xb, self.augment, g), device)
+                    xb = self._to_device(augment_batch(xb, self.augment, g, n_global, rows),
+                                         device)
                     zb = z_dev[idx_d]
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                        s = module.scaled(xb)
+                        s = step_forward(xb)
                     loss = F.mse_loss(s.float(), zb)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     if sched is not None:
                         sched.step()
+                    step_loss[b] = loss.detach()
                     run_loss += loss.detach() * len(idx)
                     run_n += len(idx)
                     bar.update(1)
                     if ctx.progress and (b % 10 == 0 or b == n_batches - 1):
                         bar.set_postfix(epoch=epoch, train=f"{float(run_loss) / run_n:.4f}",
                                         val=f"{best_loss:.4f}" if best_epoch else "-")
+                ckpt.check_losses(step_loss, epoch, hint)
+                ddp_mod.sync_buffers(module, ddp)  # BatchNorm statistics: rank 0's everywhere
                 if cuda:
                     torch.cuda.synchronize(device)
                 run_loss = float(run_loss)
@@ -271,8 +309,12 @@ class WideResNetPredictor(Predictor):
                     wait += 1
                 bar.set_postfix(epoch=epoch, train=f"{run_loss / max(run_n, 1):.4f}",
                                 val=f"{val_loss:.4f}")
-                if wait >= int(self.patience):
-                    break
+                stopped = wait >= int(self.patience)
+                if ddp.is_main:  # rank 0 writes; every rank restores the same file on resume
+                    ckpt.save(epoch, extra={
+                        "best_loss": best_loss, "best_epoch": best_epoch, "wait": wait,
+                        "best_state": best_state or {}, "train_time": train_time, "seen": seen,
+                        "stopped": stopped, "history": [list(h) for h in history]})
         finally:
             bar.close()
         if best_state is None:

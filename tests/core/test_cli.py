@@ -199,3 +199,34 @@ def test_pickled_checkpoint_refused(tmp_path, capsys, monkeypatch):
     assert_user_error(code, err, "evil.pt", "refused")
     assert not (tmp_path / "pwned_marker_file").exists()
     assert pickle  # the payload above is a real pickle that would run a command
+
+
+def test_nan_training_loss_is_one_error_line_and_keeps_the_checkpoint(tmp_path, capsys,
+                                                                      monkeypatch):
+    import torch
+
+    from mxplain_wideresnet.model import WideResNet
+
+    calls = {"validated": False, "n": 0}
+    scaled = WideResNet.scaled
+
+    def nan_in_epoch_2(self, x):  # a loss that turns NaN in the second epoch, as a bad lr would
+        out = scaled(self, x)
+        if not self.training:
+            calls["validated"] = True
+        elif calls["validated"]:
+            out = out * float("nan")
+        return out
+
+    monkeypatch.setattr(WideResNet, "scaled", nan_in_epoch_2)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "synthetic"\nn_lots = 3\ntiles_per_lot = 6\ntile_size = 32\n'
+                   '[predictor]\nname = "wideresnet"\ndepth = 10\nepochs = 3\nbatch_size = 8\n'
+                   '[run]\nreport = false\n')
+    out = tmp_path / "r"
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)
+    kept = out / "models" / "predictor.training.pt"
+    assert_user_error(code, err, "wideresnet: training loss is NaN at epoch 2, step 1",
+                      f"last good checkpoint kept at {str(kept)!r} (epoch 1)")
+    assert torch.load(kept, weights_only=True)["epoch"] == 1
+    assert not (out / "models" / "predictor.pt").exists() and not (out / "metrics.json").exists()

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from mxplain import zarrio
@@ -14,6 +15,8 @@ from mxplain.cube import open_results
 from mxplain.store import TileStore
 
 CLI = [sys.executable, "-m", "mxplain"]
+# one thread: tiny models gain nothing from more, and on a busy CPU more threads crawl
+ENV = {**{k: v for k, v in os.environ.items() if k != "MXPLAIN_KILL_AT"}, "OMP_NUM_THREADS": "1"}
 
 
 def _partial(path, flag):
@@ -26,7 +29,7 @@ def _partial(path, flag):
 
 def kill_when_partial(args, path, flag, cwd, timeout=240):
     proc = subprocess.Popen(CLI + args, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=ENV)
     t0 = time.time()
     try:
         while time.time() - t0 < timeout and proc.poll() is None:
@@ -56,13 +59,14 @@ def test_kill_data_synth_and_resume(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(DATA)
     full, part = tmp_path / "full.zarr", tmp_path / "part.zarr"
-    subprocess.run(CLI + ["data", "synth", str(cfg), "--out", str(full), "--quiet"], check=True)
+    subprocess.run(CLI + ["data", "synth", str(cfg), "--out", str(full), "--quiet"], check=True,
+                   env=ENV)
     killed = kill_when_partial(["data", "synth", str(cfg), "--out", str(part), "--quiet"], part,
                                "lot_written", tmp_path)
     assert killed, "the writer finished before it could be killed"
     assert not zarrio.read_attrs(part).get("complete")
     subprocess.run(CLI + ["data", "synth", str(cfg), "--out", str(part), "--resume", "--quiet"],
-                   check=True)
+                   check=True, env=ENV)
     a, b = TileStore.open(full), TileStore.open(part)
     assert a.lot_ids == b.lot_ids
     for i in range(a.n_lots):
@@ -98,13 +102,114 @@ def test_kill_cube_write_and_resume(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(RUN)
     subprocess.run(CLI + ["run", str(cfg), "--out", str(tmp_path / "full"), "--quiet"],
-                   check=True)
+                   check=True, env=ENV)
     out = tmp_path / "part"
     killed = kill_when_partial(["run", str(cfg), "--out", str(out), "--quiet"],
                                out / "results.zarr", "lot_done", tmp_path)
     assert killed, "the run finished before it could be killed"
     assert not (out / "metrics.json").exists()
-    subprocess.run(CLI + ["run", str(cfg), "--out", str(out), "--resume", "--quiet"], check=True)
+    subprocess.run(CLI + ["run", str(cfg), "--out", str(out), "--resume", "--quiet"], check=True,
+                   env=ENV)
     a = open_results(tmp_path / "full").load()
     b = open_results(out).load()
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+# ---- the whole pipeline, SIGKILLed at every kind of point and resumed each time ---------------------
+# A tiny run of every trainable stage (wideresnet predictor, texturevae editor, per-epoch training
+# checkpoints) and two explainers. ``MXPLAIN_KILL_AT`` (mxplain.failpoints) makes the process SIGKILL
+# itself at an exact point, so every point below is hit on every machine, however fast.
+PIPELINE = """
+[data]
+name = "synthetic"
+n_lots = 4
+tiles_per_lot = 8
+tile_size = 32
+seed = 5
+[predictor]
+name = "wideresnet"
+depth = 10
+widen = 1
+epochs = 2
+batch_size = 8
+dropout = 0.1
+[editor]
+name = "texturevae"
+latent_dim = 8
+dec_dim = 4
+epochs = 2
+batch_size = 8
+max_tiles_per_lot = 4
+figures = false
+[explain.forward]
+steps = 3
+[explain.gradcam]
+[run]
+explain_tiles = 4
+report = false
+editor_eval_tiles = 2
+"""
+
+# (failpoint, what the run folder must show right after the kill)
+KILLS = [
+    ("write:tiles.zarr@2", "data: lot 2's tiles written, not flagged"),
+    ("epoch:predictor.training.pt@1", "predictor: epoch 1 of 2 checkpointed"),
+    ("epoch:editor.training.pt@1", "editor: epoch 1 of 2 checkpointed"),
+    ("explain:lot@2", "forward sweep: lot 1 explained, not written"),
+    ("write:results.zarr@2", "cube write: lot 2's values written, not flagged"),
+]
+
+
+def _models_equal(a, b):
+    import torch
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    sa = dict(flat(torch.load(a, weights_only=True)["state"]))
+    sb = dict(flat(torch.load(b, weights_only=True)["state"]))
+    assert sa.keys() == sb.keys()
+    for k, v in sa.items():
+        assert torch.equal(v, sb[k]) if isinstance(v, torch.Tensor) else v == sb[k], k
+
+
+@pytest.mark.slow
+def test_pipeline_killed_at_every_stage_resumes_to_the_same_cube(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(PIPELINE)
+    env = ENV
+    full, out = tmp_path / "full", tmp_path / "part"
+    subprocess.run(CLI + ["run", str(cfg), "--out", str(full), "--quiet"], check=True, env=env,
+                   cwd=tmp_path, stderr=subprocess.DEVNULL)
+    for i, (point, what) in enumerate(KILLS):
+        args = ["run", str(cfg), "--out", str(out), "--quiet"] + (["--resume"] if i else [])
+        proc = subprocess.run(CLI + args, env={**env, "MXPLAIN_KILL_AT": point}, cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True)
+        assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-2000:])
+        assert not (out / "metrics.json").exists(), what
+        models = out / "models"
+        if point.startswith("write:tiles"):
+            assert not zarrio.read_attrs(out / "tiles.zarr").get("complete")
+            assert _partial(out / "tiles.zarr", "lot_written"), what
+        elif point.startswith("epoch:predictor"):
+            assert (models / "predictor.training.pt").exists() and not (models / "predictor.pt").exists()
+        elif point.startswith("epoch:editor"):
+            assert (models / "editor.training.pt").exists() and not (models / "editor.pt").exists()
+            assert (models / "predictor.pt").exists()
+            assert not (models / "predictor.training.pt").exists()  # removed once the model is saved
+        else:
+            assert _partial(out / "results.zarr", "lot_done"), what
+    subprocess.run(CLI + ["run", str(cfg), "--out", str(out), "--resume", "--quiet"], check=True,
+                   env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    assert (out / "metrics.json").exists()
+    assert not list((out / "models").glob("*.training*"))
+    for kind in ("predictor", "editor"):  # resumed trainings are bit-identical
+        _models_equal(full / "models" / f"{kind}.pt", out / "models" / f"{kind}.pt")
+    a = open_results(full).load()
+    b = open_results(out).load()
+    xr.testing.assert_identical(a, b)
+    assert bool(b.lot_done.all())

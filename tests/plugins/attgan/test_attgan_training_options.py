@@ -120,3 +120,82 @@ def test_classifier_regulariser_errors(store):
         AttGANEditor(**TINY, cls_crop=2).fit(store, ctx)
     with pytest.raises(UserError, match="cls_crop = 64"):
         AttGANEditor(**TINY, cls_crop=64).fit(store, ctx)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch):
+    from mxplain.training import TrainingCheckpoint
+
+    params = dict(**TINY, epochs=2, n_critic=2, classifier_warmup_epochs=1)
+    ref = AttGANEditor(**params)
+    ref.fit(store, RunContext(progress=False))
+    ctx = RunContext(progress=False, training_state_path=tmp_path / "editor.training.pt")
+    save, saved = TrainingCheckpoint.save, []
+
+    def save_then_stop(self, epoch, extra=None):
+        save(self, epoch, extra)
+        saved.append(epoch)
+        if epoch == 1:
+            raise _Interrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(TrainingCheckpoint, "save", save_then_stop)
+        with pytest.raises(_Interrupt):
+            AttGANEditor(**params).fit(store, ctx)
+        torch.manual_seed(123)  # as in a new process: other global random states
+        got = AttGANEditor(**params)
+        got.fit(store, ctx)
+    assert saved == [1, 2]  # the resumed fit ran epoch 2 only (and no second warm-up)
+    a, b = ref.state_dict(), got.state_dict()
+    for part in ("generator", "discriminator"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert a["history"] == b["history"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_nan_loss_is_a_one_line_user_error_and_keeps_the_checkpoint(store, tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    import mxplain_attgan.editor as ed
+
+    ctx = RunContext(progress=False, training_state_path=tmp_path / "editor.training.pt")
+    real = F.l1_loss
+
+    def l1_nan_after_first_epoch(a, b, *args, **kw):
+        out = real(a, b, *args, **kw)
+        return out * float("nan") if ctx.training_state_path.exists() else out
+
+    monkeypatch.setattr(ed.F, "l1_loss", l1_nan_after_first_epoch)
+    with pytest.raises(UserError, match=r"^attgan: g_rec loss is nan at epoch 2, step \d+; lower "
+                                        r"\[editor\] lr .*last good checkpoint kept at .*epoch 1"):
+        AttGANEditor(**TINY, epochs=3, n_critic=1).fit(store, ctx)
+    assert ctx.training_state_path.exists()
+    state = torch.load(ctx.training_state_path, weights_only=True)
+    assert state["epoch"] == 1
+
+
+def test_pooled_classifier_head_is_translation_invariant_and_trains(store):
+    from mxplain_attgan.model import Discriminator
+
+    d = Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, norm="layernorm", cls_pool="mean")
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    h_adv, h_cls = d.features(x)
+    assert h_adv.shape == (2, 16 * 4 * 4) and h_cls.shape == (2, 4 + 8 + 16)
+    # the classifier sees each block's spatial means, the critic the last block's full map
+    blocks = [d.conv[:3], d.conv[:6], d.conv]
+    means = torch.cat([b(x).mean(dim=(2, 3)) for b in blocks], dim=1)
+    assert torch.allclose(h_cls, means, atol=1e-6)
+    assert torch.equal(h_adv, d.conv(x).flatten(1))
+    flat = Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, norm="layernorm")
+    assert flat.features(x)[1].shape == (2, 16 * 4 * 4)
+    with pytest.raises(ValueError, match="cls_pool"):
+        Discriminator(4, 32, n_layers=3, cls_pool="max")
+    ed = AttGANEditor(**TINY, epochs=1, dis_norm="layernorm", cls_pool="mean")
+    ed.fit(store, RunContext(progress=False))
+    assert ed.discriminator.cls_pool == "mean"
+    with pytest.raises(UserError, match="cls_pool"):
+        AttGANEditor(cls_pool="gap")._check_params()

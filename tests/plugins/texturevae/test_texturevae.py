@@ -210,3 +210,61 @@ def test_figures_written(fitted, store, tmp_path):
     xs = torch.cat([store.lot(i).tiles for i in range(6)])
     paths = save_figures(ed, xs, tmp_path, n=4)
     assert all(Path(p).is_file() for p in paths) and len(paths) == 5
+
+
+# ---- per-epoch training checkpoints -------------------------------------------------------------
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from more threads, and crawl with them on a busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch, one_thread):
+    from mxplain.training import TrainingCheckpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = TextureVAEEditor(epochs=2, **TINY)
+        ref_m = ref.fit(store, RunContext(progress=False))
+        ctx = RunContext(progress=False, training_state_path=tmp_path / "e.training.pt")
+        save, saved = TrainingCheckpoint.save, []
+
+        def save_then_stop(self, e, extra=None):
+            save(self, e, extra)
+            saved.append(e)
+            if e == 1:
+                raise _Interrupt
+
+        with monkeypatch.context() as mp:
+            mp.setattr(TrainingCheckpoint, "save", save_then_stop)
+            with pytest.raises(_Interrupt):
+                TextureVAEEditor(epochs=2, **TINY).fit(store, ctx)
+            torch.manual_seed(42)  # a new process: other global random states
+            got = TextureVAEEditor(epochs=2, **TINY)
+            got_m = got.fit(store, ctx)
+    assert saved == [1, 2]  # the resumed fit ran epoch 2 only
+    a, b = ref.state_dict(), got.state_dict()
+    for part in ("heads", "decoder"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert torch.equal(a["probe_w"], b["probe_w"])
+    assert ref.history == got.history and ref_m["eval_loss_final"] == got_m["eval_loss_final"]
+
+
+def test_nan_loss_is_a_one_line_user_error(store, tmp_path, monkeypatch, one_thread):
+    import mxplain_texturevae.editor as tv
+
+    real = tv.style_loss
+    monkeypatch.setattr(tv, "style_loss", lambda *a: (real(*a)[0] * float("nan"), None))
+    ctx = RunContext(progress=False, training_state_path=tmp_path / "e.training.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(UserError, match=r"^texturevae: training loss is NaN at epoch 1, step 1; "
+                                            r"lower \[editor\] lr .*no good checkpoint yet"):
+            TextureVAEEditor(epochs=2, **TINY).fit(store, ctx)

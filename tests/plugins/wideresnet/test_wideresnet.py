@@ -262,3 +262,113 @@ def test_cuda_bf16_channels_last_matches_cpu(fitted, store):
         assert np.isfinite(m["val_rmse"]) and q.torch_module().fc.weight.device.type == "cuda"
     finally:
         p.to("cpu")
+
+
+# ---- per-epoch training checkpoints, resume, numerical faults ---------------------------------------
+class _Interrupt(Exception):
+    """Stands for a kill: raised right after a chosen epoch's checkpoint is written."""
+
+
+def _record_saves(monkeypatch):
+    """Epochs saved from now on (a resumed training saves only the epochs it ran)."""
+    from mxplain.training import TrainingCheckpoint
+
+    saved, save = [], TrainingCheckpoint.save
+
+    def record(self, e, extra=None):
+        saved.append((self.path.name, e))
+        save(self, e, extra)
+
+    monkeypatch.setattr(TrainingCheckpoint, "save", record)
+    return saved
+
+
+def _interrupt_after(monkeypatch, epoch, key_part=""):
+    from mxplain.training import TrainingCheckpoint
+
+    save = TrainingCheckpoint.save
+
+    def save_then_stop(self, e, extra=None):
+        save(self, e, extra)
+        if e == epoch and key_part in str(self.path):
+            raise _Interrupt(f"killed after epoch {e}")
+
+    monkeypatch.setattr(TrainingCheckpoint, "save", save_then_stop)
+
+
+# dropout (global torch RNG), dihedral flips (the shuffle generator) and a cosine schedule: every
+# piece of state a resumed training must restore
+RESUME = dict(epochs=3, patience=3, dropout=0.2, augment="dihedral", lr_schedule="cosine",
+              max_tiles_per_lot=8, **TINY)
+
+
+def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch):
+    ref = WideResNetPredictor(**RESUME)
+    ref_m = ref.fit(store, CTX)
+    ctx = RunContext(progress=False, batch_size=64, training_state_path=tmp_path / "p.training.pt")
+    with monkeypatch.context() as mp:
+        _interrupt_after(mp, 1)
+        with pytest.raises(_Interrupt):
+            WideResNetPredictor(**RESUME).fit(store, ctx)
+    assert (tmp_path / "p.training.pt").exists()
+    torch.manual_seed(99)  # a new process: other global random states
+    np.random.seed(99)
+    got = WideResNetPredictor(**RESUME)
+    saved = _record_saves(monkeypatch)
+    got_m = got.fit(store, ctx)
+    assert saved == [("p.training.pt", 2), ("p.training.pt", 3)]  # epoch 1 was not run again
+    a, b = ref.state_dict()["model"], got.state_dict()["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for k in ("train_loss_history", "val_loss_history", "best_epoch", "epochs_run", "val_rmse"):
+        assert ref_m[k] == got_m[k], k
+
+
+def test_both_trainings_of_leave_lots_out_eval_resume(store, tmp_path, monkeypatch):
+    params = dict(RESUME, epochs=2, leave_lots_out_eval=True)
+    ref_m = WideResNetPredictor(**params).fit(store, CTX)
+    base = tmp_path / "p.training.pt"
+    ctx = RunContext(progress=False, batch_size=64, training_state_path=base)
+    with monkeypatch.context() as mp:
+        _interrupt_after(mp, 1, key_part="-lots")  # the second training, the first one finished
+        with pytest.raises(_Interrupt):
+            WideResNetPredictor(**params).fit(store, ctx)
+    assert base.exists() and (tmp_path / "p.training-lots.pt").exists()
+    saved = _record_saves(monkeypatch)
+    got_m = WideResNetPredictor(**params).fit(store, ctx)
+    assert saved == [("p.training-lots.pt", 2)]  # the finished first training was not rerun
+    for k in ("val_loss_history", "lots_val_rmse", "lots_best_epoch", "val_rmse"):
+        assert ref_m[k] == got_m[k], k
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(store, tmp_path, monkeypatch):
+    calls = {"validated": False, "n": 0}
+    scaled = WideResNet.scaled
+
+    def nan_in_epoch_2(self, x):
+        out = scaled(self, x)
+        if not self.training:
+            calls["validated"] = True  # epoch 1 is over
+        elif calls["validated"]:
+            calls["n"] += 1
+            if calls["n"] >= 3:  # epoch 2, from its third step on
+                out = out * float("nan")
+        return out
+
+    monkeypatch.setattr(WideResNet, "scaled", nan_in_epoch_2)
+    path = tmp_path / "p.training.pt"
+    ctx = RunContext(progress=False, batch_size=64, training_state_path=path)
+    with pytest.raises(UserError) as exc:
+        WideResNetPredictor(epochs=3, patience=3, **TINY).fit(store, ctx)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith("wideresnet: training loss is NaN at epoch 2, step 3;")
+    assert f"last good checkpoint kept at {str(path)!r} (epoch 1)" in msg and "lr" in msg
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["modules"]["model"].values()
+               if v.is_floating_point())
+
+
+def test_huge_learning_rate_is_a_clear_error(store):
+    with pytest.raises(UserError, match=r"wideresnet: .*(NaN|infinite|diverged)"):
+        WideResNetPredictor(epochs=2, patience=2, **{**TINY, "lr": 1e30}).fit(store, CTX)
