@@ -7,9 +7,10 @@ weights and, with ``compile``, ``torch.compile`` of the decoder and the predicto
 
 from __future__ import annotations
 
-import time
-
 import torch
+
+# one implementation of the batch size search, shared with the pipeline ([run] batch_size = "auto")
+from mxplain.device import best_batch, candidate_batches, sync, timed  # noqa: F401 (re-exported)
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 
@@ -54,64 +55,10 @@ def prepare(editor, predictor, device: torch.device, channels_last: bool = False
         editor.generator.to(memory_format=torch.channels_last)
         predictor.torch_module().to(memory_format=torch.channels_last)
         applied.append("channels-last")
-    if compile:
-        g = editor.generator
-        g.decode = torch.compile(g.decode)
-        m = predictor.torch_module()
-        m.forward = torch.compile(m.forward)
-        applied.append("torch.compile")
+    if compile:  # the same hooks as the pipeline's [run] compile = true
+        done = editor.compile() + predictor.compile()
+        applied.append(f"torch.compile ({', '.join(done) or 'nothing compiled'})")
     return applied
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeat: int = 1) -> float:
-    """Seconds per call of ``fn`` (after one warm-up call), synchronised on CUDA."""
-    fn()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / repeat
-
-
-def candidate_batches(device: torch.device, per_item_bytes: int, lo: int = 16,
-                      cpu_max: int = 128, gpu_max: int = 16384) -> list[int]:
-    """Powers of two from ``lo``; on CUDA up to what ~60 % of the free memory holds at
-    ``per_item_bytes`` per item (an estimate; OOM is caught by :func:`best_batch`)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        top = max(lo, min(gpu_max, int(0.6 * free / max(per_item_bytes, 1))))
-    else:
-        top = cpu_max
-    out, b = [], lo
-    while b <= top:
-        out.append(b)
-        b *= 2
-    return out or [lo]
-
-
-def best_batch(make_fn, batches: list[int], device: torch.device, items_per_call=None,
-               repeat: int = 2) -> tuple[int, float, dict]:
-    """Try ``make_fn(bs)`` (a callable doing one batch) for each batch size; returns the best
-    batch size, its items/s and every measured rate. A CUDA out-of-memory ends the search."""
-    rates = {}
-    for bs in batches:
-        try:
-            fn = make_fn(bs)
-            sec = timed(fn, device, repeat)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            break
-        rates[bs] = (items_per_call(bs) if items_per_call else bs) / sec
-        if len(rates) >= 3 and rates[bs] < 0.97 * max(rates.values()):
-            break  # past the best
-    best = max(rates, key=rates.get)
-    return best, rates[best], rates
 
 
 def activation_bytes(tile: int, dim: int) -> int:

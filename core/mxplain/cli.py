@@ -116,6 +116,11 @@ def main(argv=None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 2
+    except OSError as exc:  # a full disk, a folder that cannot be written: the system's words + path
+        where = f" ({exc.filename!r})" if getattr(exc, "filename", None) else ""
+        click.echo(f"error: {exc.strerror or exc}{where}; the run folder is left resumable "
+                   f"(--resume) once this is fixed", err=True)
+        return 2
     return 0
 
 

@@ -22,13 +22,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: what ``[run] batch_size = "auto"`` means on a CPU (no memory probe there: batching gains little)
+CPU_AUTO_BATCH = 64
+
 TABLES = ("data", "predictor", "editor", "explain", "run")
 # [run] keys: how the pipeline runs, independent of any plugin.
 RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,  # seeds every component that has no seed of its own
     "device": "auto",  # auto | cpu | cuda | cuda:N (the CLI's --device overrides it)
     "explain_tiles": 32,  # tiles per lot that explainers and the cube cover (0: all)
-    "batch_size": 256,  # batch size of gradient-free inference (prediction, reconstruction)
+    "batch_size": 256,  # batch size of gradient-free inference (prediction, reconstruction); or "auto"
+    "compile": False,  # torch.compile the predictor's and editor's networks for the explain stage
     "report": True,  # write the HTML report at the end
     "editor_eval_tiles": 6,  # tiles per lot for the editor's reconstruction and fidelity checks
     "scheduler": None,  # Dask scheduler address: explain lots on its workers (--scheduler)
@@ -38,7 +42,15 @@ RUN_DOC = {
     "seed": "seed for every component that has no seed of its own",
     "device": "auto, cpu, cuda or cuda:N (the CLI's --device overrides it)",
     "explain_tiles": "tiles per lot that the explainers and the results cube cover (0: all)",
-    "batch_size": "batch size of inference for prediction and reconstruction",
+    "batch_size": "batch size of inference for prediction and reconstruction, an integer >= 1 or "
+                  "\"auto\": on CUDA the fastest power of two that the free GPU memory holds, found by "
+                  "a probe of editor decode + predictor before the explain stage (the chosen value is "
+                  "in metrics.json, provenance.batch_size; the model evaluations before it use "
+                  f"{CPU_AUTO_BATCH}); on the CPU \"auto\" is {CPU_AUTO_BATCH}. "
+                  "`[explain.forward] batch_size = \"auto\"` takes this value",
+    "compile": "torch.compile the predictor's and editor's networks for the explain stage (pays "
+               "off on CUDA; a model that cannot be compiled runs eagerly, with a warning; a "
+               "resumed run may switch it)",
     "report": "write the HTML report at the end of the run",
     "editor_eval_tiles": "tiles per lot for the editor's reconstruction and edit-fidelity checks",
     "scheduler": "Dask scheduler address (tcp://host:8786): lots are explained on its workers, "
@@ -139,8 +151,23 @@ def resolve(raw: dict, where: str = "config", base: Path | None = None) -> dict:
         if key not in RUN_DEFAULTS:
             raise UserError(f"{where}: unknown key {key!r} in [run]{_suggest(key, RUN_DEFAULTS)}")
     out["run"] = {**RUN_DEFAULTS, **run}
+    _check_run(out["run"], where)
     _check_requirements(out, where)
     return out
+
+
+def _check_run(run: dict, where: str) -> None:
+    bs = run["batch_size"]
+    if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
+        raise UserError(f'{where}: [run] batch_size = {bs!r}; needs an integer >= 1 or "auto"')
+    if not isinstance(run["compile"], bool):
+        raise UserError(f"{where}: [run] compile = {run['compile']!r}; needs true or false")
+
+
+def fixed_batch_size(run: dict) -> int:
+    """``[run] batch_size`` as an integer where no probe is run (``"auto"``: the CPU value)."""
+    bs = run["batch_size"]
+    return CPU_AUTO_BATCH if bs == "auto" else int(bs)
 
 
 def _check_requirements(cfg: dict, where: str) -> None:

@@ -136,7 +136,8 @@ def main(argv=None) -> int:
         out = Path(args.out)
         folder = None
         ctx = RunContext(device=state.device, out_dir=out, seed=int(cfg["run"]["seed"]),
-                         progress=state.is_main, batch_size=int(cfg["run"]["batch_size"]))
+                         progress=state.is_main,
+                         batch_size=config_mod.fixed_batch_size(cfg["run"]))
         if state.is_main:
             folder = RunFolder(out, resume=args.resume, overwrite=False,
                                config_hash=pipeline.config_hash(cfg))

@@ -156,6 +156,11 @@ class Predictor(TrainableModel):
         """The underlying ``nn.Module`` (for layer-based methods such as GradCAM), if any."""
         return None
 
+    def compile(self) -> list[str]:
+        """Wrap the networks :meth:`forward` runs in ``torch.compile`` (``[run] compile = true``);
+        returns the names of what was wrapped. The default compiles nothing."""
+        return []
+
 
 class Editor(TrainableModel):
     """Tile + attribute vector in [0, 1] -> edited tile (a tile of a hypothetical lot)."""
@@ -175,6 +180,12 @@ class Editor(TrainableModel):
 
     def edit(self, tiles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(tiles), attributes)
+
+    def compile(self) -> list[str]:
+        """Wrap the networks :meth:`decode` (the hot loop of the explainers) runs in
+        ``torch.compile`` (``[run] compile = true``); returns the names of what was wrapped. The
+        default compiles nothing."""
+        return []
 
 
 def latent_take(latent: Latent, index: torch.Tensor | slice) -> Latent:

@@ -10,6 +10,8 @@ import hashlib
 import json
 import platform
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,9 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import failpoints, plugins
+from mxplain import failpoints, plugins, zarrio
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
-from mxplain.device import resolve_device
+from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot, RunContext
 from mxplain.runfolder import RunFolder, write_atomic
@@ -31,7 +33,7 @@ from mxplain.training import remove_training_states, seed_everything
 def config_hash(cfg: dict) -> str:
     stable = {k: v for k, v in cfg.items() if k != "run"}
     stable["run"] = {k: v for k, v in cfg["run"].items()
-                     if k not in ("device", "report", "scheduler", "workers")}
+                     if k not in ("device", "report", "scheduler", "workers", "compile")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -132,7 +134,7 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             dask_explain = DaskExplain(scheduler, workers, device or run_cfg["device"])
         torch.manual_seed(int(run_cfg["seed"]))
         ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
-                             progress=progress, batch_size=int(run_cfg["batch_size"]))
+                             progress=progress, batch_size=config_mod.fixed_batch_size(run_cfg))
         ctx.editor_eval_tiles = int(run_cfg["editor_eval_tiles"])
         ctx.figures_dir.mkdir(parents=True, exist_ok=True)
         ctx.models_dir.mkdir(parents=True, exist_ok=True)
@@ -169,11 +171,13 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
             timings["editor_evaluation"] = time.perf_counter() - t0
 
+        run_info = {"batch_size": ctx.batch_size}
         if ctx.predictor is not None:
+            _prepare_models(run_cfg, store, ctx, run_info, timings)
             _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain)
 
         metrics["timings_seconds"] = timings
-        metrics["provenance"] = provenance(cfg, dev)
+        metrics["provenance"] = {**provenance(cfg, dev), **run_info}
         write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
         if run_cfg["report"]:
             from mxplain.report import write_report
@@ -184,6 +188,40 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
         if dask_explain is not None:
             dask_explain.close()
         folder.release()
+
+
+def _prepare_models(run_cfg: dict, store: TileStore, ctx: ExplainContext, info: dict,
+                    timings: dict) -> None:
+    """Before the explain stage: ``[run] batch_size = "auto"`` (a probe of editor decode +
+    predictor on CUDA, :func:`mxplain.device.auto_batch_size`) and ``[run] compile``. What was
+    chosen goes to ``info`` (``metrics.json``'s provenance)."""
+    if run_cfg["batch_size"] == "auto":
+        t0 = time.perf_counter()
+        ctx.batch_size, probe = auto_batch_size(
+            ctx.predictor, ctx.editor, store.tile_size, len(store.attributes), ctx.device,
+            cpu_value=config_mod.CPU_AUTO_BATCH)
+        timings["batch_size_probe"] = time.perf_counter() - t0
+        info["batch_size"] = ctx.batch_size
+        info["batch_size_auto"] = probe
+    if run_cfg["compile"]:
+        compiled = []
+        for kind in ("predictor", "editor"):
+            model = getattr(ctx, kind)
+            if model is None:
+                continue
+            try:
+                compiled += list(model.compile() or [])
+            except Exception as exc:  # no compiler, an unsupported module: run eagerly
+                warnings.warn(f"[run] compile: the {kind} {model.name!r} runs eagerly "
+                              f"({type(exc).__name__}: {exc})", stacklevel=2)
+        if compiled:  # compilation happens at the first call: a failure there falls back to eager
+            try:
+                import torch._dynamo
+
+                torch._dynamo.config.suppress_errors = True
+            except Exception:  # pragma: no cover (a torch without dynamo fails in compile())
+                pass
+        info["compiled"] = compiled
 
 
 def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> dict:
@@ -205,13 +243,16 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
 
 
 def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,
-                       variables: dict, n_tiles: int, per_explainer: dict) -> dict:
+                       variables: dict, n_tiles: int, per_explainer: dict,
+                       lot: Lot | None = None) -> dict:
     """Lot ``i``'s cube values (base variables and every explainer's), checked finite; what the
-    single-process loop and a Dask worker (:mod:`mxplain.distributed`) both run."""
+    single-process loop and a Dask worker (:mod:`mxplain.distributed`) both run. ``lot``: the
+    lot already read (``store.lot(i)``, prefetched), else it is read here."""
     # explainers seed their own generators per lot; the global ones are reseeded per lot too, so
     # a lot's values never depend on which lots ran before it (resume, parallel runs)
     seed_everything(_stage_seed(ctx.seed, f"lot:{i}"))
-    lot = store.lot(i)
+    if lot is None:
+        lot = store.lot(i)
     lot.tiles = lot.tiles[:n_tiles]
     values = _base_values(lot, ctx)
     for ename, exp in explainers.items():
@@ -285,13 +326,11 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
                                              sizes, n_tiles, writer.path, todo, per_explainer, bar)
         metrics["explain_dask"] = {"scheduler": dask_explain.address, "lots_by_worker": by_worker}
     else:
-        for i in tqdm(range(store.n_lots), desc="explain", unit="lot", disable=not ctx.progress):
-            if done[i]:
-                continue
-            values = explain_lot_values(i, store, ctx, explainers, variables, n_tiles,
-                                        per_explainer)
-            failpoints.hit("explain:lot")
-            writer.write_lot(i, values)
+        todo = [i for i in range(store.n_lots) if not done[i]]
+        with tqdm(total=store.n_lots, initial=store.n_lots - len(todo), desc="explain",
+                  unit="lot", disable=not ctx.progress) as bar:
+            explain_overlapped(todo, store, ctx, explainers, variables, n_tiles, per_explainer,
+                               writer, bar)
     writer.finish()
     timings["explain"] = time.perf_counter() - t0
     timings["explain_by_explainer"] = per_explainer
@@ -308,6 +347,48 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
         metrics["editor"].setdefault("evaluation", {})["reconstruction_prediction_shift"] = {
             "mean": float(shift.mean()), "mean_abs": float(abs(shift).mean()),
             "mean_abs_percent": float((abs(shift) / abs(pred)).mean() * 100)}
+
+
+def explain_overlapped(todo: list[int], store: TileStore, ctx: ExplainContext, explainers: dict,
+                       variables: dict, n_tiles: int, per_explainer: dict, writer: CubeWriter,
+                       bar=None) -> None:
+    """Explain and write lots ``todo`` in order, with the I/O off the compute thread: lot i+1's
+    tiles are read in a background thread while lot i is explained, and lot i's cube regions are
+    written in another while lot i+1 is explained (one write in flight at most). The values and
+    the order of the writes are those of the sequential loop: a lot's write (its data, then its
+    done-flag) finishes before the next lot's starts, and before the ``explain:lot`` point of the
+    next lot, so a run killed there has every earlier lot flagged and the current one not. An
+    exception in either thread is raised here, the write's first (it happened first)."""
+    if not todo:
+        return
+    with zarrio.quiet_for_threads(), \
+            ThreadPoolExecutor(1, thread_name_prefix="mxplain-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="mxplain-write") as write_pool:
+        read = reader.submit(store.lot, todo[0])
+        write = None
+        try:
+            for pos, i in enumerate(todo):
+                lot = read.result()
+                read = reader.submit(store.lot, todo[pos + 1]) if pos + 1 < len(todo) else None
+                values = explain_lot_values(i, store, ctx, explainers, variables, n_tiles,
+                                            per_explainer, lot=lot)
+                if write is not None:
+                    write.result()
+                    write = None
+                    if bar is not None:
+                        bar.update(1)
+                failpoints.hit("explain:lot")
+                write = write_pool.submit(writer.write_lot, i, values)
+            write.result()
+            write = None
+            if bar is not None:
+                bar.update(1)
+        except BaseException:
+            if read is not None:
+                read.cancel()
+            if write is not None and write.exception() is not None:  # waits for the write
+                raise write.exception()  # noqa: B904 (the explain error is its __context__)
+            raise
 
 
 def provenance(cfg: dict, device) -> dict:

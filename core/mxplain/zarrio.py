@@ -20,16 +20,40 @@ import zarr
 
 from mxplain import failpoints
 
+_held = 0  # > 0 while quiet_for_threads() holds the filters for the whole process
+
 
 @contextlib.contextmanager
 def quiet():
     """Silence zarr-v3 notices about string dtypes and consolidated metadata (we rely on neither
     being readable by other zarr implementations)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="xarray.*")
+    if _held:  # the filters are in place already (and catch_warnings is not thread-safe)
         yield
+        return
+    with warnings.catch_warnings():
+        _filters()
+        yield
+
+
+def _filters() -> None:
+    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="xarray.*")
+
+
+@contextlib.contextmanager
+def quiet_for_threads():
+    """:func:`quiet` for a block in which other threads read and write zarr stores: the filters
+    are installed once here and :func:`quiet` leaves the (process-wide, not thread-safe) warning
+    filters alone until the block ends. Enter it in one thread only."""
+    global _held
+    with warnings.catch_warnings():
+        _filters()
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
 
 
 def fill_for(dtype) -> object:

@@ -41,6 +41,8 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
     features before the attribute head, and an attribute head that sees a random crop of each tile
     repeated periodically to the tile size (:func:`periodic_random_crop`), wherever the head is
     trained or scores generated tiles; inference (:meth:`classify`) uses whole tiles, no dropout.
+    ``cls_pool`` (default ``"flatten"`` = the reference; ``"mean"``: spatially pooled multi-scale
+    features, see :class:`.model.Discriminator`).
 
 Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
 (reconstruction, adversarial, classifier on real, classifier on generated) in
@@ -268,6 +270,12 @@ class AttGANEditor(Editor):
             a = a[None].expand(latent[0].size(0), -1)
         y = g.decode(tuple(latent), encode_attributes(a, self.thres_int))
         return (y.float() + 1.0) / 2.0
+
+    def compile(self) -> list[str]:
+        """``torch.compile`` the generator's decoder (the weights and the state dict are untouched)."""
+        g = self._require()
+        g.decode = torch.compile(g.decode)
+        return ["attgan.generator.decode"]
 
     def classify(self, tiles: torch.Tensor) -> torch.Tensor:
         """The discriminator's attribute classifier: tiles -> predicted attributes in [0, 1]."""

@@ -112,7 +112,7 @@ class ForwardSweep(Explainer):
     test_params: ClassVar[dict] = {"steps": 3}
     requires_editor: ClassVar[bool] = True
 
-    def __init__(self, steps: int = 11, batch_size: int = 256, robust: str = "theil-sen"):
+    def __init__(self, steps: int = 11, batch_size: int | str = 256, robust: str = "theil-sen"):
         self.steps = steps
         self.batch_size = batch_size
         self.robust = robust
@@ -126,9 +126,10 @@ class ForwardSweep(Explainer):
     def _check(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 2:
             raise UserError(f"[explain.forward] steps = {self.steps!r}; needs an integer >= 2")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int)
+                                          or isinstance(self.batch_size, bool) or self.batch_size < 1):
             raise UserError(f"[explain.forward] batch_size = {self.batch_size!r}; needs an "
-                            f"integer >= 1")
+                            f'integer >= 1 or "auto" ([run] batch_size)')
         if self.robust not in ROBUST:
             raise UserError(f"[explain.forward] robust = {self.robust!r}; use one of "
                             f"{', '.join(ROBUST)}")
@@ -160,7 +161,7 @@ class ForwardSweep(Explainer):
         base = torch.as_tensor(lot_attrs, dtype=torch.float32, device=edev)
         # predictions stay on the editor's device and come back in one copy: no sync per batch
         out = torch.empty(n * per, dtype=torch.float32, device=edev)
-        bs = int(self.batch_size)
+        bs = int(ctx.batch_size if self.batch_size == "auto" else self.batch_size)
         chunk = bs  # tiles encoded at once; their latents are repeated for every edit
         total = -(-n * per // bs) if n else 0
         bar = tqdm(total=total, desc="forward sweep", disable=not ctx.progress, leave=False)

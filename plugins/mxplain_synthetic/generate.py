@@ -50,6 +50,8 @@ ATTRIBUTES = ("size", "porosity", "polydispersity", "facetness")
 MIN_DIAMETER = 6.0  # px, mean equivalent diameter at size = 0
 MAX_DIAMETER = 26.0  # px, at size = 1
 HOLE_DENSITY = 0.015  # holes per px^2 of crystal area at porosity = 1
+HOLE_SIGMA = (0.55, 0.85)  # px, range of the pits' Gaussian radius
+HOLE_DEPTH = (0.55, 0.80)  # range of the pits' relative depth
 COVERAGE = 0.55
 MIN_SEPARATION = 0.8  # centre distance / sum of radii below which a crystal is redrawn
 BLUR_SIGMA = 0.6
@@ -191,8 +193,8 @@ def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> n
         pick = rng.choice(cells, size=n_holes, replace=False) if n_holes else cells[:0]
         hy = pick // big + rng.uniform(0, 1, n_holes) + 3
         hx = pick % big + rng.uniform(0, 1, n_holes) + 3
-        sig = rng.uniform(0.55, 0.85, len(hy))
-        depth = rng.uniform(0.55, 0.8, len(hy))
+        sig = rng.uniform(*HOLE_SIGMA, len(hy))
+        depth = rng.uniform(*HOLE_DEPTH, len(hy))
         work = np.pad(img, 3, mode="edge")
         yy, xx = np.mgrid[-3:4, -3:4]
         for y, x, sg, dp in zip(hy, hx, sig, depth):

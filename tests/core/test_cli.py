@@ -230,3 +230,26 @@ def test_nan_training_loss_is_one_error_line_and_keeps_the_checkpoint(tmp_path, 
                       f"last good checkpoint kept at {str(kept)!r} (epoch 1)")
     assert torch.load(kept, weights_only=True)["epoch"] == 1
     assert not (out / "models" / "predictor.pt").exists() and not (out / "metrics.json").exists()
+
+
+def test_full_disk_is_one_error_line_and_nothing_looks_complete(tmp_path, capsys, small_store,
+                                                                 monkeypatch):
+    import errno
+
+    import mxplain.pipeline as pipeline
+
+    real = pipeline.write_atomic
+
+    def no_space_for_metrics(path, text):
+        if path.name == "metrics.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(pipeline, "write_atomic", no_space_for_metrics)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\nname = "store"\npath = "{small_store.path}"\n[run]\nreport = false\n')
+    out = tmp_path / "r"
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert_user_error(code, err, "No space left on device", "metrics.json", "--resume")
+    assert not (out / "metrics.json").exists() and not (out / "report").exists()
+    assert not list(out.glob("*.tmp")) and not (out / ".mxplain.lock").exists()
