@@ -23,7 +23,10 @@ Each step's image is measured by the synthetic dataset's independent measurement
 (``mxplain_synthetic.measure.measure_tiles``). Interpretability (§4.1: the similarity between a
 model's trait and the physics' trait): the trait here is ``d(measured attribute) / d(property)``
 along the path. Measurements are put on the attribute scale by a linear calibration against the
-lot labels (measurements of the original tiles vs. their lots' attributes). The ground truth
+lot labels: the classical calibration line ``measurement = alpha * attribute + beta`` fitted on
+the original tiles, inverted (``delta a = delta m / alpha``; :func:`calibration_slopes`; an
+attribute whose measurement is not demonstrably related to its label, t < 2, is left out of the
+scores). The ground truth
 ``ctx.true_sensitivity`` ``s`` (property per unit attribute) says that the steepest way to raise
 the property moves the attributes along ``s``, i.e. ``da/dp = s / ||s||^2``. Scores per path:
 
@@ -332,9 +335,12 @@ class LatentDesign(Explainer):
         for path in PATHS:
             out[path].update(scores[path])
         out["calibration"] = scores["calibration"]
-        out["true_trait_direction"] = {a: float(v) for a, v in
-                                       zip(attrs, s / max(np.linalg.norm(np.nan_to_num(s)),
-                                                          1e-12))}
+        # the law's direction over the attributes the scores use (None: left out, see calibration)
+        used = np.asarray(scores["calibration"]["scored"], bool)
+        su = np.where(used, s, np.nan)
+        su = su / max(float(np.linalg.norm(np.nan_to_num(su))), 1e-12)
+        out["true_trait_direction"] = {a: (float(v) if np.isfinite(v) else None)
+                                       for a, v in zip(attrs, su)}
         li, pi = out["latent"].get("interpretability"), out["pixel"].get("interpretability")
         if li is not None and pi is not None:
             out["latent_beats_pixel"] = bool(li > pi)
@@ -352,6 +358,38 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def calibration_slopes(m0: np.ndarray, ok0: np.ndarray, labels: np.ndarray,
+                       min_t: float = 2.0) -> np.ndarray:
+    """Per attribute, the factor that turns a change of the raw measurement into a change on the
+    attribute (lot label) scale: ``1 / alpha`` of the classical calibration line
+    ``m = alpha * a + beta + noise`` fitted on the original tiles (``m0`` (T, K) with validity
+    ``ok0``, ``labels`` (T, K)).
+
+    The measurement is regressed on the label, not the label on the measurement: a tile's
+    measurement is noisy around its lot's exact label, and the reverse regression's slope
+    ``cov(m, a) / var(m)`` is attenuated by the measurement's reliability (``corr^2``), a different
+    factor per attribute, which would distort the direction of the trait vector. NaN (attribute left
+    out of the scores) where the measurement is not demonstrably related to the label: fewer than
+    3 valid tiles, no spread, or a correlation whose t statistic is below ``min_t``."""
+    T, K = m0.shape
+    calib = np.full(K, np.nan)
+    for k in range(K):
+        good = ok0[:, k] & np.isfinite(m0[:, k]) & np.isfinite(labels[:, k])
+        n = int(good.sum())
+        if n < 4:
+            continue
+        m, a = m0[good, k], labels[good, k]
+        if np.var(a) <= 0 or np.var(m) <= 0:
+            continue
+        r = float(np.corrcoef(m, a)[0, 1])
+        t = abs(r) * math.sqrt(n - 2) / math.sqrt(max(1.0 - r * r, 1e-12))
+        if not np.isfinite(t) or t < min_t:
+            continue
+        alpha = np.cov(m, a)[0, 1] / np.var(a, ddof=1)
+        calib[k] = 1.0 / alpha
+    return calib
+
+
 def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
                             labels: np.ndarray, truth: np.ndarray) -> dict:
     """Seed 001 §4.1 scores per path (see the module docstring).
@@ -360,19 +398,13 @@ def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
     validity ``ok``, ``labels`` (T, K) the tiles' lot attributes, ``truth`` (K,) the true
     ``d property / d attribute``. Paths are ``PATHS`` in order."""
     T, P, S, K = meas.shape
-    # calibration: measurement of the original tile (pixel path, step 0) -> attribute scale
-    calib = np.full(K, np.nan)
-    for k in range(K):
-        m0, good = meas[:, -1, 0, k], ok[:, -1, 0, k]
-        if good.sum() >= 3 and np.var(m0[good]) > 0:
-            c = np.cov(m0[good], labels[good, k])[0, 1] / np.var(m0[good], ddof=1)
-            calib[k] = c
-        if not np.isfinite(calib[k]) or calib[k] == 0:
-            sd = np.std(m0[good]) if good.sum() >= 2 else 0.0
-            calib[k] = 1.0 / sd if sd > 0 else np.nan
+    calib = calibration_slopes(meas[:, -1, 0], ok[:, -1, 0], labels)
     use = np.isfinite(truth) & np.isfinite(calib)
     s = np.where(use, truth, 0.0)
-    out: dict[str, Any] = {"calibration": {"slope_attribute_per_measured": calib.tolist()}}
+    out: dict[str, Any] = {"calibration": {
+        "slope_attribute_per_measured": [None if not np.isfinite(v) else float(v) for v in calib],
+        "method": "classical (measurement on label, inverted); t >= 2",
+        "scored": use.tolist()}}
     for j in range(P):
         traits = np.full((T, K), np.nan)
         explained = np.full(T, np.nan)
@@ -427,8 +459,9 @@ def trait_figure(summary: dict, attrs: list[str], folder) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3))
     xk = np.arange(len(attrs))
-    truth = np.array([summary["true_trait_direction"][a] for a in attrs])
-    ax.bar(xk - 0.27, truth, 0.27, label="law (direction)", color="0.6")
+    truth = np.array([np.nan if summary["true_trait_direction"][a] is None
+                      else summary["true_trait_direction"][a] for a in attrs], float)
+    ax.bar(xk - 0.27, np.nan_to_num(truth), 0.27, label="law (direction)", color="0.6")
     for off, path, col in ((0.0, "latent", "C0"), (0.27, "pixel", "C3")):
         t = np.array([np.nan if v is None else v for v in summary[path]["trait"]], float)
         norm = np.linalg.norm(np.nan_to_num(t))
@@ -438,7 +471,8 @@ def trait_figure(summary: dict, attrs: list[str], folder) -> str:
         ax.bar(xk + off, np.nan_to_num(t), 0.27, label=lab, color=col)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(xk)
-    ax.set_xticklabels(attrs, fontsize=8)
+    ax.set_xticklabels([a if np.isfinite(v) else f"{a}\n(not scored)" for a, v in zip(attrs, truth)],
+                       fontsize=8)
     ax.set_ylabel("d attribute / d prediction\n(normalised)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()

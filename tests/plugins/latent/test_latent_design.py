@@ -172,3 +172,31 @@ def test_summarize_on_a_cube(tmp_path):
     assert math.isclose(m["latent"]["interpretability"], 1.0, rel_tol=1e-9)
     assert math.isclose(m["latent"]["prediction_rise_mean"], 4.0)
     assert (tmp_path / "figures" / "latent_design_traits.png").is_file()
+
+
+def test_calibration_is_not_attenuated_by_measurement_noise():
+    """m = 2 a + noise: the factor back to the attribute scale is 1/2 whatever the noise (the
+    reverse regression a ~ m would shrink it by corr^2); an unrelated measurement is left out."""
+    from mxplain_latent.design import calibration_slopes
+
+    rng = np.random.default_rng(0)
+    a = np.repeat(np.linspace(0.1, 0.9, 16), 25)
+    noisy = 2.0 * a + 0.5 + rng.normal(0.0, 0.6, a.size)  # corr ~ 0.66
+    unrelated = rng.normal(0.0, 1.0, a.size)
+    m0 = np.stack([noisy, unrelated], 1)
+    labels = np.stack([a, a], 1)
+    calib = calibration_slopes(m0, np.ones(m0.shape, bool), labels)
+    assert abs(calib[0] - 0.5) < 0.05
+    reverse = np.cov(noisy, a)[0, 1] / np.var(noisy, ddof=1)
+    assert reverse < 0.3  # what the old (reverse) calibration gave
+    assert np.isnan(calib[1])
+
+
+def test_unrelated_measurement_is_left_out_of_the_scores():
+    pred, meas, ok, labels, s = hand_built()
+    rng = np.random.default_rng(1)
+    meas[:, :, :, 1] = rng.normal(size=meas.shape[:3])  # porosity measurement: pure noise
+    sc = interpretability_scores(pred, meas, ok, labels, s)
+    assert sc["calibration"]["scored"] == [True, False]
+    assert sc["latent"]["trait"][1] is None
+    assert math.isclose(sc["latent"]["interpretability"], 1.0, rel_tol=1e-9)  # size alone
