@@ -95,11 +95,13 @@ def ingest(folder, labels, out, property_column, units):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-def report(run_dir):
+@click.option("--compare", "compare", type=click.Path(), default=None,
+              help="another finished run on the same lots: its forward sensitivities side by side")
+def report(run_dir, compare):
     """Write RUN_DIR/report/index.html from a finished run."""
     from mxplain.report import write_report
 
-    click.echo(f"report: {write_report(Path(run_dir))}")
+    click.echo(f"report: {write_report(Path(run_dir), compare=compare)}")
 
 
 def main(argv=None) -> int:

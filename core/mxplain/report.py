@@ -1,5 +1,7 @@
-"""``mxplain report RUN_DIR``: one self-contained HTML page (figures embedded as data URIs) with
-the run's provenance, metrics and figures. Every string from the run is HTML-escaped."""
+"""``mxplain report RUN_DIR [--compare OTHER_RUN]``: one self-contained HTML page (figures embedded
+as data URIs) with the run's provenance, metrics and figures; with ``--compare``, a section that sets
+the forward sensitivities of the two runs side by side on the lots they share (e.g. the texture
+forest against the WideResNet, seed 002 vs seed 000). Every string from the run is HTML-escaped."""
 
 from __future__ import annotations
 
@@ -95,7 +97,103 @@ def _lot_sections(run_dir: Path) -> str:
     return "\n".join(out)
 
 
-def write_report(run_dir: str | Path) -> Path:
+def sensitivity_comparison(run_dir: Path, other_dir: Path) -> dict:
+    """Forward sensitivities of two runs on their common lots and attributes: per attribute the
+    sign agreement of each run with the true law (where known), the share of lots where the two
+    runs agree in sign, and the Spearman correlation of their per-lot sensitivities."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from mxplain.cube import open_results
+
+    cubes = []
+    for d in (run_dir, other_dir):
+        path = Path(d) / "results.zarr"
+        if not path.exists():
+            raise UserError(f"{str(d)!r} has no results.zarr to compare")
+        cube = open_results(path)
+        if "sensitivity" not in cube:
+            raise UserError(f"{str(d)!r} has no forward sensitivities ([explain.forward] did not run)")
+        cubes.append(cube)
+    a, b = cubes
+    lots = [lot for lot in a["lot"].values.tolist() if lot in set(b["lot"].values.tolist())]
+    attrs = [x for x in a["attribute"].values.tolist() if x in set(b["attribute"].values.tolist())]
+    if not lots or not attrs:
+        raise UserError(f"{str(run_dir)!r} and {str(other_dir)!r} share no lots and attributes")
+    sa = a["sensitivity"].sel(lot=lots, attribute=attrs).values.astype(float)
+    sb = b["sensitivity"].sel(lot=lots, attribute=attrs).values.astype(float)
+    truth = (a["true_sensitivity"].sel(lot=lots, attribute=attrs).values.astype(float)
+             if "true_sensitivity" in a else np.full(sa.shape, np.nan))
+    out: dict = {"lots": len(lots), "attributes": {}}
+    for k, name in enumerate(attrs):
+        ok = np.isfinite(sa[:, k]) & np.isfinite(sb[:, k])
+        row = {"median_this": float(np.median(sa[ok, k])) if ok.any() else None,
+               "median_other": float(np.median(sb[ok, k])) if ok.any() else None,
+               "sign_agreement_between_runs": float(np.mean(np.sign(sa[ok, k]) == np.sign(sb[ok, k])))
+               if ok.any() else None,
+               "spearman_between_runs": float(spearmanr(sa[ok, k], sb[ok, k]).statistic)
+               if ok.sum() > 2 and np.ptp(sa[ok, k]) > 0 and np.ptp(sb[ok, k]) > 0 else None}
+        known = ok & np.isfinite(truth[:, k]) & (truth[:, k] != 0)
+        if known.any():
+            t = np.sign(truth[known, k])
+            row["truth_sign_agreement_this"] = float(np.mean(np.sign(sa[known, k]) == t))
+            row["truth_sign_agreement_other"] = float(np.mean(np.sign(sb[known, k]) == t))
+        out["attributes"][name] = row
+    for key in ("truth_sign_agreement_this", "truth_sign_agreement_other",
+                "sign_agreement_between_runs"):
+        vals = [r[key] for r in out["attributes"].values() if r.get(key) is not None]
+        if vals:
+            out[f"mean_{key}"] = float(np.mean(vals))
+    out["_arrays"] = (attrs, sa, sb)
+    return out
+
+
+def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
+    import io
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comp = sensitivity_comparison(run_dir, other_dir)
+    attrs, sa, sb = comp.pop("_arrays")
+    try:
+        other_metrics = json.loads((Path(other_dir) / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        other_metrics = {}
+
+    def predictor_name(m):
+        return (m.get("provenance", {}).get("config", {}).get("predictor", {}) or {}).get("name", "?")
+
+    names = {"this run": f"{run_dir.name} ({predictor_name(metrics)})",
+             "other run": f"{Path(other_dir).name} ({predictor_name(other_metrics)})"}
+    fig, axes = plt.subplots(1, len(attrs), figsize=(3.2 * len(attrs), 3.0), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], attrs)):
+        ax.scatter(sb[:, k], sa[:, k], s=14)
+        lim = np.nanmax(np.abs(np.concatenate([sa[:, k], sb[:, k]]))) if np.isfinite(sa[:, k]).any() else 1
+        ax.axhline(0, color="#999", lw=0.6)
+        ax.axvline(0, color="#999", lw=0.6)
+        ax.set_xlim(-1.1 * lim, 1.1 * lim)
+        ax.set_ylim(-1.1 * lim, 1.1 * lim)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"other: {names['other run']}", fontsize=7)
+        ax.set_ylabel(f"this: {names['this run']}", fontsize=7)
+    fig.suptitle("forward sensitivity per lot (property units per unit attribute)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    img = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f"<h2>Compared with {_e(names['other run'])}</h2>" + _table({**names, **comp}) +
+            f'<figure><img alt="sensitivity comparison" src="data:image/png;base64,{img}">'
+            f"<figcaption>each point is a lot</figcaption></figure>")
+
+
+def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
+    """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) add the side-by-side
+    section of :func:`sensitivity_comparison`."""
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
@@ -132,6 +230,10 @@ def write_report(run_dir: str | Path) -> Path:
             parts.append(_table(block if isinstance(block, dict) else {"value": block}))
         parts.extend(_figure(f) for f in sec)
         used.update(sec)
+    if compare is not None:
+        if not (Path(compare) / "metrics.json").is_file():
+            raise UserError(f"{str(compare)!r} is not a finished mxplain run (no metrics.json)")
+        parts.append(_comparison_section(run_dir, Path(compare), metrics))
     parts.append(_lot_sections(run_dir))
     rest = [f for f in figs if f not in used]
     if rest:
