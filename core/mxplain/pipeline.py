@@ -318,15 +318,14 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     done = writer.done()
     t0 = time.perf_counter()
     per_explainer = dict.fromkeys(explainers, 0.0)
+    todo = [i for i in range(store.n_lots) if not done[i]]
     if dask_explain is not None:  # lots on Dask workers, each writing its regions of the cube
-        todo = [i for i in range(store.n_lots) if not done[i]]
         with tqdm(total=len(todo), desc="explain (dask)", unit="lot",
                   disable=not ctx.progress) as bar:
             by_worker = dask_explain.explain(cfg, folder.path, store, ctx, explainers, variables,
                                              sizes, n_tiles, writer.path, todo, per_explainer, bar)
         metrics["explain_dask"] = {"scheduler": dask_explain.address, "lots_by_worker": by_worker}
     else:
-        todo = [i for i in range(store.n_lots) if not done[i]]
         with tqdm(total=store.n_lots, initial=store.n_lots - len(todo), desc="explain",
                   unit="lot", disable=not ctx.progress) as bar:
             explain_overlapped(todo, store, ctx, explainers, variables, n_tiles, per_explainer,

@@ -97,12 +97,10 @@ def _lot_sections(run_dir: Path) -> str:
     return "\n".join(out)
 
 
-def sensitivity_comparison(run_dir: Path, other_dir: Path) -> dict:
-    """Forward sensitivities of two runs on their common lots and attributes: per attribute the
-    sign agreement of each run with the true law (where known), the share of lots where the two
-    runs agree in sign, and the Spearman correlation of their per-lot sensitivities."""
+def _common_sensitivities(run_dir: Path, other_dir: Path):
+    """Forward sensitivities ``(lots, attributes)`` of two runs on their common lots and attributes,
+    and the true law of the first run (NaN where unknown)."""
     import numpy as np
-    from scipy.stats import spearmanr
 
     from mxplain.cube import open_results
 
@@ -124,7 +122,22 @@ def sensitivity_comparison(run_dir: Path, other_dir: Path) -> dict:
     sb = b["sensitivity"].sel(lot=lots, attribute=attrs).values.astype(float)
     truth = (a["true_sensitivity"].sel(lot=lots, attribute=attrs).values.astype(float)
              if "true_sensitivity" in a else np.full(sa.shape, np.nan))
-    out: dict = {"lots": len(lots), "attributes": {}}
+    return attrs, sa, sb, truth
+
+
+def sensitivity_comparison(run_dir: Path, other_dir: Path) -> dict:
+    """Forward sensitivities of two runs on their common lots and attributes: per attribute the
+    sign agreement of each run with the true law (where known), the share of lots where the two
+    runs agree in sign, and the Spearman correlation of their per-lot sensitivities."""
+    attrs, sa, sb, truth = _common_sensitivities(run_dir, other_dir)
+    return _compare_arrays(attrs, sa, sb, truth)
+
+
+def _compare_arrays(attrs, sa, sb, truth) -> dict:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    out: dict = {"lots": int(sa.shape[0]), "attributes": {}}
     for k, name in enumerate(attrs):
         ok = np.isfinite(sa[:, k]) & np.isfinite(sb[:, k])
         row = {"median_this": float(np.median(sa[ok, k])) if ok.any() else None,
@@ -144,7 +157,6 @@ def sensitivity_comparison(run_dir: Path, other_dir: Path) -> dict:
         vals = [r[key] for r in out["attributes"].values() if r.get(key) is not None]
         if vals:
             out[f"mean_{key}"] = float(np.mean(vals))
-    out["_arrays"] = (attrs, sa, sb)
     return out
 
 
@@ -157,8 +169,8 @@ def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    comp = sensitivity_comparison(run_dir, other_dir)
-    attrs, sa, sb = comp.pop("_arrays")
+    attrs, sa, sb, truth = _common_sensitivities(run_dir, other_dir)
+    comp = _compare_arrays(attrs, sa, sb, truth)
     try:
         other_metrics = json.loads((Path(other_dir) / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):

@@ -182,6 +182,10 @@ class AttGANEditor(Editor):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserError(f"[editor] attgan: {key} must be a positive integer, got {v!r}")
+        m = self.max_tiles_per_lot
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise UserError(f"[editor] attgan: max_tiles_per_lot must be a positive integer or "
+                            f"unset, got {m!r}")
         if not self.thres_int > 0:
             raise UserError(f"[editor] attgan: thres_int must be > 0, got {self.thres_int!r}")
         if not 0.0 <= self.b_uniform <= 1.0:
@@ -326,16 +330,10 @@ class AttGANEditor(Editor):
         self._eval()
 
     # ---- training -----------------------------------------------------------------------------
-    def _load_data(self, store, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tiles, labels = [], []
-        for i in range(store.n_lots):
-            t = store.tiles(i)
-            if self.max_tiles_per_lot is not None and len(t) > self.max_tiles_per_lot:
-                t = t[np.sort(rng.choice(len(t), self.max_tiles_per_lot, replace=False))]
-            tiles.append(t)
-            labels.append(np.repeat(store.lot_attributes[i][None], len(t), axis=0))
-        x = torch.from_numpy(np.concatenate(tiles))
-        a = torch.from_numpy(np.concatenate(labels).astype(np.float32))
+    def _load_data(self, store) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles, lots = store.all_tiles(max_per_lot=self.max_tiles_per_lot or 0, seed=self.seed)
+        x = torch.from_numpy(tiles)
+        a = torch.from_numpy(store.lot_attributes[lots].astype(np.float32))
         if not torch.isfinite(a).all():
             raise UserError(f"tile store {str(store.path)!r}: attgan needs every lot's attributes "
                             f"(some are missing)")
@@ -383,7 +381,6 @@ class AttGANEditor(Editor):
         self._check_params()
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         device = torch.device(ctx.device)
         self.device = device
@@ -391,7 +388,7 @@ class AttGANEditor(Editor):
             raise UserError(f"tile store {str(store.path)!r} has no lots")
         self.attributes = tuple(store.attributes)
         self._build(len(self.attributes), store.tile_size)
-        x_all, a_all = self._load_data(store, rng)
+        x_all, a_all = self._load_data(store)
         n = len(x_all)
         G, D = self.generator, self.discriminator
         for p in G.parameters():

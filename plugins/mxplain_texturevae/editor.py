@@ -299,16 +299,9 @@ class TextureVAEEditor(Editor):
         self._eval()
 
     # ---- training -----------------------------------------------------------------------------
-    def _load_tiles(self, store, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        tiles, lots = [], []
-        for i in range(store.n_lots):
-            t = store.tiles(i)
-            if self.max_tiles_per_lot is not None and len(t) > self.max_tiles_per_lot:
-                t = t[np.sort(rng.choice(len(t), self.max_tiles_per_lot, replace=False))]
-            tiles.append(t)
-            lots.append(np.full(len(t), i))
-        x = torch.from_numpy(np.concatenate(tiles)).float().div_(255.0)[:, None]
-        return x, np.concatenate(lots)
+    def _load_tiles(self, store) -> tuple[torch.Tensor, np.ndarray]:
+        tiles, lots = store.all_tiles(max_per_lot=self.max_tiles_per_lot or 0, seed=self.seed)
+        return torch.from_numpy(tiles).float().div_(255.0)[:, None], lots
 
     def _batched(self, fn, x: torch.Tensor, bs: int) -> torch.Tensor:
         out = []
@@ -344,7 +337,6 @@ class TextureVAEEditor(Editor):
         t0 = time.perf_counter()
         self._check_params()
         self.device = torch.device(ctx.device)
-        rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(int(self.seed))
         self.attributes = tuple(store.attributes)
         if not np.isfinite(store.lot_attributes).all():
@@ -352,7 +344,7 @@ class TextureVAEEditor(Editor):
                             f"every lot's attributes (some are missing)")
         self._build(len(self.attributes), store.tile_size)
         self._load_vgg()
-        x, lot_idx = self._load_tiles(store, rng)
+        x, lot_idx = self._load_tiles(store)
         patches = sliding_patches(x, self.patch, self.stride)
         bs = int(self.batch_size)
         weights = self._weights()

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+from tiny_run import DATA, MODELS
 
 from mxplain import distributed as dist_mod
 from mxplain.cli import main
@@ -13,28 +14,7 @@ from mxplain.errors import UserError
 from mxplain.pipeline import run
 
 # tiny WideResNet + tiny AttGAN, 32 px, 4 lots; forward, backward and gradcam explainers
-CONFIG = """
-[data]
-name = "synthetic"
-n_lots = 4
-tiles_per_lot = 6
-tile_size = 32
-seed = 3
-[predictor]
-name = "wideresnet"
-depth = 10
-widen = 1
-epochs = 1
-batch_size = 8
-[editor]
-name = "attgan"
-enc_dim = 8
-dec_dim = 8
-dis_dim = 8
-dis_fc_dim = 16
-n_layers = 3
-epochs = 1
-batch_size = 8
+CONFIG = DATA + MODELS + """
 [explain.forward]
 steps = 3
 [explain.backward]

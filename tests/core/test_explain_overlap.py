@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from tiny_run import DATA, MODELS
 
 from mxplain import config as config_mod
 from mxplain import device as device_mod
@@ -16,31 +17,6 @@ from mxplain import pipeline, zarrio
 from mxplain.cube import CubeWriter, open_results
 from mxplain.store import TileStore
 
-DATA = """
-[data]
-name = "synthetic"
-n_lots = 4
-tiles_per_lot = 6
-tile_size = 32
-seed = 3
-"""
-MODELS = """
-[predictor]
-name = "wideresnet"
-depth = 10
-widen = 1
-epochs = 1
-batch_size = 8
-[editor]
-name = "attgan"
-enc_dim = 8
-dec_dim = 8
-dis_dim = 8
-dis_fc_dim = 16
-n_layers = 3
-epochs = 1
-batch_size = 8
-"""
 EXPLAIN = """
 [explain.forward]
 steps = 3

@@ -142,3 +142,5 @@ def test_user_errors(store):
         AttGANEditor(**{**TINY, "n_layers": 5}, epochs=1).fit(store, RunContext(progress=False))
     with pytest.raises(UserError, match="b_uniform"):
         AttGANEditor(b_uniform=2.0).fit(store, RunContext(progress=False))
+    with pytest.raises(UserError, match="max_tiles_per_lot"):
+        AttGANEditor(max_tiles_per_lot=0).fit(store, RunContext(progress=False))
