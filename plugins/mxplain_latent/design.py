@@ -30,8 +30,14 @@ scores). The ground truth
 ``ctx.true_sensitivity`` ``s`` (property per unit attribute) says that the steepest way to raise
 the property moves the attributes along ``s``, i.e. ``da/dp = s / ||s||^2``. Scores per path:
 
-* ``interpretability``: cosine similarity between the mean trait vector and ``s`` (1 = the path
-  changes the attributes exactly as the law says, 0 = unrelated, -1 = opposite);
+* ``interpretability``: the similarity, in sign *and* size, of the mean trait vector ``t`` to the
+  law's trait ``t* = s / ||s||^2``: ``direction_cosine * min(r, 1 / r)`` with ``direction_cosine``
+  = cos(t, s) and ``magnitude_ratio`` r = ``||t|| / ||t*||``. 1 = the path changes the attributes
+  exactly as the law does per unit of property; -1 = the law's change reversed; near 0 for a path
+  whose attribute changes are unrelated to the law *or* far too small for the predicted rise (for
+  r <= 1 the score is ``s . t``, the share of the rise the measured changes account for under the
+  law) - the adversarial case of seed 001, a rise bought with changes the physics does not pay for.
+  The direction-only cosine cannot see that case; it is reported as ``direction_cosine``;
 * ``sign_agreement``: fraction of (tile, attribute) traits with the sign of ``s`` (weights ``|s|``);
 * ``explained_fraction``: median over tiles of ``sum_a s_a * delta a_a / delta prediction``: how
   much of the predicted rise the measured attribute changes account for under the true law
@@ -338,9 +344,11 @@ class LatentDesign(Explainer):
         # the law's direction over the attributes the scores use (None: left out, see calibration)
         used = np.asarray(scores["calibration"]["scored"], bool)
         su = np.where(used, s, np.nan)
-        su = su / max(float(np.linalg.norm(np.nan_to_num(su))), 1e-12)
+        norm = max(float(np.linalg.norm(np.nan_to_num(su))), 1e-12)
         out["true_trait_direction"] = {a: (float(v) if np.isfinite(v) else None)
-                                       for a, v in zip(attrs, su)}
+                                       for a, v in zip(attrs, su / norm)}
+        out["true_trait"] = {a: (float(v) if np.isfinite(v) else None)
+                             for a, v in zip(attrs, su / norm**2)}
         li, pi = out["latent"].get("interpretability"), out["pixel"].get("interpretability")
         if li is not None and pi is not None:
             out["latent_beats_pixel"] = bool(li > pi)
@@ -429,6 +437,8 @@ def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
         mt = np.where(use & np.isfinite(mean_trait), mean_trait, 0.0)
         den = np.linalg.norm(mt) * np.linalg.norm(s)
         cos = float(mt @ s / den) if den > 0 else float("nan")
+        ratio = float(den)  # ||t|| / ||t*|| with ||t*|| = 1 / ||s||
+        score = cos * min(ratio, 1.0 / ratio) if den > 0 else float("nan")
         w = np.abs(s)[None].repeat(T, 0)
         valid = np.isfinite(traits) & (w > 0)
         agree = (np.sign(np.nan_to_num(traits)) == np.sign(s)[None]) & valid
@@ -436,7 +446,9 @@ def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
             else float("nan")
         name = PATHS[j] if j < len(PATHS) else str(j)
         out[name] = {
-            "interpretability": None if math.isnan(cos) else cos,
+            "interpretability": None if math.isnan(score) else score,
+            "direction_cosine": None if math.isnan(cos) else cos,
+            "magnitude_ratio": None if math.isnan(score) else ratio,
             "sign_agreement": None if math.isnan(sign) else sign,
             "explained_fraction": (float(np.nanmedian(explained))
                                    if np.isfinite(explained).any() else None),
@@ -447,7 +459,9 @@ def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
 
 
 def trait_figure(summary: dict, attrs: list[str], folder) -> str:
-    """Bar chart: mean trait d(attribute)/d(property) per path vs. the law's direction."""
+    """Bar chart: mean trait d(attribute)/d(property) per path next to the law's, in units of the
+    law's trait length (so a path whose attribute changes are too small for its rise has short
+    bars whatever their direction)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -457,23 +471,28 @@ def trait_figure(summary: dict, attrs: list[str], folder) -> str:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
     xk = np.arange(len(attrs))
     truth = np.array([np.nan if summary["true_trait_direction"][a] is None
                       else summary["true_trait_direction"][a] for a in attrs], float)
-    ax.bar(xk - 0.27, np.nan_to_num(truth), 0.27, label="law (direction)", color="0.6")
+    law = np.array([np.nan if summary["true_trait"][a] is None else summary["true_trait"][a]
+                    for a in attrs], float)
+    unit = float(np.linalg.norm(np.nan_to_num(law)))
+    ax.bar(xk - 0.27, np.nan_to_num(truth), 0.27, label="law", color="0.6")
     for off, path, col in ((0.0, "latent", "C0"), (0.27, "pixel", "C3")):
         t = np.array([np.nan if v is None else v for v in summary[path]["trait"]], float)
-        norm = np.linalg.norm(np.nan_to_num(t))
-        t = t / norm if norm > 0 else t
-        sc = summary[path].get("interpretability")
-        lab = f"{path} path (cos {sc:.2f})" if sc is not None else f"{path} path"
+        t = t / unit if unit > 0 else t
+        res = summary[path]
+        sc, cos, r = (res.get(k) for k in ("interpretability", "direction_cosine",
+                                           "magnitude_ratio"))
+        lab = (f"{path} path: score {sc:.2f} (cos {cos:.2f}, size x{r:.2g})"
+               if None not in (sc, cos, r) else f"{path} path")
         ax.bar(xk + off, np.nan_to_num(t), 0.27, label=lab, color=col)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(xk)
     ax.set_xticklabels([a if np.isfinite(v) else f"{a}\n(not scored)" for a, v in zip(attrs, truth)],
                        fontsize=8)
-    ax.set_ylabel("d attribute / d prediction\n(normalised)", fontsize=8)
+    ax.set_ylabel("d attribute / d prediction\n(units of the law's trait length)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     p = folder / "latent_design_traits.png"

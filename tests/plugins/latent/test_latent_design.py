@@ -131,9 +131,14 @@ def test_interpretability_score_hand_built():
     assert math.isclose(lat["sign_agreement"], 1.0)
     assert math.isclose(lat["explained_fraction"], 1.0, rel_tol=1e-9)
     np.testing.assert_allclose(lat["trait"], s / (s @ s))
-    # pixel trait (-0.1, -0.1): cos = (-0.2 + 0.1) / (sqrt(0.02) * sqrt(5))
-    assert math.isclose(pix["interpretability"], -0.1 / (math.sqrt(0.02) * math.sqrt(5)),
-                        rel_tol=1e-9)
+    assert math.isclose(lat["direction_cosine"], 1.0, rel_tol=1e-9)
+    assert math.isclose(lat["magnitude_ratio"], 1.0, rel_tol=1e-9)
+    # pixel trait (-0.1, -0.1): cos = (-0.2 + 0.1) / (sqrt(0.02) * sqrt(5)); its length relative
+    # to the law's (1 / sqrt(5)) is sqrt(0.02 * 5); score = cos * ratio = s . t = -0.1
+    cos = -0.1 / (math.sqrt(0.02) * math.sqrt(5))
+    assert math.isclose(pix["direction_cosine"], cos, rel_tol=1e-9)
+    assert math.isclose(pix["magnitude_ratio"], math.sqrt(0.1), rel_tol=1e-9)
+    assert math.isclose(pix["interpretability"], -0.1, rel_tol=1e-9)
     # sign agrees only on the second attribute (weight 1 of 3)
     assert math.isclose(pix["sign_agreement"], 1.0 / 3.0)
     # explained: s . delta / dp = (2 * -0.4 + -1 * -0.4) / 4 = -0.1
@@ -147,6 +152,20 @@ def test_invalid_measurements_are_ignored():
     sc = interpretability_scores(pred, meas, ok, labels, s)
     assert math.isclose(sc["latent"]["interpretability"], 1.0, rel_tol=1e-9)
 
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.1, 10.0, 100.0])
+def test_score_sees_size_not_only_direction(scale):
+    """A path along the law's direction whose attribute changes are `scale` times what the law
+    needs for its rise keeps cosine 1 but scores min(scale, 1/scale): too small a change is the
+    adversarial case (a rise the microstructure does not pay for), too large an over-reaction."""
+    pred, meas, ok, labels, s = hand_built()
+    meas[:, 1] = labels[:, None] + scale * np.arange(5.0)[None, :, None] * (s / (s @ s))
+    sc = interpretability_scores(pred, meas, ok, labels, s)["pixel"]
+    assert math.isclose(sc["direction_cosine"], 1.0, rel_tol=1e-9)
+    assert math.isclose(sc["magnitude_ratio"], scale, rel_tol=1e-9)
+    assert math.isclose(sc["interpretability"], min(scale, 1 / scale), rel_tol=1e-9)
+    assert math.isclose(sc["explained_fraction"], scale, rel_tol=1e-9)
 
 def test_summarize_on_a_cube(tmp_path):
     pred, meas, ok, labels, s = hand_built()
@@ -199,4 +218,6 @@ def test_unrelated_measurement_is_left_out_of_the_scores():
     sc = interpretability_scores(pred, meas, ok, labels, s)
     assert sc["calibration"]["scored"] == [True, False]
     assert sc["latent"]["trait"][1] is None
-    assert math.isclose(sc["latent"]["interpretability"], 1.0, rel_tol=1e-9)  # size alone
+    assert math.isclose(sc["latent"]["direction_cosine"], 1.0, rel_tol=1e-9)  # size alone
+    # size accounts for 2 * 0.4 = 0.8 of the rise; the unscored porosity for the rest
+    assert math.isclose(sc["latent"]["interpretability"], 0.8, rel_tol=1e-9)
