@@ -11,7 +11,10 @@ alone. With ``measure(uint8 tiles (N, H, W)) -> (N, M)`` (for synthetic lots
   attributes; entanglement = mean |standardised change| of the *other* measured attributes;
 * :func:`reconstruction_error` - L1 / MSE / PSNR of the reconstruction at the lot's own attributes;
 * :func:`edit_grid_figure` - seed 000's Figure 3/11 grid: rows = attributes, columns = original,
-  decreased, increased, for a few tiles.
+  decreased, increased, for a few tiles;
+* :func:`fidelity_figure` - the direction shares as bars, next to a reference (on synthetic lots the
+  *ceiling*: the same protocol with the data's own generator as the editor,
+  ``mxplain_synthetic.oracle``).
 
 Tiles are sampled per lot with a fixed seed, so repeated evaluations see the same tiles.
 """
@@ -243,5 +246,38 @@ def edit_grid_figure(editor: Editor, store, path: str | Path, n_tiles: int = 3,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def fidelity_figure(fidelity: dict, path: str | Path, ceiling: dict | None = None) -> Path:
+    """Bar chart of each attribute's ``direction_share`` (:func:`edit_fidelity`), next to the
+    ``ceiling`` (the same protocol with the data's own generator as the editor) when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(fidelity["attributes"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    share = [fidelity["attributes"][a]["direction_share"] for a in names]
+    width = 0.38 if ceiling else 0.6
+    ax.bar(x - (width / 2 if ceiling else 0), share, width, label="editor", color="C0")
+    if ceiling:
+        ref = [ceiling["attributes"].get(a, {}).get("direction_share", np.nan) for a in names]
+        ax.bar(x + width / 2, ref, width, label="ceiling (the data's generator as editor)",
+               color="0.6")
+    ax.axhline(0.5, color="k", lw=0.8, ls=":", label="chance")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"edits moving the measurement\nthe requested way (±{fidelity['delta']:g})",
+                  fontsize=8)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -236,9 +236,16 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
     if measure is not None:
         out["fidelity"] = editor_eval.edit_fidelity(editor, store, measure, n_tiles_per_lot=n,
                                                     ctx=ctx, seed=ctx.seed)
+        ceiling = getattr(dataset, "edit_fidelity_ceiling", None)
+        if ceiling is not None:  # the same protocol with the dataset's own generator as the editor
+            out["fidelity_ceiling"] = ceiling(store, measure, n_tiles_per_lot=n, ctx=ctx,
+                                              seed=ctx.seed)
     if ctx.figures_dir is not None:
         editor_eval.edit_grid_figure(editor, store, ctx.figures_dir / "editor_grid.png",
                                      seed=ctx.seed)
+        if "fidelity" in out:
+            editor_eval.fidelity_figure(out["fidelity"], ctx.figures_dir / "editor_fidelity.png",
+                                        out.get("fidelity_ceiling"))
     return out
 
 

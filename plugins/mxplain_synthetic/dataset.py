@@ -28,7 +28,7 @@ import numpy as np
 from mxplain.errors import UserError
 from mxplain.interfaces import Dataset, RunContext
 from mxplain.store import LotTable, TileStore
-from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
+from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
 
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
 SAMPLINGS = ("lhs", "uniform")
@@ -182,9 +182,27 @@ class SyntheticLots(Dataset):
         if not 0 <= index < self.n_lots:
             raise UserError(f"lot index {index} outside 0..{self.n_lots - 1}")
         a = self.lot_attributes()[index] if attributes is None else attributes
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2, int(index))))
         return generate_tiles(dict(zip(ATTRIBUTES, map(float, a))), self.tiles_per_lot,
-                              self.tile_size, rng, workers=self.workers)
+                              self.tile_size, self._lot_rng(index), workers=self.workers)
+
+    def _lot_rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2, int(index))))
+
+    def tile_seeds(self, index: int) -> np.ndarray:
+        """The render seed of each of lot ``index``'s tiles (``render_tile(attributes, size,
+        seed)`` gives the tile back)."""
+        return tile_seeds(self._lot_rng(index), self.tiles_per_lot)
+
+    def edit_fidelity_ceiling(self, store, measure=None, **kwargs) -> dict:
+        """:func:`mxplain.editor_eval.edit_fidelity` of the generator itself used as the editor
+        (:class:`~mxplain_synthetic.oracle.OracleEditor`), same protocol and measurement: what the
+        protocol lets any editor reach on these lots (see ``oracle.py``). ``store`` must be this
+        dataset's tile store; ``kwargs`` as for ``edit_fidelity``."""
+        from mxplain.editor_eval import edit_fidelity
+        from mxplain_synthetic.oracle import OracleEditor
+
+        kwargs.setdefault("batch_size", 32)
+        return edit_fidelity(OracleEditor(self, store), store, measure or self.measure, **kwargs)
 
     # ---- the store ------------------------------------------------------------------------
     def build(self, path: Path, ctx: RunContext | None = None, resume: bool = False) -> TileStore:

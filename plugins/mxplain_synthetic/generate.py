@@ -211,6 +211,11 @@ def _render_star(args):
     return render_tile(*args)
 
 
+def tile_seeds(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The ``n`` per-tile seeds :func:`generate_tiles` draws from ``rng``."""
+    return rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
+
+
 def generate_tiles(attributes: Mapping[str, float], n: int, tile_size: int,
                    rng: np.random.Generator, workers: int = 1) -> np.ndarray:
     """``n`` tiles of one lot as ``uint8`` ``(n, tile_size, tile_size)``.
@@ -218,7 +223,7 @@ def generate_tiles(attributes: Mapping[str, float], n: int, tile_size: int,
     ``rng`` supplies one seed per tile; the tiles are identical for any ``workers`` (>1 renders
     them in a process pool)."""
     attrs = dict(zip(ATTRIBUTES, _attrs(attributes)))
-    seeds = rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
+    seeds = tile_seeds(rng, n)
     jobs = [(attrs, int(tile_size), int(s)) for s in seeds]
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=int(workers)) as ex:

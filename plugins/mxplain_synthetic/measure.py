@@ -20,9 +20,16 @@ Raw measurements (columns of :func:`measure_tiles`, in :data:`ATTRIBUTES` order)
 
 * ``size``: mean equivalent diameter (px) of the segmented crystals (regions >= 6 px);
 * ``porosity``: pin-holes per px^2 of crystal area;
-* ``polydispersity``: coefficient of variation (sample standard deviation, ``ddof=1``, over the
-  mean) of the equivalent diameters of the crystals that do not touch the tile border (NaN for a
-  tile with fewer than 2 such crystals);
+* ``polydispersity``: the mean of two coefficients of variation (sample standard deviation,
+  ``ddof=1``, over the mean) of crystal diameters: of the *equivalent* diameters of the crystals
+  that do not touch the tile border, and of the *inscribed* diameters (twice the largest
+  distance-transform value inside each segmented crystal) of the crystals whose inscribed circle
+  lies inside the tile. Their errors differ: occlusion by neighbours and the border shave area off
+  the first (and leave few whole crystals in a tile of large ones), the pixel grid discretises the
+  second (worst for small crystals). Their mean tracks the label per tile better than the
+  equivalent diameters alone (Spearman 0.49 vs 0.39, 384 tiles of 64 px) and, unlike the
+  inscribed ones alone (0.53), does not lean on crystal size in lot means (``docs/synthetic.md``).
+  NaN when neither has 2 crystals; one of them when only it has;
 * ``facetness``: area-weighted mean over crystals of the Pearson correlation between grey level and
   distance from the crystal's outline (pixels >= 1.5 px inside, away from holes). Rounded crystals
   brighten steadily towards their outline (SEM tilt contrast: steeper surface, more secondary
@@ -145,17 +152,35 @@ def facet_score(img: np.ndarray, labels: np.ndarray, dist: np.ndarray, pit: np.n
     return float(np.average(corrs, weights=weights))
 
 
+def inscribed_diameters(labels: np.ndarray, dist: np.ndarray, props) -> np.ndarray:
+    """Twice the largest ``dist`` inside each region of ``props``, for the regions whose inscribed
+    circle (centred on that maximum) lies inside the image."""
+    h, w = labels.shape
+    out = []
+    for p in props:
+        sl = p.slice
+        d = np.where(labels[sl] == p.label, dist[sl], 0.0)
+        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+        r = d[y, x]
+        y, x = y + sl[0].start, x + sl[1].start
+        if r > 0 and min(y, x, h - 1 - y, w - 1 - x) >= r:
+            out.append(2.0 * r)
+    return np.array(out)
+
+
 def measure_tile(tile: np.ndarray) -> np.ndarray:
     a = _analyse(tile)
     lab, cr = a["labels"], a["crystals"]
-    h, w = lab.shape
     props = [p for p in measure.regionprops(lab) if p.area >= MIN_AREA]
     eq = np.array([p.equivalent_diameter_area for p in props])
-    inner = np.array([p.equivalent_diameter_area for p in props
-                      if p.bbox[0] > 0 and p.bbox[1] > 0 and p.bbox[2] < h and p.bbox[3] < w])
     size = float(eq.mean()) if len(eq) else float("nan")
-    # sample standard deviation (ddof=1): unbiased variance with the few whole crystals of a tile
-    poly = float(inner.std(ddof=1) / inner.mean()) if len(inner) >= 2 else float("nan")
+    h, w = lab.shape
+    whole = np.array([p.equivalent_diameter_area for p in props
+                      if p.bbox[0] > 0 and p.bbox[1] > 0 and p.bbox[2] < h and p.bbox[3] < w])
+    inscribed = inscribed_diameters(lab, a["dist"], props)
+    # sample standard deviation (ddof=1): unbiased variance with the few crystals of a tile
+    cvs = [float(d.std(ddof=1) / d.mean()) for d in (whole, inscribed) if len(d) >= 2]
+    poly = float(np.mean(cvs)) if cvs else float("nan")
     area = cr.sum()
     n_holes = measure.label(a["holes"]).max()
     poro = float(n_holes / area) if area > 0 else float("nan")
