@@ -195,14 +195,15 @@ class SyntheticLots(Dataset):
 
     def edit_fidelity_ceiling(self, store, measure=None, **kwargs) -> dict:
         """:func:`mxplain.editor_eval.edit_fidelity` of the generator itself used as the editor
-        (:class:`~mxplain_synthetic.oracle.OracleEditor`), same protocol and measurement: what the
+        (:class:`~mxplain_synthetic.oracle.SyntheticOracleEditor`), same protocol and measurement: what the
         protocol lets any editor reach on these lots (see ``oracle.py``). ``store`` must be this
         dataset's tile store; ``kwargs`` as for ``edit_fidelity``."""
         from mxplain.editor_eval import edit_fidelity
-        from mxplain_synthetic.oracle import OracleEditor
+        from mxplain_synthetic.oracle import SyntheticOracleEditor
 
         kwargs.setdefault("batch_size", 32)
-        return edit_fidelity(OracleEditor(self, store), store, measure or self.measure, **kwargs)
+        return edit_fidelity(SyntheticOracleEditor.for_dataset(self, store), store,
+                             measure or self.measure, **kwargs)
 
     # ---- the store ------------------------------------------------------------------------
     def build(self, path: Path, ctx: RunContext | None = None, resume: bool = False) -> TileStore:

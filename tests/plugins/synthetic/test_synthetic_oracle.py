@@ -1,14 +1,16 @@
-"""The synthetic generator as an editor (oracle.py) and the edit-fidelity ceiling it gives."""
+"""The synthetic generator as an editor (oracle.py): fit, save/load, the edit-fidelity ceiling,
+and the explainers run with it."""
 
 import numpy as np
 import pytest
 import torch
 
+from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
 from mxplain.store import to_tensor
 from mxplain_synthetic.dataset import SyntheticLots
 from mxplain_synthetic.generate import render_tile
-from mxplain_synthetic.oracle import OracleEditor
+from mxplain_synthetic.oracle import SyntheticOracleEditor
 
 CTX = RunContext(progress=False)
 
@@ -30,7 +32,8 @@ def test_tile_seeds_give_the_stored_tiles_back(built):
 
 def test_oracle_reconstructs_exactly_and_edits_the_attribute(built):
     ds, store = built
-    ed = OracleEditor(ds, store)
+    ed = SyntheticOracleEditor()
+    assert ed.fit(store, CTX) == {"tiles_indexed": 24}
     tiles = to_tensor(store.tiles(1))
     a = torch.from_numpy(np.repeat(store.lot_attributes[1:2], 4, 0).astype(np.float32))
     z = ed.encode(tiles)
@@ -47,8 +50,28 @@ def test_oracle_reconstructs_exactly_and_edits_the_attribute(built):
 
 def test_oracle_refuses_foreign_tiles(built):
     ds, store = built
-    with pytest.raises(ValueError, match="own synthetic store"):
-        OracleEditor(ds, store).encode(torch.rand(1, 1, 64, 64))
+    with pytest.raises(UserError, match="own synthetic lots"):
+        SyntheticOracleEditor.for_dataset(ds, store).encode(torch.rand(1, 1, 64, 64))
+
+
+def test_fit_needs_a_synthetic_store(tmp_path):
+    class Foreign:
+        attrs = {"source": {"dataset": "folder"}}
+        path = tmp_path / "x.zarr"
+
+    with pytest.raises(UserError, match="built by the synthetic dataset"):
+        SyntheticOracleEditor().fit(Foreign(), CTX)
+
+
+def test_save_and_load_render_the_same_edits(built, tmp_path):
+    ds, store = built
+    ed = SyntheticOracleEditor()
+    ed.fit(store, CTX)
+    ed.save(tmp_path / "oracle.pt")
+    back = SyntheticOracleEditor.load(tmp_path / "oracle.pt")  # no store: lots rendered again
+    x = to_tensor(store.tiles(3)[:2])
+    a = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.1, 0.9, 0.2, 0.8]])
+    assert torch.equal(back.edit(x, a), ed.edit(x, a))
 
 
 def test_edit_fidelity_ceiling(built):
