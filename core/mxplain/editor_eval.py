@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mxplain.figures import save_figure
 from mxplain.interfaces import Editor, RunContext
 from mxplain.store import to_tensor, to_uint8
 
@@ -242,12 +243,7 @@ def edit_grid_figure(editor: Editor, store, path: str | Path, n_tiles: int = 3,
                     if i == 0 and c == 0:
                         ax.set_ylabel(f"{name}\n(a={float(a0[i, j]):.2f})", fontsize=8)
     fig.suptitle(f"attribute edits (+/-{delta:g})", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def fidelity_figure(fidelity: dict, path: str | Path, ceiling: dict | None = None) -> Path:
@@ -275,9 +271,4 @@ def fidelity_figure(fidelity: dict, path: str | Path, ceiling: dict | None = Non
     ax.set_ylabel(f"edits moving the measurement\nthe requested way (±{fidelity['delta']:g})",
                   fontsize=8)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

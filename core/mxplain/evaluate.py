@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mxplain.figures import save_figure
 from mxplain.interfaces import Predictor, RunContext
 from mxplain.store import TileStore, to_tensor
 
@@ -51,7 +52,6 @@ def _figures(per_lot: dict, store: TileStore, figdir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figdir.mkdir(parents=True, exist_ok=True)
     lots = sorted(per_lot, key=lambda k: per_lot[k]["measured"])
     measured = np.array([per_lot[k]["measured"] for k in lots])
     mean = np.array([per_lot[k]["predicted_mean"] for k in lots])
@@ -65,14 +65,10 @@ def _figures(per_lot: dict, store: TileStore, figdir: Path) -> None:
     ax.set_ylabel(store.property_name + units)
     ax.set_title("Predicted vs measured per lot (seed 000, Fig. 8)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(figdir / "predictor_per_lot.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, figdir / "predictor_per_lot.png", dpi=110)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(lots)), 3.5))
     ax.bar(x, [per_lot[k]["rmse"] for k in lots], color="C0")
     ax.set_xticks(x, lots, rotation=90, fontsize=7)
     ax.set_ylabel("RMSE" + units)
     ax.set_title("Per-lot RMSE (seed 000, Fig. 9)")
-    fig.tight_layout()
-    fig.savefig(figdir / "predictor_rmse_per_lot.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, figdir / "predictor_rmse_per_lot.png", dpi=110)

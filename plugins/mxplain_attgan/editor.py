@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import autograd
 
 from mxplain.errors import UserError
+from mxplain.figures import save_figure
 from mxplain.interfaces import Editor, RunContext
 from mxplain.training import TrainingCheckpoint
 
@@ -626,12 +627,7 @@ class AttGANEditor(Editor):
                         color="C1", lw=1.2)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("generator step")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path, dpi=100)
 
     def sample_figure(self, tiles_u8: torch.Tensor, path: Path, delta: float = 0.5) -> Path:
         """Rows: tiles; columns: original, then each attribute set to 0 and to 1 (others at 0.5)."""
@@ -661,9 +657,4 @@ class AttGANEditor(Editor):
                 ax.set_yticks([])
                 if r == 0:
                     ax.set_title(titles[c], fontsize=7)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path, dpi=80)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mxplain.errors import UserError
+from mxplain.figures import save_figure as _save_figure
 from mxplain.interfaces import ExplainContext, Lot
 
 DIRECTIONS = ("increase", "decrease")
@@ -116,8 +117,5 @@ def figures_dir(ctx):
 
 def save_figure(fig, out, name: str) -> str:
     """Save ``fig`` as ``out/name`` (PNG), close it, return ``name``."""
-    import matplotlib.pyplot as plt
-
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, out / name, dpi=110)
     return name

@@ -363,7 +363,6 @@ class BackwardCounterfactual(Explainer):
             if r == 0:
                 ax.legend(fontsize=8)
         fig.suptitle(f"backward explanation of one tile ({ctx.property_name})")
-        fig.tight_layout()
         names.append(save_figure(fig, out, "backward_fig6_tile_counterfactual.png"))
 
         # Figure 7: per-lot mean change for the low, median and high lots
@@ -381,7 +380,6 @@ class BackwardCounterfactual(Explainer):
             if c == 0:
                 ax.set_ylabel("mean A' - A over tiles")
                 ax.legend(fontsize=8)
-        fig.tight_layout()
         names.append(save_figure(fig, out, "backward_fig7_lot_mean_change.png"))
         return names
 

@@ -286,7 +286,6 @@ class ForwardSweep(Explainer):
             axi.imshow(im, cmap="gray", vmin=0, vmax=1)
             axi.set_title(f"{aname} = {v:.1f}", fontsize=9)
             axi.axis("off")
-        fig.tight_layout()
         names.append(save_figure(fig, out, "forward_fig4a_tile_curve.png"))
 
         # Figure 4b: the lot's boxplot of predictions per step
@@ -299,7 +298,6 @@ class ForwardSweep(Explainer):
         ax.set_xlabel(f"{aname} attribute value")
         ax.set_ylabel(ylabel)
         ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
-        fig.tight_layout()
         names.append(save_figure(fig, out, "forward_fig4b_lot_boxplot.png"))
 
         # Figure 5: four-attribute panel for the high, median and low lots
@@ -322,7 +320,6 @@ class ForwardSweep(Explainer):
                 if k == 0:
                     ax.set_ylabel(f"{label}: lot {lot_label(cube, lj)}\n{ctx.property_name}")
         fig.suptitle(f"forward explanations ({ctx.property_name} vs attribute value)")
-        fig.tight_layout()
         names.append(save_figure(fig, out, "forward_fig5_attribute_panel.png"))
         return names
 

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from mxplain.errors import UserError
+from mxplain.figures import save_figure
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 
 PATHS = ("latent", "pixel")
@@ -301,13 +302,7 @@ class LatentDesign(Explainer):
         axes[2, 0].set_ylabel(f"pixel change (+-{lim:.3f})", fontsize=8)
         fig.suptitle(f"Gradient ascent of {ctx.property_name} ({lot.lot_id}, tile 0)",
                      fontsize=9)
-        fig.tight_layout()
-        folder = ctx.figures_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"latent_design_{lot.lot_id}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return str(path)
+        return str(save_figure(fig, ctx.figures_dir / f"latent_design_{lot.lot_id}.png", dpi=110))
 
     # ---- summary ------------------------------------------------------------------------------
     def summarize(self, cube, ctx: ExplainContext) -> dict:
@@ -469,8 +464,6 @@ def trait_figure(summary: dict, attrs: list[str], folder) -> str:
 
     import matplotlib.pyplot as plt
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     xk = np.arange(len(attrs))
     truth = np.array([np.nan if summary["true_trait_direction"][a] is None
@@ -494,8 +487,4 @@ def trait_figure(summary: dict, attrs: list[str], folder) -> str:
                        fontsize=8)
     ax.set_ylabel("d attribute / d prediction\n(units of the law's trait length)", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = folder / "latent_design_traits.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return str(p)
+    return str(save_figure(fig, Path(folder) / "latent_design_traits.png", dpi=110))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mxplain.figures import save_figure
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles
 from mxplain_synthetic.measure import UNITS
 
@@ -18,8 +19,6 @@ def attribute_grid(path: str | Path, tile_size: int = 128, seed: int = 3,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(ATTRIBUTES), len(values),
                              figsize=(2.2 * len(values), 2.3 * len(ATTRIBUTES)))
     for i, attr in enumerate(ATTRIBUTES):
@@ -36,10 +35,7 @@ def attribute_grid(path: str | Path, tile_size: int = 128, seed: int = 3,
             if j == 0:
                 ax.set_ylabel(attr, fontsize=11)
     fig.suptitle(f"synthetic tiles ({tile_size} px): one attribute 0 -> 1, others 0.5")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def measurement_figure(results: list[dict], path: str | Path) -> Path:
@@ -49,8 +45,6 @@ def measurement_figure(results: list[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(results), len(ATTRIBUTES),
                              figsize=(3.3 * len(ATTRIBUTES), 3.0 * len(results)), squeeze=False)
     for i, res in enumerate(results):
@@ -61,7 +55,4 @@ def measurement_figure(results: list[dict], path: str | Path) -> Path:
             ax.set_xlabel(f"nominal {attr}", fontsize=8)
             ax.set_ylabel(UNITS[attr], fontsize=7)
             ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)

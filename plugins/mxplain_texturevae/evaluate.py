@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mxplain.figures import save_figure
 from mxplain_texturevae.model import STYLE_LAYERS, encoder_features, gram
 
 
@@ -122,11 +123,7 @@ def _grid(path: Path, rows: list[list[np.ndarray]], row_labels: list[str],
                 ax.set_title(col_labels[j], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return str(save_figure(fig, path, dpi=110))
 
 
 def save_figures(editor, x: torch.Tensor, folder: Path, seed: int = 0, prefix: str = "texturevae",
@@ -172,11 +169,7 @@ def save_figures(editor, x: torch.Tensor, folder: Path, seed: int = 0, prefix: s
         ax[1].plot(ep, editor.history["kl"])
         ax[1].set_xlabel("epoch")
         ax[1].set_ylabel("KL (nats)")
-        fig.tight_layout()
-        p = folder / f"{prefix}_loss.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        out.append(str(p))
+        out.append(str(save_figure(fig, folder / f"{prefix}_loss.png", dpi=110)))
     return out
 
 

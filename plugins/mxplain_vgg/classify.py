@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mxplain.errors import UserError
+from mxplain.figures import save_figure
 
 from .features import FEATURIZATIONS, GRID_LAYERS, Featurizer, extract_features, fit_featurizer
 from .vgg import VGG
@@ -175,8 +176,6 @@ def plot_grid(ds, path: str | Path, title: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     m, s = ds["f1_mean"].values, ds["f1_std"].values
     fig, ax = plt.subplots(figsize=(1.6 * m.shape[1] + 2, 0.55 * m.shape[0] + 1.6))
     im = ax.imshow(np.ma.masked_invalid(m), vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -192,10 +191,7 @@ def plot_grid(ds, path: str | Path, title: str | None = None) -> Path:
     ax.set_title(title or f"RF macro F1, target={ds.attrs.get('target')} "
                  f"({ds.attrs.get('n_trials')}x{ds.attrs.get('n_folds')}-fold CV)", fontsize=9)
     fig.colorbar(im, ax=ax, label="F1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # ---- interpretability ----------------------------------------------------------------------------
@@ -270,16 +266,6 @@ def maximize_activation(vgg: VGG, layer: str, filters: Sequence[int] | int, size
     return torch.sigmoid(z).detach()[0, 0].cpu().numpy()
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def interpret(store, featurizer: Featurizer, X: np.ndarray, y: np.ndarray, lot_idx: np.ndarray,
               class_names: Sequence[str], figures_dir: str | Path, prefix: str = "vgg",
               n_estimators: int = 400, k: int = 3, steps: int = 150, seed: int = 0,
@@ -316,7 +302,7 @@ def interpret(store, featurizer: Featurizer, X: np.ndarray, y: np.ndarray, lot_i
             ax.imshow(t["texture"], cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"#{t['rank']} {t['name']}\nimportance {t['importance']:.3f}", fontsize=8)
         ax.axis("off")
-    p9 = _save(fig, figures_dir / f"{prefix}_important_textures.png")
+    p9 = save_figure(fig, figures_dir / f"{prefix}_important_textures.png", dpi=110)
     # Figure 10: the tile of the class where the top feature is strongest
     t0 = top[0]
     j = int(np.argmax(X[:, t0["index"]]))
@@ -334,7 +320,7 @@ def interpret(store, featurizer: Featurizer, X: np.ndarray, y: np.ndarray, lot_i
         axes[1].set_title(f"{t0['layer']} filter {t0['filter']} activation", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    p10 = _save(fig, figures_dir / f"{prefix}_activation_map.png")
+    p10 = save_figure(fig, figures_dir / f"{prefix}_activation_map.png", dpi=110)
     # Figures 11/12: characteristic textures among the forest's 50 most important features
     cand = np.argsort(-rf.feature_importances_, kind="stable")[:50]
     char = characteristic_features(X, y, cand)
@@ -355,7 +341,7 @@ def interpret(store, featurizer: Featurizer, X: np.ndarray, y: np.ndarray, lot_i
                                fontsize=8)
         for ax in axes[:, col]:
             ax.axis("off")
-    p11 = _save(fig, figures_dir / f"{prefix}_characteristic_textures.png")
+    p11 = save_figure(fig, figures_dir / f"{prefix}_characteristic_textures.png", dpi=110)
     return {"important": [{k_: v for k_, v in t.items() if k_ != "texture"} for t in top],
             "characteristic": {str(class_names[c]): char[c] for c in classes},
             "figures": [str(p9), str(p10), str(p11)]}
