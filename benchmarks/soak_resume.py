@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mxplain import zarrio
+from mxplain.checkpoint import state_differences
 from mxplain.cube import open_results
 from mxplain.store import TileStore
 
@@ -110,26 +111,12 @@ def differences(ref: Path, out: Path) -> list[str]:
     for kind in ("predictor", "editor"):
         sa = torch.load(ref / "models" / f"{kind}.pt", weights_only=True)["state"]
         sb = torch.load(out / "models" / f"{kind}.pt", weights_only=True)["state"]
-        diffs += [f"{kind} {k}" for k in _diff_state(sa, sb)]
+        diffs += [f"{kind} {k}" for k in state_differences(sa, sb)]
     ta, tb = TileStore.open(ref / "tiles.zarr"), TileStore.open(out / "tiles.zarr")
     for i in range(ta.n_lots):
         if not np.array_equal(ta.tiles(i), tb.tiles(i)):
             diffs.append(f"tiles of lot {i}")
     return diffs
-
-
-def _diff_state(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                yield f"{prefix}{k}"
-            else:
-                yield from _diff_state(a[k], b[k], f"{prefix}{k}.")
-    elif isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.shape != b.shape or not torch.equal(a, b):
-            yield prefix.rstrip(".")
-    elif a != b:
-        yield prefix.rstrip(".")
 
 
 def main(argv=None) -> int:

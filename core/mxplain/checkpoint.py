@@ -70,3 +70,22 @@ def load_component(cls, path: str | Path, device="cpu"):
         msg = str(exc).strip().splitlines()[0][:200]
         raise UserError(f"checkpoint {str(path)!r} does not fit {cls.name!r}: {msg}") from None
     return component
+
+
+def state_differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys where two (nested) state dicts differ: a key on one side only, or values not
+    exactly equal (tensors by shape and ``torch.equal``). Empty when they are identical."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                out.append(f"{prefix}{k}")
+            else:
+                out += state_differences(a[k], b[k], f"{prefix}{k}.")
+        return out
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and torch.equal(a, b))
+    else:
+        same = bool(a == b)
+    return [] if same else [prefix.rstrip(".")]

@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+from tiny_run import MODELS
 
 from mxplain import zarrio
+from mxplain.checkpoint import state_differences
 from mxplain.cube import open_results
 from mxplain.store import TileStore
 
@@ -75,20 +77,7 @@ def test_kill_data_synth_and_resume(tmp_path):
     np.testing.assert_array_equal(a.lot_attributes, b.lot_attributes)
 
 
-RUN = DATA + """
-[predictor]
-name = "wideresnet"
-depth = 10
-widen = 1
-epochs = 1
-[editor]
-name = "attgan"
-enc_dim = 8
-dec_dim = 8
-dis_dim = 8
-dis_fc_dim = 16
-n_layers = 3
-epochs = 1
+RUN = DATA + MODELS + """
 [explain.forward]
 steps = 5
 [run]
@@ -163,18 +152,8 @@ KILLS = [
 def _models_equal(a, b):
     import torch
 
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-
-    sa = dict(flat(torch.load(a, weights_only=True)["state"]))
-    sb = dict(flat(torch.load(b, weights_only=True)["state"]))
-    assert sa.keys() == sb.keys()
-    for k, v in sa.items():
-        assert torch.equal(v, sb[k]) if isinstance(v, torch.Tensor) else v == sb[k], k
+    sa, sb = (torch.load(p, weights_only=True)["state"] for p in (a, b))
+    assert not state_differences(sa, sb)
 
 
 @pytest.mark.slow

@@ -117,3 +117,14 @@ def test_paths_from_the_run_context_and_cleanup(tmp_path):
         p.write_bytes(b"x")
     remove_training_states(base)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["editor.training.pt", "predictor.pt"]
+
+
+def test_state_differences_names_every_differing_key():
+    from mxplain.checkpoint import state_differences
+
+    a = {"net": {"w": torch.ones(2), "b": torch.zeros(1)}, "epoch": 3, "seed": None}
+    assert state_differences(a, {"net": {"w": torch.ones(2), "b": torch.zeros(1)}, "epoch": 3,
+                                 "seed": None}) == []
+    b = {"net": {"w": torch.tensor([1.0, 2.0]), "b": torch.zeros(2)}, "epoch": 4, "extra": 1}
+    assert state_differences(a, b) == ["epoch", "extra", "net.b", "net.w", "seed"]
+    assert state_differences({"x": torch.ones(1)}, {"x": 1.0}) == ["x"]
