@@ -201,7 +201,6 @@ class SyntheticLots(Dataset):
         from mxplain.editor_eval import edit_fidelity
         from mxplain_synthetic.oracle import SyntheticOracleEditor
 
-        kwargs.setdefault("batch_size", 32)
         return edit_fidelity(SyntheticOracleEditor.for_dataset(self, store), store,
                              measure or self.measure, **kwargs)
 

@@ -97,7 +97,7 @@ class SyntheticOracleEditor(Editor):
     def encode(self, tiles: torch.Tensor) -> torch.Tensor:
         table = self._seed_table()
         out = []
-        for t in to_uint8(tiles.detach().float().cpu()):
+        for t in to_uint8(tiles.float()):
             seed = table.get(_key(t))
             if seed is None:
                 raise UserError("the synthetic_oracle editor only edits tiles of its own "
