@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
+import math
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -59,6 +62,29 @@ RUN_DOC = {
                "each (the CLI's --workers overrides it; unset: this process)",
 }
 MODEL_EXTRA_KEYS = ("name", "checkpoint")
+#: [run] keys and what they take (the rest: the type of their default); checked by _check_run
+RUN_RULES: dict[str, tuple[str, ...]] = {
+    "seed": ("int", ">=0"), "device": ("str",), "explain_tiles": ("int", ">=0"),
+    "editor_eval_tiles": ("int", ">=1"), "report": ("bool",), "compile": ("bool",),
+    "scheduler": ("str", "None"), "workers": ("int", ">=1", "None"),
+}
+
+#: Rules for keys that mean the same in every component's table, applied to numbers only (after the
+#: type check): (pattern on the key, the annotation types it applies to, the rule, what it means).
+COMMON_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (r"lr|lr_\w+|\w+_lr", ("float",), ">0"),  # learning rates (lr, lr_latent, classifier_warmup_lr)
+    (r"epochs", ("int",), ">=1"),
+    (r"\w+_epochs", ("int",), ">=0"),  # warm-up epochs: 0 = none
+    (r"batch_size", ("int",), ">=1"),
+    (r"seed", ("int",), ">=0"),
+    (r"max_tiles_per_lot|max_tiles", ("int",), ">=0"),
+    (r"(\w+_)?dropout", ("float",), "[0,1)"),
+    (r"max_iter|(\w+_)?steps|tiles_per_lot|n_lots", ("int",), ">=1"),
+)
+_RULE_TEXT = {">0": "> 0", ">=0": ">= 0", ">=1": ">= 1", "[0,1)": "in [0, 1)"}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "str": "a string", "list": "a list", "tuple": "a list", "dict": "a table",
+               "None": "unset"}
 
 
 def quickstart_path() -> Path:
@@ -90,6 +116,130 @@ def _table(raw: dict, key: str, where: str) -> dict:
     return value
 
 
+_KNOWN_TYPES = {"int", "float", "bool", "str", "list", "tuple", "dict", "None"}
+
+
+def param_types(cls, key: str) -> frozenset[str] | None:
+    """The types constructor parameter ``key`` of ``cls`` takes, from its annotation (``int``,
+    ``float | None``, ``list[str]``, ``Optional[int]``) or else from its default's type; ``None``
+    where that says nothing checkable (no annotation and a ``None`` default, ``Any``, a class)."""
+    try:
+        p = inspect.signature(cls.__init__).parameters[key]
+    except (KeyError, TypeError, ValueError):
+        return None
+    ann = p.annotation
+    if ann is not inspect.Parameter.empty:
+        text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+        text = re.sub(r"(typing\.)?Optional\[(.*)\]$", r"\2 | None", text.strip())
+        names = {re.sub(r"\[.*$", "", t.strip()).removeprefix("typing.") for t in text.split("|")}
+        names = {"None" if n == "NoneType" else n for n in names}
+        names = {n.lower() if n in ("List", "Tuple", "Dict") else n for n in names}
+        return frozenset(names) if names <= _KNOWN_TYPES else None
+    default = p.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"),
+                    ((list, tuple), "list"), (dict, "dict")):
+        if isinstance(default, t):
+            return frozenset({name} | ({"float"} if name == "float" else set()))
+    return None
+
+
+def _type_ok(value: Any, types: frozenset[str]) -> bool:
+    if isinstance(value, bool):
+        return "bool" in types
+    if isinstance(value, int):
+        return bool({"int", "float"} & types)
+    if isinstance(value, float):
+        return "float" in types
+    if isinstance(value, (list, tuple)):
+        return bool({"list", "tuple"} & types)
+    for t, name in ((str, "str"), (dict, "dict")):
+        if isinstance(value, t):
+            return name in types
+    return value is None and "None" in types
+
+
+def _show(value: Any) -> str:
+    """A config value as TOML would spell it (true, nan, "text")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _needs(types) -> str:
+    order = ("int", "float", "bool", "str", "list", "tuple", "dict", "None")
+    names = [_TYPE_NAMES[t] for t in order if t in types and t != "None"]
+    if "int" in types and "float" in types:
+        names.remove("an integer")
+    names = list(dict.fromkeys(names))
+    return " or ".join(names) if names else "unset"
+
+
+def _nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_nonfinite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_nonfinite(v) for v in value.values())
+    return False
+
+
+def _rule_ok(value: Any, rule: str) -> bool:
+    if rule == ">0":
+        return value > 0
+    if rule == ">=0":
+        return value >= 0
+    if rule == ">=1":
+        return value >= 1
+    if rule == "[0,1)":
+        return 0 <= value < 1
+    raise ValueError(f"unknown rule {rule!r}")  # pragma: no cover
+
+
+def check_value(table: str, key: str, value: Any, types: frozenset[str] | None,
+                allow_nonfinite: bool = False) -> None:
+    """One config value: no NaN/Inf (unless allowed), the right type, the common rules of its key
+    (:data:`COMMON_RULES`); a :class:`UserError` naming ``[table] key`` otherwise."""
+    head = f"[{table}] {key} = {_show(value)}"
+    if not allow_nonfinite and _nonfinite(value):
+        raise UserError(f"{head}: NaN and Inf are not allowed here")
+    if types is not None and not _type_ok(value, types):
+        raise UserError(f"{head}: needs {_needs(types)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or types is None:
+        return
+    for pattern, applies, rule in COMMON_RULES:
+        if re.fullmatch(pattern, key) and set(applies) & types and not _rule_ok(value, rule):
+            raise UserError(f"{head}: must be {_RULE_TEXT[rule]}")
+
+
+def _check_component(cls, table: str, user: dict, params: dict) -> None:
+    """Types and common rules of the keys the user set, then the component's own ranges."""
+    allowed = getattr(cls, "nonfinite_params", frozenset())
+    for key, value in user.items():
+        check_value(table, key, value, param_types(cls, key), key in allowed)
+    check = getattr(cls, "check_params", None)
+    if check is None:
+        return
+    try:
+        check(dict(params))
+    except UserError as exc:
+        msg = str(exc)
+        raise UserError(msg if msg.startswith("[") else f"[{table}] {msg}") from None
+    except (TypeError, ValueError, KeyError) as exc:  # a plugin's check tripping over a value
+        raise UserError(f"[{table}] ({cls.name!r}) parameters refused: {type(exc).__name__}: "
+                        f"{exc}") from None
+
+
 def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict | None:
     cfg = _table(raw, table, where)
     if not cfg:
@@ -106,6 +256,10 @@ def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict
             extra = _suggest(key, valid | ({"checkpoint"} if kind != "dataset" else set()))
             raise UserError(f"{where}: unknown key {key!r} in [{table}] ({kind} {name!r}){extra}")
     params = {**{k: v for k, v in cls.param_defaults().items()}, **cfg}
+    try:
+        _check_component(cls, table, cfg, params)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     out = {"name": name, **params}
     if checkpoint is not None:
         if kind == "dataset":
@@ -142,7 +296,8 @@ def resolve(raw: dict, where: str = "config", base: Path | None = None) -> dict:
         if "name" in ecfg and ecfg.pop("name") != ename:
             raise UserError(f"{where}: [explain.{ename}] selects its explainer by the table name; "
                             f"remove its name key")
-        comp = _component({"t": {"name": ename, **ecfg}}, "explainer", "t", where, base)
+        comp = _component({f"explain.{ename}": {"name": ename, **ecfg}}, "explainer",
+                          f"explain.{ename}", where, base)
         comp = dict(comp)
         comp.pop("name")
         out["explain"][ename] = comp
@@ -157,6 +312,25 @@ def resolve(raw: dict, where: str = "config", base: Path | None = None) -> dict:
 
 
 def _check_run(run: dict, where: str) -> None:
+    for key, value in run.items():
+        if key == "batch_size":
+            continue
+        rules = RUN_RULES.get(key)
+        if rules is None:  # a key without its own rule: the type of its default
+            default = RUN_DEFAULTS.get(key)
+            rules = () if default is None else (type(default).__name__,)
+        types = frozenset(r for r in rules if r in _KNOWN_TYPES) or None
+        try:
+            check_value("run", key, value, types)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        for rule in rules:
+            if rule in _RULE_TEXT and value is not None and not _rule_ok(value, rule):
+                raise UserError(f"{where}: [run] {key} = {_show(value)}: must be "
+                                f"{_RULE_TEXT[rule]}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", run["device"].strip().lower()):
+        raise UserError(f"{where}: [run] device = {_show(run['device'])}: use auto, cpu, cuda or "
+                        f"cuda:N")
     bs = run["batch_size"]
     if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
         raise UserError(f'{where}: [run] batch_size = {bs!r}; needs an integer >= 1 or "auto"')

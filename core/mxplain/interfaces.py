@@ -9,6 +9,12 @@ Conventions shared by every component:
 * Constructors store parameters only (scikit-learn style); learned state is set by ``fit`` or ``load``.
   Every constructor parameter is a config key of the component's table and must have a default.
 * ``name`` is the registered, lowercase name used in configs.
+* Config values are checked when the config is resolved, before anything is written or trained
+  (:mod:`mxplain.config`): their types against the constructor's annotations and defaults, common
+  keys by :data:`mxplain.config.COMMON_RULES` (``lr`` > 0, ``epochs`` >= 1, ...), then the
+  component's own :meth:`Component.check_params`. Sizes: :meth:`Component.footprint` estimates what
+  a component will hold in memory or write to disk, and :mod:`mxplain.preflight` refuses what the
+  machine cannot hold.
 """
 
 from __future__ import annotations
@@ -26,6 +32,27 @@ if TYPE_CHECKING:
     from mxplain.store import TileStore
 
 Latent = Any  # a Tensor or a tuple of Tensors, batch dimension first
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """The size of a dataset's tile store as its config sets it (before anything is built)."""
+
+    n_lots: int
+    n_tiles: int  # all lots together
+    max_tiles_per_lot: int
+    tile_size: int  # pixels (tiles are square)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A rough estimate of what one stage of a component holds in memory at its peak and writes to
+    disk, in bytes, and the config keys that set it (named when it cannot fit)."""
+
+    what: str  # e.g. "the tile store", "the network's weights and Adam state"
+    keys: tuple[str, ...]
+    memory: int = 0
+    disk: int = 0
 
 
 @dataclass
@@ -58,6 +85,22 @@ class Component(ABC):
     #: parameters of a tiny, fast instance: what the conformance suite (tests/test_conformance.py)
     #: builds every registered component with
     test_params: ClassVar[dict[str, Any]] = {}
+    #: parameters that may hold NaN or Inf (everywhere else a non-finite number is refused)
+    nonfinite_params: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse values out of range with a :class:`~mxplain.errors.UserError` naming the key
+        (``params``: every constructor parameter, defaults filled in, types already checked against
+        the annotations). Called when the config is resolved; the default accepts everything."""
+        return None
+
+    @classmethod
+    def footprint(cls, params: dict[str, Any], data: DataShape | None) -> list[Footprint]:
+        """Rough memory and disk estimates of this component with ``params`` on data of shape
+        ``data`` (``None``: not known before the data is built), checked against the machine before
+        the run starts (:mod:`mxplain.preflight`). The default estimates nothing."""
+        return []
 
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
@@ -268,6 +311,12 @@ class Dataset(Component):
 
     def true_sensitivity(self) -> dict[str, float] | None:
         """Ground-truth effect of each attribute on the property, where the dataset knows it."""
+        return None
+
+    @classmethod
+    def data_shape(cls, params: dict[str, Any]) -> DataShape | None:
+        """The tile store's size as ``params`` set it, where known without building it (lets
+        predictors and editors estimate their footprints); the default: unknown."""
         return None
 
 
