@@ -66,8 +66,7 @@ MODEL_EXTRA_KEYS = ("name", "checkpoint")
 RUN_RULES: dict[str, tuple[str, ...]] = {
     "seed": ("int", ">=0"), "device": ("str",), "explain_tiles": ("int", ">=0"),
     "editor_eval_tiles": ("int", ">=1"), "report": ("bool",), "compile": ("bool",),
-    "scheduler": ("str", "None"), "workers": ("int", ">=1", "None"),
-}
+}  # scheduler and workers: mxplain.distributed.check_options, before the run folder is made
 
 #: Rules for keys that mean the same in every component's table, applied to numbers only (after the
 #: type check): (pattern on the key, the annotation types it applies to, the rule, what it means).

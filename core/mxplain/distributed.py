@@ -193,6 +193,30 @@ def explain_lot_task(job: LotJob, index: int) -> dict:
 
 
 # ---- main process side ------------------------------------------------------------------------
+def _probe(address: str) -> None:
+    """Connect to a ``tcp://`` scheduler once and close (ValueError for an address that does not
+    parse, OSError when nothing answers within :data:`CONNECT_TIMEOUT_S`). Other schemes (tls needs
+    the Client's security settings) and callers inside an event loop are left to the Client."""
+    import asyncio
+
+    from distributed.comm import connect, parse_address
+
+    scheme, _ = parse_address(address)
+    if scheme != "tcp":
+        return
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
+
+    async def once():
+        comm = await connect(address, timeout=CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    asyncio.run(once())
+
+
 class DaskExplain:
     """A Dask client (to a scheduler, or to a local cluster it starts) that explains lots."""
 
@@ -212,6 +236,7 @@ class DaskExplain:
             self.address = self.cluster.scheduler_address
         else:
             try:
+                _probe(scheduler)  # before a Client: one that fails hangs 20 s at exit (__del__)
                 self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S,
                                                  set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
