@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mxplain import hookimpl
 from mxplain.errors import UserError
-from mxplain.interfaces import Dataset, RunContext
+from mxplain.interfaces import Dataset, DataShape, RunContext
 from mxplain.store import TileStore
 
 
@@ -18,6 +18,18 @@ class StoreDataset(Dataset):
 
     def __init__(self, path: str = ""):
         self.path = path
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        if not params.get("path"):
+            raise UserError("[data] name = \"store\" needs path = \"<tile store>\"")
+
+    @classmethod
+    def data_shape(cls, params: dict) -> DataShape:
+        """The store's shape from its metadata; a path that is not a complete tile store is a
+        :class:`UserError` here, before the run starts."""
+        store = TileStore.open(params["path"])
+        return DataShape(store.n_lots, store.n_tiles, int(store.counts.max()), store.tile_size)
 
     def build(self, path: Path, ctx: RunContext, resume: bool = False) -> TileStore:
         if not self.path:

@@ -11,6 +11,19 @@ import click
 from mxplain.errors import UserError
 
 
+def echo(message: str, err: bool = False) -> None:
+    """``click.echo`` of text that may hold paths which are not valid UTF-8 (a folder name's stray
+    byte): shown with a replacement character instead of failing."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            message = message.encode("utf-8", "replace").decode("utf-8")
+    click.echo(message, err=err)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mxplain")
 def cli():
@@ -31,14 +44,24 @@ def cli():
               help="Explain lots on a local Dask cluster of N processes (default: [run] workers).")
 def run(config, out, device, resume, overwrite, quiet, scheduler, workers):
     """Run the pipeline of CONFIG (default: the packaged quickstart)."""
+    from mxplain import config as config_mod
+    from mxplain import preflight
     from mxplain.pipeline import run as run_pipeline
 
-    path = run_pipeline(config, out=out, device=device, resume=resume, overwrite=overwrite,
-                        progress=not quiet, scheduler=scheduler, workers=workers)
-    click.echo(f"run folder: {path}")
+    # the whole config, its checkpoints and its sizes are checked before anything is written
+    cfg = config_mod.load(config)
+    preflight.check(cfg, Path(out), device, resume=resume, where=config or "quickstart")
+    try:
+        path = run_pipeline(config, out=out, device=device, resume=resume, overwrite=overwrite,
+                            progress=not quiet, scheduler=scheduler, workers=workers)
+    except OSError as exc:  # a full disk: the system's words, the path, and whether to resume
+        hint = ("; the run folder is left resumable (--resume) once this is fixed"
+                if (Path(out) / "config.toml").is_file() else "")
+        raise UserError(os_error_text(exc, Path(out), "run folder") + hint) from None
+    echo(f"run folder: {path}")
     report = path / "report" / "index.html"
     if report.exists():
-        click.echo(f"report: {report}")
+        echo(f"report: {report}")
 
 
 @cli.command()
@@ -49,11 +72,11 @@ def plugins(as_json):
 
     rows = list_components()
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        echo(json.dumps(rows, indent=1))
         return
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {r['kind']:<9}  {r['distribution']} {r['version']}")
+        echo(f"{r['name']:<{width}}  {r['kind']:<9}  {r['distribution']} {r['version']}")
 
 
 @cli.group()
@@ -70,13 +93,20 @@ def synth(config, out, resume, quiet):
     """Write the tile store of CONFIG's [data] (default: the quickstart's)."""
     from mxplain import config as config_mod
     from mxplain import plugins as plugins_mod
+    from mxplain import preflight
     from mxplain.interfaces import RunContext
 
-    cfg = config_mod.load(config)["data"]
+    full = config_mod.load(config)
+    preflight.check_sizes({"data": full["data"], "run": full["run"], "explain": {}}, Path(out),
+                          "cpu", check_disk=not resume, where=config or "quickstart")
+    cfg = full["data"]
     params = {k: v for k, v in cfg.items() if k != "name"}
     dataset = plugins_mod.get("dataset", cfg["name"])(**params)
-    store = dataset.build(Path(out), RunContext(progress=not quiet), resume=resume)
-    click.echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
+    try:
+        store = dataset.build(Path(out), RunContext(progress=not quiet), resume=resume)
+    except OSError as exc:
+        raise UserError(os_error_text(exc, Path(out), "tile store")) from None
+    echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
 
 
 @data.command()
@@ -89,8 +119,11 @@ def ingest(folder, labels, out, property_column, units):
     """Import FOLDER/<lot>/*.png|tif tiles with lot labels from a CSV."""
     from mxplain.ingest import ingest as do_ingest
 
-    store = do_ingest(Path(folder), Path(labels), Path(out), property_column, units)
-    click.echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
+    try:
+        store = do_ingest(Path(folder), Path(labels), Path(out), property_column, units)
+    except OSError as exc:
+        raise UserError(os_error_text(exc, Path(out), "tile store")) from None
+    echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
 
 
 @cli.command()
@@ -101,27 +134,39 @@ def report(run_dir, compare):
     """Write RUN_DIR/report/index.html from a finished run."""
     from mxplain.report import write_report
 
-    click.echo(f"report: {write_report(Path(run_dir), compare=compare)}")
+    try:
+        echo(f"report: {write_report(Path(run_dir), compare=compare)}")
+    except OSError as exc:
+        raise UserError(os_error_text(exc, Path(run_dir) / "report", "report")) from None
+
+
+def os_error_text(exc: OSError, fallback: Path | None = None, what: str = "output") -> str:
+    """An OSError in one line: the system's words and the path (the error's own, else the output
+    ``fallback`` it happened under)."""
+    words = exc.strerror or str(exc) or type(exc).__name__
+    if getattr(exc, "filename", None):
+        return f"{words}: {str(exc.filename)!r}"
+    if fallback is not None:
+        return f"{words} (writing the {what} {str(fallback)!r})"
+    return words
 
 
 def main(argv=None) -> int:
     try:
         cli.main(args=argv, prog_name="mxplain", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
-        click.echo("error: aborted", err=True)
+        echo("error: aborted", err=True)
         return 2
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        echo(f"error: {exc.format_message()}", err=True)
         return 2
-    except OSError as exc:  # a full disk, a folder that cannot be written: the system's words + path
-        where = f" ({exc.filename!r})" if getattr(exc, "filename", None) else ""
-        click.echo(f"error: {exc.strerror or exc}{where}; the run folder is left resumable "
-                   f"(--resume) once this is fixed", err=True)
+    except OSError as exc:  # a folder that cannot be read or written: the system's words + path
+        echo(f"error: {os_error_text(exc)}", err=True)
         return 2
     return 0
 

@@ -38,6 +38,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "compile": False,  # torch.compile the predictor's and editor's networks for the explain stage
     "report": True,  # write the HTML report at the end
     "editor_eval_tiles": 6,  # tiles per lot for the editor's reconstruction and fidelity checks
+    "editor_realism_tiles": 512,  # tiles per class of the editor's realism test (0: off)
     "scheduler": None,  # Dask scheduler address: explain lots on its workers (--scheduler)
     "workers": None,  # explain lots on a local Dask cluster of this many processes (--workers)
 }
@@ -56,6 +57,12 @@ RUN_DOC = {
                "resumed run may switch it)",
     "report": "write the HTML report at the end of the run",
     "editor_eval_tiles": "tiles per lot for the editor's reconstruction and edit-fidelity checks",
+    "editor_realism_tiles": "tiles per class (real, edited) of the editor's realism test, a "
+                            "classifier two-sample test: a small CNN trained on half of the lots "
+                            "tells real tiles from the editor's reconstructions and from its "
+                            "+/-0.35 edits, ROC AUC on the other half (0.5: indistinguishable; "
+                            "`editor.evaluation.realism` in metrics.json; docs/concepts.md); "
+                            "seeded by `seed`; an integer >= 0, 0: off",
     "scheduler": "Dask scheduler address (tcp://host:8786): lots are explained on its workers, "
                  "one model copy per worker (the CLI's --scheduler overrides it; unset: this process)",
     "workers": "explain lots on a local Dask cluster of this many worker processes, one thread "
@@ -129,6 +136,7 @@ def param_types(cls, key: str) -> frozenset[str] | None:
     ann = p.annotation
     if ann is not inspect.Parameter.empty:
         text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+        text = text.strip().strip("'\"")  # a quoted annotation under `from __future__ import`
         text = re.sub(r"(typing\.)?Optional\[(.*)\]$", r"\2 | None", text.strip())
         names = {re.sub(r"\[.*$", "", t.strip()).removeprefix("typing.") for t in text.split("|")}
         names = {"None" if n == "NoneType" else n for n in names}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+import stat
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from mxplain.errors import UserError
+from mxplain.preflight import check_disk
 from mxplain.store import LotTable, TileStore
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -23,38 +26,76 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
 def read_labels(path: Path, property_column: str) -> tuple[list[str], tuple[str, ...], np.ndarray,
                                                             np.ndarray]:
-    """Lot ids, attribute names, attribute values (n, K) and property (n,) from a labels CSV."""
+    """Lot ids, attribute names, attribute values (n, K) and property (n,) from a labels CSV
+    (UTF-8, a byte-order mark allowed; a header row of distinct column names)."""
     where = str(path)
+    if path.is_dir():
+        raise UserError(f"labels file {where!r} is a directory, not a file")
     if not path.is_file():
-        raise UserError(f"labels file {where!r} does not exist")
+        raise UserError(f"labels file {where!r} does not exist" if not path.exists() else
+                        f"labels file {where!r} is not a regular file")
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-            fields = list(rows[0].keys()) if rows else []
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            table = [r for r in csv.reader(f) if any(c.strip() for c in r)]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"labels file {where!r} is not a readable CSV: {exc}") from None
-    if not rows:
+    fields = [c.strip() for c in table[0]] if table else []
+    _check_header(fields, where, property_column)
+    attributes = tuple(c for c in fields if c not in ("lot", property_column))
+    ids, values, prop = [], [], []
+    for n, cells in enumerate(table[1:], start=2):
+        if len(cells) > len(fields):
+            raise UserError(f"labels file {where!r} line {n}: {len(cells)} fields, the header has "
+                            f"{len(fields)}")
+        row = dict(zip(fields, cells))
+        lot = (row.get("lot") or "").strip()
+        if not lot:
+            raise UserError(f"labels file {where!r} line {n}: empty lot id")
+        ids.append(lot)
+        values.append([_number(row.get(a), where, n, lot, a) for a in attributes])
+        prop.append(_number(row.get(property_column), where, n, lot, property_column))
+    if not ids:
         raise UserError(f"labels file {where!r} has no rows")
+    return ids, attributes, np.array(values, float), np.array(prop, float)
+
+
+def _check_header(fields: list[str], where: str, property_column: str) -> None:
+    if not fields:
+        raise UserError(f"labels file {where!r} has no rows")
+    if "" in fields:
+        raise UserError(f"labels file {where!r}: column {fields.index('') + 1} of the header has "
+                        f"no name")
+    dup = sorted({c for c in fields if fields.count(c) > 1})
+    if dup:
+        raise UserError(f"labels file {where!r}: column {dup[0]!r} appears "
+                        f"{fields.count(dup[0])} times in the header")
     if "lot" not in fields:
         raise UserError(f"labels file {where!r} has no 'lot' column (columns: {fields})")
     if property_column not in fields:
         raise UserError(f"labels file {where!r} has no {property_column!r} column "
                         f"(columns: {fields}; choose one with --property-column)")
-    attributes = tuple(c for c in fields if c not in ("lot", property_column))
-    if not attributes:
+    if not [c for c in fields if c not in ("lot", property_column)]:
         raise UserError(f"labels file {where!r} has no attribute columns")
-    ids, values, prop = [], [], []
-    for n, row in enumerate(rows, start=2):
-        lot = (row.get("lot") or "").strip()
-        if not lot:
-            raise UserError(f"labels file {where!r} line {n}: empty lot id")
-        ids.append(lot)
-        vals = []
-        for a in attributes:
-            vals.append(_number(row.get(a), where, n, lot, a))
-        values.append(vals)
-        prop.append(_number(row.get(property_column), where, n, lot, property_column))
-    return ids, attributes, np.array(values, float), np.array(prop, float)
+
+
+def lot_files(folder: Path, lot: str) -> list[Path]:
+    """The tiles of one lot folder, sorted: regular files with an image suffix. Anything else
+    with such a name (a FIFO, a socket, a device, a folder) is skipped with a note on stderr:
+    opening a FIFO would wait forever."""
+    out = []
+    for p in sorted((folder / lot).iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            mode = 0  # a dangling link
+        if stat.S_ISREG(mode):
+            out.append(p)
+        else:
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            print(f"note: skipped {str(p)!r} ({kind})", file=sys.stderr)
+    return out
 
 
 def _number(text, where: str, line: int, lot: str, column: str) -> float:
@@ -106,7 +147,8 @@ def ingest(folder: Path, labels: Path, out: Path, property_column: str = "proper
            units: str = "", tile_size: int | None = None) -> TileStore:
     folder, labels, out = Path(folder), Path(labels), Path(out)
     if not folder.is_dir():
-        raise UserError(f"tile folder {str(folder)!r} does not exist")
+        raise UserError(f"tile folder {str(folder)!r} is a file, not a folder" if folder.exists()
+                        else f"tile folder {str(folder)!r} does not exist")
     ids, attributes, values, prop = read_labels(labels, property_column)
     table = LotTable(ids, attributes, values, prop, property_name=property_column,
                      property_units=units)
@@ -121,12 +163,15 @@ def ingest(folder: Path, labels: Path, out: Path, property_column: str = "proper
                         f"{str(labels)!r}")
     files = {}
     for lot in ids:
-        fs = sorted(p for p in (folder / lot).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        fs = lot_files(folder, lot)
         if not fs:
             raise UserError(f"lot {lot!r}: no PNG or TIFF tiles in {str(folder / lot)!r}")
         files[lot] = fs
     if tile_size is None:
         tile_size = read_tile(files[ids[0]][0]).shape[0]
+    n_files = sum(len(fs) for fs in files.values())
+    check_disk(n_files * tile_size ** 2, out, f"the tile store ({n_files} tiles of {tile_size} px)",
+               "; choose another --out")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

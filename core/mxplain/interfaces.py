@@ -53,6 +53,8 @@ class Footprint:
     keys: tuple[str, ...]
     memory: int = 0
     disk: int = 0
+    #: the memory is on the run's device (the GPU's, when the run has one), not the host's
+    on_device: bool = False
 
 
 @dataclass

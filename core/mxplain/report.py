@@ -32,7 +32,40 @@ pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em}"""
 
 
 def _e(x) -> str:
-    return html.escape(str(x), quote=True)
+    return html.escape(_utf8(str(x)), quote=True)
+
+
+def _utf8(s: str) -> str:
+    """``s`` with what cannot be written as UTF-8 (a folder name's non-UTF-8 byte, decoded by
+    Python as a lone surrogate) replaced, so the page can always be written."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        try:
+            data = s.encode("utf-8", "surrogateescape")  # the original bytes back
+        except UnicodeEncodeError:
+            data = s.encode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
+
+
+def _dict(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def read_metrics(path: Path) -> dict:
+    """``metrics.json`` as a dict; unreadable, not UTF-8, not JSON or not an object: a
+    :class:`UserError` naming the file."""
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{str(path)!r} is not UTF-8 text (a damaged metrics file)") from None
+    except json.JSONDecodeError:
+        raise UserError(f"{str(path)!r} is not valid JSON") from None
+    if not isinstance(metrics, dict):
+        raise UserError(f"{str(path)!r} holds a JSON {type(metrics).__name__}, not the object of "
+                        f"a run's metrics")
+    return metrics
 
 
 def _table(d: dict, depth: int = 0) -> str:
@@ -169,15 +202,18 @@ def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mxplain.figures import literal_text
+
     attrs, sa, sb, truth = _common_sensitivities(run_dir, other_dir)
     comp = _compare_arrays(attrs, sa, sb, truth)
     try:
-        other_metrics = json.loads((Path(other_dir) / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        other_metrics = read_metrics(Path(other_dir) / "metrics.json")
+    except (OSError, UserError):
         other_metrics = {}
 
     def predictor_name(m):
-        return (m.get("provenance", {}).get("config", {}).get("predictor", {}) or {}).get("name", "?")
+        return _dict(_dict(_dict(m.get("provenance")).get("config")).get("predictor")).get(
+            "name", "?")
 
     names = {"this run": f"{run_dir.name} ({predictor_name(metrics)})",
              "other run": f"{Path(other_dir).name} ({predictor_name(other_metrics)})"}
@@ -193,6 +229,7 @@ def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
         ax.set_xlabel(f"other: {names['other run']}", fontsize=7)
         ax.set_ylabel(f"this: {names['this run']}", fontsize=7)
     fig.suptitle("forward sensitivity per lot (property units per unit attribute)", fontsize=9)
+    literal_text(fig)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -210,30 +247,28 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
         raise UserError(f"{str(run_dir)!r} is not a finished mxplain run (no metrics.json)")
-    try:
-        metrics = json.loads(mpath.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{str(mpath)!r} is not valid JSON") from None
+    metrics = read_metrics(mpath)
     figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
     used: set[Path] = set()
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mxplain report — "
              f"{_e(run_dir.name)}</title><style>{STYLE}</style></head><body>",
              f"<h1>mxplain report: {_e(run_dir.name)}</h1>"]
-    prov = metrics.get("provenance", {})
+    prov = _dict(metrics.get("provenance"))
     summary = {k: v for k, v in prov.items() if k != "config"}
     parts.append("<h2>Run summary and provenance</h2>" + _table(
-        {**summary, "data": metrics.get("data", {}), "timings (s)": metrics.get("timings_seconds",
-                                                                               {})}))
+        {**summary, "data": _dict(metrics.get("data")),
+         "timings (s)": _dict(metrics.get("timings_seconds"))}))
     for title, prefixes in SECTIONS:
         sec = [f for f in figs if f.name.startswith(prefixes)]
         key = {"Predictor accuracy": "predictor", "Editor": "editor"}.get(title)
         block = metrics.get(key) if key else None
+        explain = _dict(metrics.get("explain"))
         if title == "Forward sensitivity":
-            block = metrics.get("explain", {}).get("forward")
+            block = explain.get("forward")
         elif title == "Backward counterfactuals":
-            block = metrics.get("explain", {}).get("backward")
+            block = explain.get("backward")
         elif title == "Pixel vs attribute explanations":
-            block = {k: v for k, v in metrics.get("explain", {}).items()
+            block = {k: v for k, v in explain.items()
                      if k in ("gradcam", "compare")} or None
         if not sec and not block:
             continue
@@ -254,5 +289,5 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
                  _e(json.dumps(prov.get("config", {}), indent=1)) + "</pre></body></html>")
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    write_atomic(out / "index.html", "\n".join(parts))
+    write_atomic(out / "index.html", _utf8("\n".join(parts)))
     return out / "index.html"

@@ -22,6 +22,9 @@ def _sym(a: np.ndarray) -> float:
 
 
 def _save(fig, path: Path) -> str:
+    from mxplain.figures import literal_text
+
+    literal_text(fig)  # lot ids, attribute names and units are the user's: no mathtext
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -124,6 +124,34 @@ class SyntheticLots(Dataset):
             bad("attribute_sampling", f"use one of {list(SAMPLINGS)}")
         self.resolved_law()
 
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Every ``[data]`` value checked when the config is resolved (see :meth:`validate`)."""
+        cls(**{**cls.param_defaults(), **params})
+
+    @classmethod
+    def data_shape(cls, params: dict):
+        from mxplain.interfaces import DataShape
+
+        p = {**cls.param_defaults(), **params}
+        n_lots, per_lot = int(p["n_lots"]), int(p["tiles_per_lot"])
+        return DataShape(n_lots, n_lots * per_lot, per_lot, int(p["tile_size"]))
+
+    @classmethod
+    def footprint(cls, params: dict, data) -> list:
+        """The store on disk (uncompressed ``uint8``), one lot's tiles in memory plus each render
+        worker's float canvases (~40 bytes per pixel)."""
+        from mxplain.interfaces import Footprint
+
+        p = {**cls.param_defaults(), **params}
+        shape = cls.data_shape(p)
+        s2 = shape.tile_size ** 2
+        return [Footprint("the tile store", ("n_lots", "tiles_per_lot", "tile_size"),
+                          disk=shape.n_tiles * s2),
+                Footprint("one lot's tiles while they are generated",
+                          ("tiles_per_lot", "tile_size", "workers"),
+                          memory=shape.max_tiles_per_lot * s2 + int(p["workers"]) * 40 * s2)]
+
     def resolved_law(self) -> dict[str, float]:
         """The law as a full ``{attribute: effect}`` dict (defaults when ``law`` is None)."""
         if self.law is None:

@@ -124,38 +124,67 @@ class WideResNetPredictor(Predictor):
         self.tile_size: int | None = None
 
     # ---- parameters ---------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        where = f"[predictor] {self.name!r}"
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Ranges of every ``[predictor]`` key (types were checked against the signature)."""
+        p = {**cls.param_defaults(), **params}
+
+        def bad(key, why):
+            raise UserError(f"[predictor] {key} {why}, got {p[key]!r}")
+
         try:
-            check_depth(self.depth)
+            check_depth(p["depth"])
         except ValueError as exc:
-            raise UserError(f"{where}: depth: {exc}") from None
-        if int(self.widen) < 1:
-            raise UserError(f"{where}: widen must be an integer >= 1, got {self.widen!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise UserError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")
-        if int(self.epochs) < 1:
-            raise UserError(f"{where}: epochs must be >= 1, got {self.epochs!r}")
-        if int(self.batch_size) < 2:
-            raise UserError(f"{where}: batch_size must be >= 2, got {self.batch_size!r}")
-        if not float(self.lr) > 0:
-            raise UserError(f"{where}: lr must be > 0, got {self.lr!r}")
-        if not 0.0 < float(self.val_fraction) < 1.0:
-            raise UserError(f"{where}: val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if int(self.patience) < 1:
-            raise UserError(f"{where}: patience must be >= 1, got {self.patience!r}")
-        if self.split not in SPLITS:
-            raise UserError(f"{where}: split must be one of {', '.join(SPLITS)}, "
-                            f"got {self.split!r}")
-        if self.augment not in AUGMENTS:
-            raise UserError(f"{where}: augment must be one of {', '.join(AUGMENTS)}, "
-                            f"got {self.augment!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise UserError(f"{where}: lr_schedule must be one of {', '.join(SCHEDULES)}, "
-                            f"got {self.lr_schedule!r}")
-        if self.max_tiles_per_lot is not None and int(self.max_tiles_per_lot) < 0:
-            raise UserError(f"{where}: max_tiles_per_lot must be >= 1 (or 0 for all), "
-                            f"got {self.max_tiles_per_lot!r}")
+            raise UserError(f"[predictor] depth: {exc}") from None
+        for key, low in (("widen", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1)):
+            if int(p[key]) < low:
+                bad(key, f"must be an integer >= {low}")
+        if not 0.0 <= float(p["dropout"]) < 1.0:
+            bad("dropout", "must be in [0, 1)")
+        if not float(p["lr"]) > 0:
+            bad("lr", "must be > 0")
+        if not 0.0 < float(p["val_fraction"]) < 1.0:
+            bad("val_fraction", "must be in (0, 1)")
+        for key, choices in (("split", SPLITS), ("augment", AUGMENTS),
+                             ("lr_schedule", SCHEDULES)):
+            if p[key] not in choices:
+                bad(key, f"must be one of {', '.join(choices)}")
+        if p["max_tiles_per_lot"] is not None and int(p["max_tiles_per_lot"]) < 0:
+            bad("max_tiles_per_lot", "must be >= 1 (or 0 for all)")
+
+    def _check_params(self) -> None:
+        self.check_params(self.get_params())
+
+    @staticmethod
+    def n_weights(depth: int, widen: int) -> int:
+        """The network's number of weights (convolutions and the regression layer)."""
+        n, ch = check_depth(depth), [16, 16 * int(widen), 32 * int(widen), 64 * int(widen)]
+        total = 9 * ch[0] + ch[3] + 1
+        for c_in, c_out in zip(ch[:-1], ch[1:]):
+            total += 9 * c_in * c_out + (c_in * c_out if c_in != c_out else 0)
+            total += 9 * c_out * c_out + (n - 1) * 18 * c_out * c_out
+        return total
+
+    @classmethod
+    def footprint(cls, params: dict, data) -> list:
+        """Weights with gradients, Adam moments and the best-epoch copy (x6, float32); one
+        training batch's saved activations (~6 tensors per block); every training tile (uint8)."""
+        from mxplain.interfaces import Footprint
+
+        p = {**cls.param_defaults(), **params}
+        depth, widen, bs = int(p["depth"]), int(p["widen"]), int(p["batch_size"])
+        out = [Footprint("the network's weights, gradients and Adam state", ("depth", "widen"),
+                         memory=24 * cls.n_weights(depth, widen), on_device=True)]
+        if data is not None:
+            n, s2 = check_depth(depth), data.tile_size ** 2
+            per_tile = 4 * 6 * n * widen * s2 * (16 + 8 + 4)
+            out.append(Footprint("one training batch's activations", ("batch_size", "widen"),
+                                 memory=bs * per_tile, on_device=True))
+            limit = int(p["max_tiles_per_lot"] or 0)
+            n_tiles = min(data.n_tiles, limit * data.n_lots) if limit else data.n_tiles
+            out.append(Footprint("every training tile in memory", ("max_tiles_per_lot",),
+                                 memory=n_tiles * s2))
+        return out
 
     # ---- data ---------------------------------------------------------------------------------
     def _load_data(self, store) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

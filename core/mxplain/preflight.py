@@ -1,0 +1,173 @@
+"""Checks of a resolved config against the machine and the files it names, before anything is
+written: checkpoints (a file, an mxplain checkpoint of the right kind, trained on the tile size the
+data has) and sizes (every component's :meth:`~mxplain.interfaces.Component.footprint` against the
+memory of the host or the GPU and the free disk space where the output goes).
+
+The estimates are rough (within a factor of a few): only what cannot fit is refused, with one line
+naming the config keys that set the size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mxplain import plugins
+from mxplain.errors import UserError
+from mxplain.interfaces import DataShape, Footprint
+
+TABLES = (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor"))
+
+
+def gib(n: float) -> str:
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.1f} KiB"
+
+
+def host_memory() -> int | None:
+    """Physical memory of this machine in bytes (``None`` where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def device_memory(device_spec: str | None) -> tuple[int | None, str]:
+    """Memory of the device a run with ``device_spec`` computes on, and its name: the GPU's total
+    memory for a CUDA device, the host's otherwise (also when the spec cannot be resolved here)."""
+    try:
+        import torch
+
+        from mxplain.device import resolve_device
+
+        dev = resolve_device(device_spec)
+        if dev.type == "cuda":
+            return int(torch.cuda.get_device_properties(dev).total_memory), f"GPU {dev}"
+    except (UserError, RuntimeError, ImportError):
+        pass
+    return host_memory(), "this machine"
+
+
+def free_disk(path: Path) -> tuple[int | None, Path]:
+    """Free bytes on the file system that ``path`` (or its nearest existing parent) is on."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(shutil.disk_usage(p).free), p
+    except OSError:
+        return None, p
+
+
+def data_shape(cfg: dict) -> DataShape | None:
+    """The tile store's shape as ``[data]`` sets it (``None`` where not known before building)."""
+    data = cfg["data"]
+    cls = plugins.get("dataset", data["name"])
+    hook = getattr(cls, "data_shape", None)
+    return hook({k: v for k, v in data.items() if k != "name"}) if hook else None
+
+
+def _keys_text(table: str, keys: tuple[str, ...], params: dict) -> str:
+    shown = [f"{k} = {params[k]!r}" for k in keys if k in params]
+    return f"[{table}] " + ", ".join(shown) if shown else f"[{table}]"
+
+
+def check_sizes(cfg: dict, out: Path | None, device_spec: str | None = None,
+                check_disk: bool = True, where: str = "config") -> None:
+    """Refuse a config whose components cannot fit in memory or on disk (:class:`UserError`)."""
+    shape = data_shape(cfg)
+    host = host_memory()
+    dev_mem, dev_name = device_memory(device_spec or cfg["run"].get("device"))
+    disk, disk_at = free_disk(out) if (out is not None and check_disk) else (None, None)
+    items: list[tuple[str, dict, Any]] = []
+    for kind, table in TABLES:
+        if table in cfg:
+            items.append((table, cfg[table], plugins.get(kind, cfg[table]["name"])))
+    for ename, params in cfg.get("explain", {}).items():
+        items.append((f"explain.{ename}", params, plugins.get("explainer", ename)))
+    for table, comp, cls in items:
+        params = {k: v for k, v in comp.items() if k not in ("name", "checkpoint")}
+        if "checkpoint" in comp and table in ("predictor", "editor"):
+            continue  # nothing is trained; the loaded model's size is the checkpoint's
+        hook = getattr(cls, "footprint", None)
+        for fp in (hook(params, shape) if hook else []) or []:
+            _compare(fp, table, params, host, dev_mem, dev_name, disk, disk_at, where)
+
+
+def _compare(fp: Footprint, table, params, host, dev_mem, dev_name, disk, disk_at, where) -> None:
+    keys = _keys_text(table, fp.keys, params)
+    limit, name = (dev_mem, dev_name) if fp.on_device else (host, "this machine")
+    if limit is not None and fp.memory > limit:
+        raise UserError(f"{where}: {keys}: {fp.what} would need ~{gib(fp.memory)} of memory, "
+                        f"{name} has {gib(limit)}; lower these values")
+    if disk is not None and fp.disk > disk:
+        raise UserError(f"{where}: {keys}: {fp.what} would need ~{gib(fp.disk)} on disk, "
+                        f"{str(disk_at)!r} has {gib(disk)} free; lower these values or choose "
+                        f"another --out")
+
+
+def check_disk(nbytes: int, out: Path, what: str, hint: str = "") -> None:
+    """Refuse writing ~``nbytes`` at ``out`` when its file system has less free space."""
+    disk, at = free_disk(out)
+    if disk is not None and nbytes > disk:
+        raise UserError(f"{what} would need ~{gib(nbytes)} on disk, {str(at)!r} has {gib(disk)} "
+                        f"free{hint}")
+
+
+def check_checkpoints(cfg: dict, where: str = "config") -> None:
+    """Every ``checkpoint = PATH``: a file, an mxplain checkpoint (read without executing code) of
+    the configured kind and name, with plain-data parts, trained on the data's tile size."""
+    from mxplain.checkpoint import read_checkpoint
+
+    shape = None
+    for kind in ("predictor", "editor"):
+        comp = cfg.get(kind)
+        if not comp or "checkpoint" not in comp:
+            continue
+        path = _checkpoint_path(comp["checkpoint"])
+        if path is None:
+            continue
+        head = f"{where}: [{kind}] checkpoint {str(path)!r}"
+        if path.is_dir():
+            raise UserError(f"{head} is a directory, not a file")
+        if not path.exists():
+            raise UserError(f"{head} does not exist")
+        payload = read_checkpoint(path)
+        for key, types in (("kind", str), ("name", str), ("params", dict), ("state", dict)):
+            if not isinstance(payload.get(key), types):
+                got = type(payload.get(key)).__name__ if key in payload else "missing"
+                raise UserError(f"{head} is damaged: its {key!r} is {got}, not a "
+                                f"{'string' if types is str else 'dict'}")
+        if (payload["kind"], payload["name"]) != (kind, comp["name"]):
+            raise UserError(f"{head} holds a {payload['kind']} {payload['name']!r}, not the "
+                            f"{kind} {comp['name']!r} of [{kind}]")
+        trained = payload["state"].get("tile_size")
+        if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
+            shape = shape or data_shape(cfg)
+            if shape is not None and shape.tile_size != trained:
+                raise UserError(f"{head} was trained on {trained} px tiles, the data's are "
+                                f"{shape.tile_size} px; train one on this data (remove the "
+                                f"checkpoint key) or use tiles of {trained} px")
+
+
+def _checkpoint_path(ref: str) -> Path | None:
+    """A checkpoint's file; ``package:<package>/<path>`` through :mod:`mxplain.resources` where
+    that module exists (``None`` otherwise: left to the loader)."""
+    if not str(ref).startswith("package:"):
+        return Path(ref)
+    try:
+        from mxplain.resources import resolve_checkpoint
+    except ImportError:
+        return None
+    return resolve_checkpoint(ref)
+
+
+def check(cfg: dict, out: Path | None, device_spec: str | None = None, resume: bool = False,
+          where: str = "config") -> None:
+    """All of the above: checkpoints, then sizes (disk only for a fresh output)."""
+    check_checkpoints(cfg, where)
+    check_sizes(cfg, out, device_spec, check_disk=not resume, where=where)
