@@ -50,6 +50,11 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint {str(path)!r} is not readable: {type(exc).__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {str(path)!r} is not an mxplain checkpoint")
+    for key, kind in (("kind", str), ("name", str), ("params", dict), ("state", dict)):
+        if not isinstance(payload.get(key), kind):  # a damaged or hand-made file
+            got = type(payload[key]).__name__ if key in payload else "missing"
+            raise UserError(f"checkpoint {str(path)!r} is damaged: its {key!r} is {got}, not a "
+                            f"{'string' if kind is str else 'dict'}")
     return payload
 
 
