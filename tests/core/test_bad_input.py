@@ -223,6 +223,7 @@ def make_tiles(tmp_path, lots=("L1", "L2"), n=3, size=32, rows=None, header=None
     return root, labels
 
 
+@pytest.mark.slow
 def test_dollars_and_a_non_utf8_run_folder_go_through_run_and_report(tmp_path, capsys):
     root, labels = make_tiles(tmp_path, lots=("$L1$", "L2"), n=4,
                               header="lot,$size$,porosity,property")
@@ -231,15 +232,18 @@ def test_dollars_and_a_non_utf8_run_folder_go_through_run_and_report(tmp_path, c
                             "--units", "$psi$"], capsys)
     assert code == 0, err
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[data]\nname = "store"\npath = "{store}"\n[predictor]\nname = "wideresnet"\n'
-                   f'depth = 10\nepochs = 1\nbatch_size = 4\n')
+    cfg.write_text(f'[data]\nname = "store"\npath = "{store}"\n' + MODELS +
+                   "[explain.forward]\nsteps = 3\n[explain.backward]\nmax_iter = 2\n"
+                   "[explain.gradcam]\nig_steps = 2\n[explain.compare]\nmax_tiles = 2\n"
+                   "curve_steps = 2\nig_steps = 2\nsweep_steps = 2\n")
     out = tmp_path / os.fsdecode(b"run$x$\xff")
     code, _, err = run_cli(["run", cfg, "--out", out, "--quiet", "--device", "cpu"], capsys)
     assert code == 0, err
     page = out / "report" / "index.html"
     assert page.is_file() and "$psi$" in page.read_text(encoding="utf-8")
     assert not list(out.rglob("*.tmp"))
-    assert list((out / "figures").glob("predictor_*.png"))
+    figures = {p.name.split("_")[0] for p in (out / "figures").glob("*.png")}
+    assert {"predictor", "editor", "forward", "backward", "compare"} <= figures, figures
 
 
 # ---- item 15: tracebacks become one line ------------------------------------------------------
