@@ -184,6 +184,16 @@ class Compare(Explainer):
             })
         return out
 
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Ranges and choices of ``[explain.compare]``, when the config is resolved."""
+        p = {**cls.param_defaults(), **params}
+        cls(**p)._check()
+        for key, choices in (("reference", ("blur", "mean")), ("ig_baseline", ("mean", "blur"))):
+            if p[key] not in choices:
+                raise UserError(f"[explain.compare] {key} must be one of {', '.join(choices)}, "
+                                f"got {p[key]!r}")
+
     def _check(self) -> None:
         if int(self.max_tiles) < 1:
             raise UserError(f"[explain.compare] max_tiles must be >= 1, got {self.max_tiles!r}")

@@ -184,6 +184,14 @@ class GradCAM(Explainer):
         self.ig_baseline = ig_baseline
 
     # ---------------------------------------------------------------- cube
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """``[explain.gradcam]`` choices, when the config is resolved (counts and batch sizes:
+        the common rules of :mod:`mxplain.config`)."""
+        kind = {**cls.param_defaults(), **params}["ig_baseline"]
+        if kind not in ("mean", "blur"):
+            raise UserError(f"[explain.gradcam] ig_baseline must be 'mean' or 'blur', got {kind!r}")
+
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         out = {"gradcam": Variable(("lot", "tile", "y", "x"))}
         if self.integrated_gradients:

@@ -123,6 +123,11 @@ class LatentDesign(Explainer):
         self.figure_lots = figure_lots
         self._check()
 
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Every ``[explain.latent_design]`` value, when the config is resolved."""
+        cls(**{**cls.param_defaults(), **params})  # the constructor checks (_check)
+
     def _check(self) -> None:
         def bad(key, why):
             raise UserError(f"[explain.latent_design] {key} = {getattr(self, key)!r}: {why}")

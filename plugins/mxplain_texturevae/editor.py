@@ -60,7 +60,7 @@ class TextureVAEEditor(Editor):
 
     def __init__(self, latent_dim: int = 64, patch_size: int | None = None, stride: int = 50,
                  epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
-                 kl_weight: float = 1e-3, style_weights: list | None = None,
+                 kl_weight: float = 1e-3, style_weights: list | dict | None = None,
                  vgg_weights: str | None = None, seed: int = 0,
                  max_tiles_per_lot: int | None = None, probe: str = "ridge",
                  probe_alpha: float = 1.0, dec_dim: int = 32, normalize_layers: bool = True,
@@ -98,6 +98,11 @@ class TextureVAEEditor(Editor):
         self.history: dict[str, list[float]] = {"loss": [], "kl": [], "style": []}
 
     # ---- parameters ---------------------------------------------------------------------------
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Every ``[editor]`` value, when the config is resolved."""
+        cls(**{**cls.param_defaults(), **params})._check_params()
+
     def _check_params(self) -> None:
         def bad(key, why):
             raise UserError(f"[editor] texturevae: {key} = {getattr(self, key)!r}: {why}")

@@ -53,8 +53,8 @@ class TextureForestPredictor(Predictor):
     test_params: ClassVar[dict] = {"layers": ("conv2_2",), "featurization": "mean",
                                    "n_estimators": 5, "batch_size": 16}
 
-    def __init__(self, layers=("conv3_3",), featurization: str = "mean", n_estimators: int = 400,
-                 max_tiles_per_lot: int | None = None, vgg: str = "vgg16",
+    def __init__(self, layers: tuple | str = ("conv3_3",), featurization: str = "mean",
+                 n_estimators: int = 400, max_tiles_per_lot: int | None = None, vgg: str = "vgg16",
                  weights: str | None = None, seed: int = 0, batch_size: int = 64,
                  split: str = "tile", val_fraction: float = 0.2, n_words: int = 32,
                  min_samples_leaf: int = 1, n_jobs: int = 1):
@@ -77,6 +77,11 @@ class TextureForestPredictor(Predictor):
         self.device = torch.device("cpu")
 
     # ---- helpers ------------------------------------------------------------------------------
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Every ``[predictor]`` value, when the config is resolved."""
+        cls(**{**cls.param_defaults(), **params})._check_params()
+
     def _check_params(self) -> None:
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers or ())
         if not layers:
