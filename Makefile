@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean bench-gpu bench-cpu
+.PHONY: install demo test lint clean bench-gpu bench-cpu quickstart-models
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The quickstart's shipped AttGAN (plugins/mxplain_attgan/README.md): train it (resumes an interrupted
+# run; ~80-100 min on one CPU thread) and export the float16 inference checkpoint with its provenance.
+QS_EDITOR_RUN ?= runs/quickstart-editor
+quickstart-models: install
+	OMP_NUM_THREADS=1 $(VENV)/bin/mxplain run examples/quickstart-train.toml --out $(QS_EDITOR_RUN) --resume
+	OMP_NUM_THREADS=1 $(PY) -m mxplain_attgan.export $(QS_EDITOR_RUN) \
+		--out plugins/mxplain_attgan/data/quickstart_attgan.pt
 
 # issue 9's benchmarks in one command (make bench-gpu PYTHON=/path/to/python); table: benchmarks/results-<device>.md
 bench-gpu:

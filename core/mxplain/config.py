@@ -273,8 +273,9 @@ def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict
             raise UserError(f"{where}: [data] takes no checkpoint")
         if not isinstance(checkpoint, str):
             raise UserError(f"{where}: [{table}] checkpoint must be a path string")
-        out["checkpoint"] = str((base / checkpoint) if not Path(checkpoint).is_absolute()
-                                else Path(checkpoint))
+        out["checkpoint"] = (checkpoint if checkpoint.startswith("package:")  # mxplain.resources
+                             else str((base / checkpoint) if not Path(checkpoint).is_absolute()
+                                      else Path(checkpoint)))
     return out
 
 

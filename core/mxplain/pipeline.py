@@ -20,7 +20,7 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import failpoints, plugins, zarrio
+from mxplain import failpoints, plugins, resources, zarrio
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
 from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
@@ -43,9 +43,10 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     cls = plugins.get(kind, cfg["name"])
     path = folder.path / "models" / f"{kind}.pt"
     t0 = time.perf_counter()
-    if "checkpoint" in cfg:
-        model = cls.load(cfg["checkpoint"], device=ctx.device)
-        metrics[kind] = {"checkpoint": cfg["checkpoint"]}
+    if "checkpoint" in cfg:  # a path or "package:<package>/<file>" (mxplain.resources)
+        prov = resources.check_trained_on(cfg["checkpoint"], store, kind)
+        model = cls.load(resources.resolve_checkpoint(cfg["checkpoint"]), device=ctx.device)
+        metrics[kind] = {"checkpoint": cfg["checkpoint"], "provenance": prov}
         _check_model_attributes(model, store, kind)
     elif folder.is_done(kind) and path.exists():
         model = cls.load(path, device=ctx.device)

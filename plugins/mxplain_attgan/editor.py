@@ -44,6 +44,27 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
     ``cls_pool`` (default ``"flatten"`` = the reference; ``"mean"``: spatially pooled multi-scale
     features, see :class:`.model.Discriminator`).
 
+Recipe options for long trainings (each off by default, which is the reference; measured in the
+plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all on):
+
+* ``g_ema`` (default 0.0 = none): decay of an exponential moving average of the generator's weights
+  (Karras et al., *Progressive GAN*, ICLR 2018; StyleGAN2-ADA's ``G_ema``), updated after every
+  generator step with the ramp-up ``beta = min(g_ema, (1 + s) / (10 + s))`` at step ``s``
+  (deviation: StyleGAN2-ADA ramps by images seen; the num_updates rule of TensorFlow's
+  ``ExponentialMovingAverage`` is used here), batch-norm buffers copied. ``encode``/``decode``,
+  ``edit``, the evaluation and ``state_dict``/``save`` use (and ship) the EMA weights; the
+  training checkpoint holds both;
+* ``lr_d`` (default None = ``lr``): the critic's own learning rate, the two-timescale update rule
+  (TTUR, Heusel et al., NeurIPS 2017); ``lr_decay_epoch`` decays both alike;
+* ``dis_sn`` (default False): spectral normalisation of every critic layer (Miyato et al., ICLR
+  2018), on top of the gradient penalty;
+* ``res_blocks`` (default 0): residual blocks on the attribute-conditioned bottleneck of the
+  generator (:class:`.model.ResBlock`);
+* ``diffaug`` (default ``""``): DiffAugment (Zhao et al., NeurIPS 2020) policies, e.g.
+  ``"translation,cutout"``, applied to every image the critic and its classifier see during
+  training (real, generated, and in the warm-up), differentiably, so the generator learns through
+  them (:mod:`.augment`; no rotations or flips: SEM tiles are lit from one side).
+
 Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
 (reconstruction, adversarial, classifier on real, classifier on generated) in
 ``ctx.figures_dir/"attgan_losses.png"``; with ``sample_every = n`` a sample grid
@@ -52,9 +73,11 @@ Loss history (one entry per generator step) and the Figure-10 style figure of th
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -67,6 +90,7 @@ from mxplain.figures import save_figure
 from mxplain.interfaces import Editor, RunContext
 from mxplain.training import TrainingCheckpoint
 
+from .augment import diff_augment, parse_policy
 from .model import CLS_POOLS, Discriminator, Generator, encode_attributes
 
 LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
@@ -136,7 +160,8 @@ class AttGANEditor(Editor):
                  target_sampling: str = "permute", target_min_change: float = 0.3,
                  classifier_warmup_epochs: int = 0, classifier_warmup_lr: float | None = None,
                  cls_dropout: float = 0.0, cls_crop: int | None = None,
-                 cls_pool: str = "flatten"):
+                 cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
+                 dis_sn: bool = False, res_blocks: int = 0, diffaug: str = ""):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -169,7 +194,14 @@ class AttGANEditor(Editor):
         self.cls_dropout = cls_dropout
         self.cls_crop = cls_crop
         self.cls_pool = cls_pool
+        self.g_ema = g_ema
+        self.lr_d = lr_d
+        self.dis_sn = dis_sn
+        self.res_blocks = res_blocks
+        self.diffaug = diffaug
         self.generator: Generator | None = None
+        self.generator_ema: Generator | None = None
+        self.provenance: dict = {}
         self.discriminator: Discriminator | None = None
         self.tile_size: int | None = None
         self.attributes: tuple[str, ...] = ()
@@ -217,6 +249,25 @@ class AttGANEditor(Editor):
         if self.dis_norm not in ("instancenorm", "layernorm"):
             raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
                             f"got {self.dis_norm!r}")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``."""
+        if not (isinstance(self.g_ema, (int, float)) and 0.0 <= self.g_ema < 1.0):
+            raise UserError(f"[editor] attgan: g_ema must be a decay in [0, 1) (0 = no EMA), "
+                            f"got {self.g_ema!r}")
+        if self.lr_d is not None and not (isinstance(self.lr_d, (int, float)) and self.lr_d > 0):
+            raise UserError(f"[editor] attgan: lr_d must be > 0 or unset (= lr), "
+                            f"got {self.lr_d!r}")
+        if not isinstance(self.dis_sn, bool):
+            raise UserError(f"[editor] attgan: dis_sn must be true or false, got {self.dis_sn!r}")
+        r = self.res_blocks
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            raise UserError(f"[editor] attgan: res_blocks must be an integer >= 0, got {r!r}")
+        try:
+            self._policy = parse_policy(self.diffaug)
+        except ValueError as exc:
+            raise UserError(f"[editor] attgan: diffaug: {exc}") from None
 
     def _build(self, n_attributes: int, tile_size: int) -> None:
         self._check_params()
@@ -232,23 +283,28 @@ class AttGANEditor(Editor):
                             f"size {tile_size}")
         self.tile_size = int(tile_size)
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
-                                   self.shortcut_layers, self.inject_layers)
+                                   self.shortcut_layers, self.inject_layers,
+                                   res_blocks=self.res_blocks)
         self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
                                            self.n_layers, self.dis_norm,
-                                           cls_pool=self.cls_pool)
+                                           cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
+        self.generator_ema = None
+        if self.g_ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
 
     def _require(self) -> Generator:
+        """The generator used at inference: the EMA one when ``g_ema`` > 0 (while it trains)."""
         if self.generator is None:
             raise UserError("attgan editor is not trained: call fit() or load a checkpoint")
-        return self.generator
+        return self.generator if self.generator_ema is None else self.generator_ema
 
     def to(self, device):
         self.device = torch.device(device)
-        if self.generator is not None:
-            self.generator.to(self.device)
-            self.discriminator.to(self.device)
+        for m in (self.generator, self.generator_ema, self.discriminator):
+            if m is not None:
+                m.to(self.device)
         return self
 
     def _eval(self) -> Generator:
@@ -291,14 +347,17 @@ class AttGANEditor(Editor):
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        self._require()
+        """Inference state: ``generator`` holds the EMA weights when ``g_ema`` > 0 (the weights
+        ``encode``/``decode`` use), ``provenance`` what an exported checkpoint records."""
+        g = self._require()
         return {
-            "generator": {k: v.detach().cpu() for k, v in self.generator.state_dict().items()},
+            "generator": {k: v.detach().cpu() for k, v in g.state_dict().items()},
             "discriminator": {k: v.detach().cpu()
                               for k, v in self.discriminator.state_dict().items()},
             "attributes": list(self.attributes),
             "tile_size": int(self.tile_size),
             "history": {k: [float(x) for x in v] for k, v in self.history.items()},
+            "provenance": dict(self.provenance),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -325,7 +384,9 @@ class AttGANEditor(Editor):
                         f"dec_dim={self.dec_dim}, dis_dim={self.dis_dim}, "
                         f"dis_fc_dim={self.dis_fc_dim}, n_layers={self.n_layers})")
             module.load_state_dict(theirs)
+        self.generator_ema = None  # the loaded generator weights are the inference (EMA) ones
         self.attributes = attrs
+        self.provenance = dict(state.get("provenance") or {})
         hist = state.get("history") or {}
         self.history = {k: [float(x) for x in hist.get(k, [])] for k in LOSS_KEYS}
         self._eval()
@@ -377,155 +438,209 @@ class AttGANEditor(Editor):
         return b
 
     def fit(self, store, ctx: RunContext) -> dict:
+        """Train on every tile of ``store`` (see the module docstring); returns the metrics."""
         from tqdm.auto import tqdm
 
         self._check_params()
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        device = torch.device(ctx.device)
-        self.device = device
+        self.device = torch.device(ctx.device)
         if store.n_lots < 1:
             raise UserError(f"tile store {str(store.path)!r} has no lots")
         self.attributes = tuple(store.attributes)
         self._build(len(self.attributes), store.tile_size)
         x_all, a_all = self._load_data(store)
+        sample_x = x_all[torch.randperm(len(x_all), generator=gen)[: min(4, len(x_all))]]
+        loop = self._training_loop(x_all, a_all, gen, ctx, store.tile_size)
+        bar = tqdm(total=self.epochs * loop.iters, initial=loop.start * loop.iters, desc="attgan",
+                   disable=not ctx.progress, dynamic_ncols=True)
+        try:
+            for epoch in range(loop.start, self.epochs):
+                self._train_epoch(loop, epoch, bar)
+                if (self.sample_every and ctx.figures_dir is not None
+                        and (epoch + 1) % self.sample_every == 0):
+                    self._eval()
+                    self.sample_figure(sample_x, Path(ctx.figures_dir) / "attgan_samples"
+                                       / f"epoch_{epoch + 1:03d}.png")
+                loop.ckpt.save(epoch + 1, extra={"it": loop.it, "history": self.history,
+                                                 "last_d": loop.last_d, "warmup": loop.warmup})
+        finally:
+            bar.close()
+        self._eval()
+        metrics = self.evaluate(x_all, a_all, gen)
+        metrics.update(self._loss_summary(loop.warmup))
+        metrics["train_seconds"] = float(time.perf_counter() - t0)
+        metrics["n_train_tiles"] = int(len(x_all))
+        metrics["generator_steps"] = len(self.history["g_rec"])
+        if ctx.figures_dir is not None and self.history["g_rec"]:
+            self.loss_figure(Path(ctx.figures_dir) / "attgan_losses.png")
+        return metrics
+
+    def _loss_summary(self, warmup_losses: list[float]) -> dict:
+        """Mean of each loss over the last epoch's generator steps, and the warm-up's losses."""
+        out = {}
+        tail = max(1, len(self.history["g_rec"]) // max(self.epochs, 1))
+        for k in LOSS_KEYS:
+            h = self.history[k][-tail:]
+            out[f"final_{k}"] = float(np.mean(h)) if h else float("nan")
+        if warmup_losses:
+            per_epoch = np.array_split(np.asarray(warmup_losses), self.classifier_warmup_epochs)
+            out["warmup_d_cls_first_epoch"] = float(per_epoch[0].mean())
+            out["warmup_d_cls_last_epoch"] = float(per_epoch[-1].mean())
+        return out
+
+    def _training_loop(self, x_all, a_all, gen, ctx, tile_size: int) -> SimpleNamespace:
+        """Optimisers (two timescales: ``lr`` for G, ``lr_d`` for D), the EMA generator, the
+        per-epoch checkpoint (restored when there is one, else the classifier warm-up runs)."""
         n = len(x_all)
         G, D = self.generator, self.discriminator
         for p in G.parameters():
             p.requires_grad_(True)
-        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=(self.beta1, self.beta2))
-        opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(self.beta1, self.beta2))
-        use_amp = device.type == "cuda"
-        thr = self.thres_int
+        betas = (self.beta1, self.beta2)
+        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=betas)
+        opt_d = torch.optim.Adam(D.parameters(), lr=self._lr_d(), betas=betas)
         bs = min(self.batch_size, n)
-        iters = max(1, n // bs)  # drop the last incomplete batch
+        loop = SimpleNamespace(x_all=x_all, a_all=a_all, gen=gen, n=n, bs=bs,
+                               iters=max(1, n // bs),  # drop the last incomplete batch
+                               opt_g=opt_g, opt_d=opt_d, start=0, it=0, warmup=[],
+                               last_d={"d_adv": float("nan"), "d_cls": float("nan"),
+                                       "d_gp": float("nan")},
+                               amp=self.device.type == "cuda", hint=f"lower [editor] lr "
+                                                                     f"(now {self.lr})")
         self.history = {k: [] for k in LOSS_KEYS}
-        last_d = {"d_adv": float("nan"), "d_cls": float("nan"), "d_gp": float("nan")}
-        sample_x = x_all[torch.randperm(n, generator=gen)[: min(4, n)]]
-        figdir = ctx.figures_dir
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp)
-
-        ckpt = TrainingCheckpoint.for_run(
-            ctx, "attgan", signature={**self.get_params(), "n": n, "tile_size": store.tile_size})
-        ckpt.bind(modules={"G": G, "D": D}, optimizers={"g": opt_g, "d": opt_d},
-                  generators={"gen": gen})
-        state = ckpt.restore(map_location=device)
+        modules = {"G": G, "D": D}
+        if self.generator_ema is not None:
+            modules["G_ema"] = self.generator_ema
+        loop.ckpt = TrainingCheckpoint.for_run(
+            ctx, "attgan", signature={**self.get_params(), "n": n, "tile_size": tile_size})
+        loop.ckpt.bind(modules=modules, optimizers={"g": opt_g, "d": opt_d},
+                       generators={"gen": gen})
+        state = loop.ckpt.restore(map_location=self.device)
         if state is None:
-            start, it = 0, 0
-            warmup_losses = self._classifier_warmup(x_all, a_all, gen, bs, iters, device, ctx)
+            loop.warmup = self._classifier_warmup(x_all, a_all, gen, bs, loop.iters,
+                                                  self.device, ctx)
         else:
-            start, it = state.epoch, int(state.extra["it"])
+            loop.start, loop.it = state.epoch, int(state.extra["it"])
             self.history = {k: [float(v) for v in state.extra["history"][k]] for k in LOSS_KEYS}
-            last_d = dict(state.extra["last_d"])
-            warmup_losses = [float(v) for v in state.extra["warmup"]]
-        hint = f"lower [editor] lr (now {self.lr})"
+            loop.last_d = dict(state.extra["last_d"])
+            loop.warmup = [float(v) for v in state.extra["warmup"]]
+        return loop
 
-        bar = tqdm(total=self.epochs * iters, initial=start * iters, desc="attgan",
-                   disable=not ctx.progress, dynamic_ncols=True)
-        for epoch in range(start, self.epochs):
-            G.train()
-            D.train()
-            perm = torch.randperm(n, generator=gen)
-            for b_i in range(iters):
-                lr = self._lr_at(epoch + b_i / iters)
-                for opt in (opt_g, opt_d):
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                idx = perm[b_i * bs:(b_i + 1) * bs]
-                x = x_all[idx].float().div_(255.0)[:, None]
-                if self.augment:
-                    x = _augment(x, gen)
-                x = (x * 2.0 - 1.0).to(device)
-                a = a_all[idx]
-                b = self._targets(a, gen)
-                a, b = a.to(device), b.to(device)
-                ca, cb = encode_attributes(a, thr), encode_attributes(b, thr)
-                alpha = torch.rand(len(x), 1, 1, 1, generator=gen).to(device)
+    def _lr_d(self) -> float:
+        return self.lr if self.lr_d is None else self.lr_d
 
-                # ---- discriminator / critic step
-                for p in D.parameters():
-                    p.requires_grad_(True)
-                with torch.no_grad(), autocast():
-                    fake = G(x, cb)
-                fake = fake.float()
-                with autocast():
-                    h_real, hc_real = D.features(x)
-                    d_real = D.fc_adv(h_real).squeeze(1)
-                    dc_real = self._cls_logits(x, gen, hc_real)
-                    d_fake, _ = D(fake)
-                wd = d_real.float().mean() - d_fake.float().mean()
-                x_hat = (x + alpha * (fake - x)).requires_grad_(True)
-                d_hat, _ = D(x_hat)  # float32: the gradient penalty stays out of autocast
-                grad = autograd.grad(d_hat.sum(), x_hat, create_graph=True)[0]
-                gp = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-                d_cls = F.binary_cross_entropy_with_logits(dc_real.float(), a)
-                d_loss = -wd + self.lambda_gp * gp + self.lambda_datt * d_cls
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                last_d = {"d_adv": -wd.item(), "d_cls": d_cls.item(), "d_gp": gp.item()}
+    def _batch(self, loop, idx) -> torch.Tensor:
+        """Tiles ``idx`` of the training set as network input in [-1, 1] on the device."""
+        x = loop.x_all[idx].float().div_(255.0)[:, None]
+        if self.augment:
+            x = _augment(x, loop.gen)
+        return (x * 2.0 - 1.0).to(self.device)
 
-                # ---- generator step
-                if it % self.n_critic == self.n_critic - 1:
-                    for p in D.parameters():
-                        p.requires_grad_(False)
-                    with autocast():
-                        zs = G.encode(x)
-                        fake = G.decode(zs, cb)
-                        rec = G.decode(zs, ca)
-                        h_fake, hc_fake = D.features(fake)
-                        g_fake = D.fc_adv(h_fake).squeeze(1)
-                        gc_fake = self._cls_logits(fake, gen, hc_fake)
-                    g_adv = -g_fake.float().mean()
-                    g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
-                    g_rec = F.l1_loss(rec.float(), x)
-                    g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
-                    opt_g.zero_grad(set_to_none=True)
-                    g_loss.backward()
-                    opt_g.step()
-                    for k, v in (("g_rec", g_rec), ("g_adv", g_adv), ("g_cls", g_cls)):
-                        self.history[k].append(v.item())
-                    for k, v in last_d.items():
-                        self.history[k].append(v)
-                    for k in LOSS_KEYS:
-                        if not math.isfinite(self.history[k][-1]):
-                            bar.close()
-                            raise ckpt.fault(f"{k} loss is {self.history[k][-1]}", epoch + 1,
-                                             b_i + 1, hint)
-                    bar.set_postfix(rec=f"{g_rec.item():.3f}", adv=f"{last_d['d_adv']:.2f}",
-                                    dcls=f"{last_d['d_cls']:.3f}", gcls=f"{g_cls.item():.3f}",
-                                    refresh=False)
-                it += 1
-                bar.update(1)
-            if self.sample_every and figdir is not None and (epoch + 1) % self.sample_every == 0:
-                self._eval()
-                self.sample_figure(sample_x, Path(figdir) / "attgan_samples"
-                                   / f"epoch_{epoch + 1:03d}.png")
-                for p in G.parameters():
-                    p.requires_grad_(True)
-            ckpt.save(epoch + 1, extra={"it": it, "history": self.history, "last_d": last_d,
-                                        "warmup": warmup_losses})
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        self._eval()
-        metrics = self.evaluate(x_all, a_all, gen)
-        tail = max(1, len(self.history["g_rec"]) // max(self.epochs, 1))
-        for k in LOSS_KEYS:
-            h = self.history[k][-tail:]
-            metrics[f"final_{k}"] = float(np.mean(h)) if h else float("nan")
-        if warmup_losses:
-            per_epoch = np.array_split(np.asarray(warmup_losses), self.classifier_warmup_epochs)
-            metrics["warmup_d_cls_first_epoch"] = float(per_epoch[0].mean())
-            metrics["warmup_d_cls_last_epoch"] = float(per_epoch[-1].mean())
-        metrics["train_seconds"] = float(train_seconds)
-        metrics["n_train_tiles"] = int(n)
-        metrics["generator_steps"] = len(self.history["g_rec"])
-        if figdir is not None and self.history["g_rec"]:
-            self.loss_figure(Path(figdir) / "attgan_losses.png")
-        return metrics
+    def _train_epoch(self, loop, epoch: int, bar) -> None:
+        """One epoch: a critic step every iteration, a generator step every ``n_critic``-th."""
+        self.generator.train()
+        self.discriminator.train()
+        for p in self.generator.parameters():  # a sample figure in between froze them
+            p.requires_grad_(True)
+        perm = torch.randperm(loop.n, generator=loop.gen)
+        scale_d = self._lr_d() / self.lr
+        for b_i in range(loop.iters):
+            lr = self._lr_at(epoch + b_i / loop.iters)
+            for opt, f in ((loop.opt_g, 1.0), (loop.opt_d, scale_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * f
+            idx = perm[b_i * loop.bs:(b_i + 1) * loop.bs]
+            x = self._batch(loop, idx)
+            a = loop.a_all[idx]
+            b = self._targets(a, loop.gen)
+            a, b = a.to(self.device), b.to(self.device)
+            loop.last_d = self._critic_step(loop, x, a, b)
+            if loop.it % self.n_critic == self.n_critic - 1:
+                g = self._generator_step(loop, x, a, b)
+                for k, v in g.items():
+                    self.history[k].append(v)
+                for k, v in loop.last_d.items():
+                    self.history[k].append(v)
+                for k in LOSS_KEYS:
+                    if not math.isfinite(self.history[k][-1]):
+                        raise loop.ckpt.fault(f"{k} loss is {self.history[k][-1]}", epoch + 1,
+                                              b_i + 1, loop.hint)
+                self._update_ema()
+                bar.set_postfix(rec=f"{g['g_rec']:.3f}", adv=f"{loop.last_d['d_adv']:.2f}",
+                                dcls=f"{loop.last_d['d_cls']:.3f}", gcls=f"{g['g_cls']:.3f}",
+                                refresh=False)
+            loop.it += 1
+            bar.update(1)
+
+    def _autocast(self, loop):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=loop.amp)
+
+    def _critic_step(self, loop, x, a, b) -> dict:
+        """``-D(x) + D(G(x, b)) + lambda_gp GP + lambda_datt BCE(C(x), a)`` on DiffAugment-ed
+        real and fake tiles (``diffaug``); GP on interpolates of the two, in float32."""
+        G, D, gen = self.generator, self.discriminator, loop.gen
+        alpha = torch.rand(len(x), 1, 1, 1, generator=gen).to(self.device)
+        for p in D.parameters():
+            p.requires_grad_(True)
+        with torch.no_grad(), self._autocast(loop):
+            fake = G(x, encode_attributes(b, self.thres_int))
+        x_d = diff_augment(x, self._policy, gen)
+        fake_d = diff_augment(fake.float(), self._policy, gen)
+        with self._autocast(loop):
+            h_real, hc_real = D.features(x_d)
+            d_real = D.fc_adv(h_real).squeeze(1)
+            dc_real = self._cls_logits(x_d, gen, hc_real)
+            d_fake, _ = D(fake_d)
+        wd = d_real.float().mean() - d_fake.float().mean()
+        x_hat = (x_d + alpha * (fake_d - x_d)).requires_grad_(True)
+        d_hat, _ = D(x_hat)  # float32: the gradient penalty stays out of autocast
+        grad = autograd.grad(d_hat.sum(), x_hat, create_graph=True)[0]
+        gp = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+        d_cls = F.binary_cross_entropy_with_logits(dc_real.float(), a)
+        d_loss = -wd + self.lambda_gp * gp + self.lambda_datt * d_cls
+        loop.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        loop.opt_d.step()
+        return {"d_adv": -wd.item(), "d_cls": d_cls.item(), "d_gp": gp.item()}
+
+    def _generator_step(self, loop, x, a, b) -> dict:
+        """``-D(G(x, b)) + lambda_gatt BCE(C(G(x, b)), b) + lambda_rec L1(G(x, a), x)``."""
+        G, D, gen = self.generator, self.discriminator, loop.gen
+        for p in D.parameters():
+            p.requires_grad_(False)
+        with self._autocast(loop):
+            zs = G.encode(x)
+            fake = G.decode(zs, encode_attributes(b, self.thres_int))
+            rec = G.decode(zs, encode_attributes(a, self.thres_int))
+            fake_d = diff_augment(fake, self._policy, gen)
+            h_fake, hc_fake = D.features(fake_d)
+            g_fake = D.fc_adv(h_fake).squeeze(1)
+            gc_fake = self._cls_logits(fake_d, gen, hc_fake)
+        g_adv = -g_fake.float().mean()
+        g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
+        g_rec = F.l1_loss(rec.float(), x)
+        g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
+        loop.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        loop.opt_g.step()
+        return {"g_rec": g_rec.item(), "g_adv": g_adv.item(), "g_cls": g_cls.item()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``G_ema <- beta G_ema + (1 - beta) G`` after a generator step, with the ramp-up
+        ``beta = min(g_ema, (1 + s) / (10 + s))`` at generator step ``s`` (the num_updates rule of
+        TensorFlow's ExponentialMovingAverage) so that short trainings are not stuck at the initial
+        weights; batch-norm buffers are copied (as StyleGAN2-ADA's G_ema)."""
+        ema = self.generator_ema
+        if ema is None:
+            return
+        s = len(self.history["g_rec"])
+        beta = min(float(self.g_ema), (1.0 + s) / (10.0 + s))
+        for pe, p in zip(ema.parameters(), self.generator.parameters()):
+            pe.lerp_(p.detach(), 1.0 - beta)
+        for be, bg in zip(ema.buffers(), self.generator.buffers()):
+            be.copy_(bg)
 
     def _classifier_warmup(self, x_all, a_all, gen, bs, iters, device, ctx) -> list[float]:
         """``classifier_warmup_epochs`` epochs of the discriminator trunk + attribute head alone on
@@ -554,7 +669,7 @@ class AttGANEditor(Editor):
                 x = x_all[idx].float().div_(255.0)[:, None]
                 if self.augment:
                     x = _augment(x, gen)
-                x = (x * 2.0 - 1.0).to(device)
+                x = diff_augment((x * 2.0 - 1.0).to(device), self._policy, gen)
                 a = a_all[idx].to(device)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     logits = self._cls_logits(x, gen)

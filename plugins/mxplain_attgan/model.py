@@ -12,6 +12,12 @@ Generator
     (U-Net skip), after block ``i < inject_layers`` the tiled attribute code again (both capped at
     ``n_layers - 1``), as in the reference implementation.
 
+    Recipe option ``res_blocks`` (default 0 = the reference): that many residual blocks
+    ``x + BN(Conv3x3(ReLU(BN(Conv3x3(x)))))`` (the ResNet basic block of He et al. 2016, as in
+    the CycleGAN / StarGAN generators) on the attribute-conditioned bottleneck, before the first
+    decoder block: more capacity where the tile's content and the code meet, at the cheapest
+    resolution.
+
 Discriminator
     ``n_layers`` blocks Conv(4x4, stride 2) + InstanceNorm(affine) (or LayerNorm) + LeakyReLU(0.2) -
     no BatchNorm because of the gradient penalty - then two heads: an adversarial critic
@@ -20,6 +26,11 @@ Discriminator
     (``cls_pool``) is the flattened last features (``"flatten"``, the reference) or the spatial
     mean of every block's output, concatenated (``"mean"``: a translation-invariant, multi-scale
     texture descriptor, the first-order statistics that seed 002 found as good as Gram matrices).
+
+    Recipe option ``spectral_norm`` (default False = the reference): spectral normalisation
+    (Miyato et al., ICLR 2018; ``torch.nn.utils.parametrizations.spectral_norm``, one power
+    iteration per training forward) of every convolution and linear layer of the discriminator.
+    Deviation: the reference AttGAN uses the WGAN-GP penalty alone; here both can be on.
 
     Deviation for textures: the reference's flatten head memorises the layout of a tile, and
     instance norm removes exactly the per-channel means a texture attribute lives in. On the
@@ -67,11 +78,26 @@ def _dec_channels(dec_dim: int, n_layers: int) -> list[int]:
     return [min(dec_dim * 2 ** (n_layers - i - 1), MAX_DIM) for i in range(n_layers - 1)]
 
 
+class ResBlock(nn.Module):
+    """``x + BN(Conv3x3(ReLU(BN(Conv3x3(x)))))``: the basic residual block (He et al. 2016)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class Generator(nn.Module):
     """AttGAN encoder-decoder; see the module docstring."""
 
     def __init__(self, n_attributes: int, enc_dim: int = 64, dec_dim: int = 64, n_layers: int = 5,
-                 shortcut_layers: int = 1, inject_layers: int = 1, in_channels: int = 1):
+                 shortcut_layers: int = 1, inject_layers: int = 1, in_channels: int = 1,
+                 res_blocks: int = 0):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -94,8 +120,9 @@ class Generator(nn.Module):
             n_in = n_out
         self.enc_layers = nn.ModuleList(enc)
 
-        dec = []
         n_in = enc_ch[-1] + n_attributes
+        self.res_layers = nn.Sequential(*(ResBlock(n_in) for _ in range(max(0, res_blocks))))
+        dec = []
         for i in range(n_layers):
             if i < n_layers - 1:
                 n_out = dec_ch[i]
@@ -137,7 +164,7 @@ class Generator(nn.Module):
         if len(zs) != self.n_layers:
             raise ValueError(f"latent must hold {self.n_layers} encoder features, got {len(zs)}")
         z = zs[-1]
-        z = torch.cat([z, self._tile(c, z.size(2), z.size(3)).to(z.dtype)], dim=1)
+        z = self.res_layers(torch.cat([z, self._tile(c, z.size(2), z.size(3)).to(z.dtype)], dim=1))
         for i, layer in enumerate(self.dec_layers):
             z = layer(z)
             if i < self.shortcut_layers:
@@ -156,7 +183,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, n_attributes: int, image_size: int, dim: int = 64, fc_dim: int = 1024,
                  n_layers: int = 5, norm: str = "instancenorm", in_channels: int = 1,
-                 cls_pool: str = "flatten"):
+                 cls_pool: str = "flatten", spectral_norm: bool = False):
         super().__init__()
         if cls_pool not in CLS_POOLS:
             raise ValueError(f"cls_pool must be one of {list(CLS_POOLS)}, not {cls_pool!r}")
@@ -191,6 +218,12 @@ class Discriminator(nn.Module):
                                     nn.Linear(fc_dim, 1))
         self.fc_cls = nn.Sequential(nn.Linear(cls_in, fc_dim), nn.LeakyReLU(0.2),
                                     nn.Linear(fc_dim, n_attributes))
+        if spectral_norm:
+            sn = nn.utils.parametrizations.spectral_norm
+            for seq in (self.conv, self.fc_adv, self.fc_cls):
+                for i, m in enumerate(seq):
+                    if isinstance(m, (nn.Conv2d, nn.Linear)):
+                        seq[i] = sn(m)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [-1, 1] -> (critic features, classifier features), both ``(N, F)``."""

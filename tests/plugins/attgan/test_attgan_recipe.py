@@ -1,0 +1,175 @@
+"""AttGAN recipe options: g_ema, lr_d, dis_sn, res_blocks, diffaug (each off by default)."""
+
+import pytest
+import torch
+from attgan_data import make_store, one_thread  # noqa: F401
+
+from mxplain.errors import UserError
+from mxplain.interfaces import RunContext
+from mxplain_attgan.augment import cutout, diff_augment, parse_policy, translate
+from mxplain_attgan.editor import AttGANEditor
+from mxplain_attgan.model import Discriminator, Generator, ResBlock
+
+TINY = dict(enc_dim=4, dec_dim=4, dis_dim=4, dis_fc_dim=16, n_layers=3, batch_size=8, seed=0)
+RECIPE = dict(g_ema=0.9, lr_d=4e-4, dis_sn=True, res_blocks=1, diffaug="translation,cutout")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("attgan_recipe") / "tiles.zarr")
+
+
+def test_defaults_are_the_reference():
+    ed = AttGANEditor()
+    assert (ed.g_ema, ed.lr_d, ed.dis_sn, ed.res_blocks, ed.diffaug) == (0.0, None, False, 0, "")
+
+
+def test_ema_weights_are_shipped_and_used(store):
+    ed = AttGANEditor(**TINY, epochs=2, n_critic=1, g_ema=0.9)
+    ed.fit(store, RunContext(progress=False))
+    g, ema = ed.generator, ed.generator_ema
+    assert ema is not None and not any(p.requires_grad for p in ema.parameters())
+    # the EMA lags the trained weights, so the two differ; the state dict ships the EMA
+    assert any(not torch.equal(a, b) for a, b in zip(g.parameters(), ema.parameters()))
+    sd = ed.state_dict()["generator"]
+    assert all(torch.equal(sd[k], v) for k, v in ema.state_dict().items())
+    t = torch.rand(3, 1, 32, 32)
+    a = torch.rand(3, 4)
+    with torch.no_grad():
+        want = (ema(t * 2 - 1, (a * 2 - 1) * ed.thres_int) + 1) / 2
+        assert torch.allclose(ed.decode(ed.encode(t), a), want, atol=1e-6)
+    loaded = AttGANEditor(**TINY, g_ema=0.9)
+    loaded.load_state_dict(ed.state_dict())
+    assert loaded.generator_ema is None
+    assert torch.allclose(loaded.edit(t, a), ed.edit(t, a), atol=1e-6)
+
+
+def test_ema_update_rule():
+    ed = AttGANEditor(**TINY, g_ema=0.5)
+    ed._build(4, 32)
+    with torch.no_grad():
+        for p in ed.generator.parameters():
+            p.fill_(1.0)
+        for p in ed.generator_ema.parameters():
+            p.fill_(0.0)
+    ed.history["g_rec"] = [0.0] * 100  # past the ramp-up: beta = g_ema
+    ed._update_ema()
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in ed.generator_ema.parameters())
+    ed.history["g_rec"] = []  # first step: beta = 1/10
+    ed._update_ema()
+    assert all(torch.allclose(p, torch.full_like(p, 0.95)) for p in ed.generator_ema.parameters())
+
+
+def test_two_timescale_learning_rates(store):
+    ed = AttGANEditor(**TINY, epochs=2, lr=1e-4, lr_d=3e-4, lr_decay_epoch=1)
+    ed._build(4, 32)
+    x, a = ed._load_data(store)
+    loop = ed._training_loop(x, a, torch.Generator().manual_seed(0), RunContext(progress=False), 32)
+    assert loop.opt_g.param_groups[0]["lr"] == 1e-4 and loop.opt_d.param_groups[0]["lr"] == 3e-4
+
+    class Bar:
+        def update(self, n):
+            pass
+
+        def set_postfix(self, **kw):
+            pass
+
+    ed._train_epoch(loop, 1, Bar())  # the linear decay keeps the ratio 3
+    g, d = loop.opt_g.param_groups[0]["lr"], loop.opt_d.param_groups[0]["lr"]
+    assert 0 < g < 1e-4 and d == pytest.approx(3 * g)
+
+
+def test_spectral_norm_bounds_the_critic_layers():
+    torch.manual_seed(0)
+    d = Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, norm="layernorm", spectral_norm=True)
+    d.train()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    for _ in range(30):  # power iterations
+        d(x)
+    d.eval()
+    for m in list(d.conv) + list(d.fc_adv) + list(d.fc_cls):
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            assert hasattr(m, "parametrizations")
+            with torch.no_grad():
+                sigma = torch.linalg.matrix_norm(m.weight.flatten(1), 2).item()
+            assert sigma == pytest.approx(1.0, abs=0.05)
+    plain = Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, norm="layernorm")
+    assert not hasattr(plain.conv[0], "parametrizations")
+
+
+def test_res_blocks_sit_on_the_bottleneck():
+    g = Generator(4, 4, 4, n_layers=3, res_blocks=2)
+    blocks = [m for m in g.res_layers if isinstance(m, ResBlock)]
+    assert len(blocks) == 2 and blocks[0].body[0].in_channels == 16 + 4
+    assert g(torch.rand(2, 1, 32, 32), torch.rand(2, 4)).shape == (2, 1, 32, 32)
+    with torch.no_grad():  # a zero last BN scale makes the block the identity
+        blocks[0].body[-1].weight.zero_()
+    blocks[0].eval()
+    z = torch.randn(2, 20, 4, 4)
+    assert torch.equal(blocks[0](z), z)
+    assert len(Generator(4, 4, 4, n_layers=3).res_layers) == 0
+
+
+def test_diffaug_translation_and_cutout():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16) + 1.0
+    y = translate(x, gen)
+    assert y.shape == x.shape
+    for i in range(2):  # a pure shift: the nonzero values are a window of the original
+        nz = y[i, 0][y[i, 0] != 0]
+        assert set(nz.tolist()) <= set(x[i, 0].flatten().tolist())
+        assert (y[i, 0] == 0).sum() <= 16 * 16 - 14 * 14  # at most 2 of 16 rows/columns shifted
+    c = cutout(x, gen)
+    zeros = (c == 0).flatten(1).sum(1)
+    assert ((zeros > 0) & (zeros <= 64)).all()  # an 8 x 8 square, clipped at the border
+    assert torch.equal(c[c != 0], x[c != 0])
+    # differentiable: gradients reach the input
+    xr = torch.rand(2, 1, 16, 16, requires_grad=True)
+    diff_augment(xr, ("translation", "cutout"), gen).sum().backward()
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, (), gen), x)
+    assert parse_policy("translation, cutout") == ("translation", "cutout")
+    with pytest.raises(ValueError, match="rotation"):
+        parse_policy("rotation")
+
+
+def test_recipe_option_errors():
+    for bad in (dict(g_ema=1.0), dict(lr_d=0.0), dict(dis_sn="yes"), dict(res_blocks=-1),
+                dict(diffaug="translation,rotation")):
+        key = next(iter(bad))
+        with pytest.raises(UserError, match=rf"^\[editor\] attgan: {key}"):
+            AttGANEditor(**bad)._check_params()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_killed_training_with_the_recipe_resumes_bit_identically(store, tmp_path, monkeypatch):
+    from mxplain.training import TrainingCheckpoint
+
+    params = dict(**TINY, **RECIPE, epochs=2, n_critic=1, classifier_warmup_epochs=1)
+    ref = AttGANEditor(**params)
+    ref.fit(store, RunContext(progress=False))
+    ctx = RunContext(progress=False, training_state_path=tmp_path / "editor.training.pt")
+    save = TrainingCheckpoint.save
+
+    def save_then_stop(self, epoch, extra=None):
+        save(self, epoch, extra)
+        if epoch == 1:
+            raise _Interrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(TrainingCheckpoint, "save", save_then_stop)
+        with pytest.raises(_Interrupt):
+            AttGANEditor(**params).fit(store, ctx)
+        state = torch.load(ctx.training_state_path, weights_only=True)
+        assert set(state["modules"]) == {"G", "D", "G_ema"}
+        torch.manual_seed(123)
+        got = AttGANEditor(**params)
+        got.fit(store, ctx)
+    a, b = ref.state_dict(), got.state_dict()
+    for part in ("generator", "discriminator"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert a["history"] == b["history"]
