@@ -43,3 +43,52 @@ def test_checkpoint_path_is_relative_to_config(tmp_path):
     cfg = _load(tmp_path, '[data]\nname="synthetic"\n[predictor]\nname="wideresnet"\n'
                           'checkpoint="m/p.pt"\n')
     assert cfg["predictor"]["checkpoint"] == str(tmp_path / "m" / "p.pt")
+
+
+@pytest.fixture
+def third_party_dataset():
+    """A registered third-party dataset with its own checks and a key that may be NaN."""
+    import types
+
+    from mxplain import hookimpl, plugins
+    from mxplain.interfaces import Dataset
+
+    class Lots(Dataset):
+        name = "lots3p"
+        nonfinite_params = frozenset({"missing"})
+
+        def __init__(self, size: int = 4, missing: float = 0.0, ratio: float = 0.5):
+            self.size, self.missing, self.ratio = size, missing, ratio
+
+        @classmethod
+        def check_params(cls, params):
+            if not 0 < params["ratio"] < 1:
+                raise UserError("[data] ratio must be in (0, 1)")
+            if params["size"] == 13:
+                raise ValueError("unlucky")  # a plugin's check tripping over a value
+
+        def build(self, path, ctx, resume=False):
+            raise NotImplementedError
+
+    plugins.reset()
+    mod = types.SimpleNamespace(mxplain_datasets=hookimpl(lambda: [Lots]))
+    plugins.register(mod, name="lots3p")
+    yield
+    plugins.reset()
+
+
+@pytest.mark.parametrize("table,match", [
+    ({"ratio": 1.5}, r"^c\.toml: \[data\] ratio must be in \(0, 1\)$"),
+    ({"ratio": float("nan")}, r"\[data\] ratio = nan: NaN and Inf are not allowed"),
+    ({"size": 4.0}, r"\[data\] size = 4\.0: needs an integer"),
+    ({"size": True}, r"\[data\] size = true: needs an integer"),
+    ({"size": 13}, r"\[data\] \('lots3p'\) parameters refused: ValueError: unlucky"),
+])
+def test_third_party_types_ranges_and_nonfinite(third_party_dataset, table, match):
+    with pytest.raises(UserError, match=match):
+        config.resolve({"data": {"name": "lots3p", **table}}, where="c.toml")
+
+
+def test_third_party_key_that_allows_nan(third_party_dataset):
+    cfg = config.resolve({"data": {"name": "lots3p", "missing": float("nan"), "size": 5}})
+    assert cfg["data"]["size"] == 5 and cfg["data"]["ratio"] == 0.5
