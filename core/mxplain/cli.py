@@ -50,7 +50,8 @@ def run(config, out, device, resume, overwrite, quiet, scheduler, workers):
 
     # the whole config, its checkpoints and its sizes are checked before anything is written
     cfg = config_mod.load(config)
-    preflight.check(cfg, Path(out), device, resume=resume, where=config or "quickstart")
+    preflight.check(cfg, Path(out), device, resume=resume, where=config or "quickstart",
+                    scheduler=scheduler, workers=workers)
     try:
         path = run_pipeline(config, out=out, device=device, resume=resume, overwrite=overwrite,
                             progress=not quiet, scheduler=scheduler, workers=workers)

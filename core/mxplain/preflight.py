@@ -162,8 +162,34 @@ def _checkpoint_path(ref: str) -> Path | None:
     return resolve_checkpoint(ref)
 
 
+def check_scheduler(scheduler: str | None, workers: int | None = None) -> None:
+    """``--scheduler`` / ``--workers`` (or ``[run]``'s) as :func:`mxplain.distributed.check_options`
+    checks them, and a scheduler address that does not parse (no port, an unknown scheme) refused
+    here, before the run folder is made (connecting is left to the run)."""
+    from mxplain.distributed import check_options
+
+    scheduler, _ = check_options(scheduler, workers)
+    if scheduler is None:
+        return
+    try:
+        from distributed.comm import get_address_host_port, parse_address
+    except ImportError:
+        return  # the run says that distributed is missing
+    try:
+        if parse_address(scheduler)[0] != "inproc":
+            get_address_host_port(scheduler)
+    except ValueError as exc:
+        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "not an address"
+        raise UserError(f"cannot reach the Dask scheduler {scheduler!r}: {msg}") from None
+
+
 def check(cfg: dict, out: Path | None, device_spec: str | None = None, resume: bool = False,
-          where: str = "config") -> None:
-    """All of the above: checkpoints, then sizes (disk only for a fresh output)."""
+          where: str = "config", scheduler: str | None = None,
+          workers: int | None = None) -> None:
+    """All of the above: the Dask options, checkpoints, then sizes (disk only for a fresh
+    output). ``scheduler`` / ``workers``: the CLI's, else ``[run]``'s."""
+    if scheduler is None and workers is None:
+        scheduler, workers = cfg["run"].get("scheduler"), cfg["run"].get("workers")
+    check_scheduler(scheduler, workers)
     check_checkpoints(cfg, where)
     check_sizes(cfg, out, device_spec, check_disk=not resume, where=where)

@@ -139,7 +139,7 @@ def test_types_come_from_annotations_and_defaults():
 # ---- item 13: sizes that cannot fit ----------------------------------------------------------
 @pytest.mark.parametrize("table,line,needle", [
     ("data", "tile_size = 100000", "tile_size = 100000"),
-    ("data", "tiles_per_lot = 100000000", "tiles_per_lot = 100000000"),
+    ("data", "tiles_per_lot = 10000000000", "tiles_per_lot = 10000000000"),  # 10 TiB
     ("predictor", "widen = 4000", "widen = 4000"),
     ("predictor", "batch_size = 10000000", "batch_size = 10000000"),
 ])
@@ -365,6 +365,21 @@ def test_scheduler_that_is_not_an_address_exits_promptly(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Dask scheduler"), lines
     assert elapsed < 18, elapsed  # the failed Client's __del__ used to wait 20 s at exit
+    assert not (tmp_path / "run").exists()  # the address does not parse: refused before the run
+
+
+def test_unreachable_scheduler_exits_promptly_without_a_client_traceback(tmp_path, capsys,
+                                                                        monkeypatch):
+    from mxplain import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 0.5)
+    made = []
+    monkeypatch.setattr("distributed.Client.__init__", lambda *a, **k: made.append(1))
+    from mxplain.errors import UserError
+
+    with pytest.raises(UserError, match="cannot reach the Dask scheduler 'tcp://127.0.0.1:9'"):
+        distributed.DaskExplain("tcp://127.0.0.1:9")  # the probe refuses: no Client is built
+    assert not made
 
 
 # ---- item 16: FIFOs in lot folders --------------------------------------------------------------
