@@ -96,7 +96,9 @@ def synth(config, out, resume, quiet):
     from mxplain import plugins as plugins_mod
     from mxplain import preflight
     from mxplain.interfaces import RunContext
+    from mxplain.outputs import check_path_text
 
+    out = check_path_text(out, "--out")
     full = config_mod.load(config)
     preflight.check_sizes({"data": full["data"], "run": full["run"], "explain": {}}, Path(out),
                           "cpu", check_disk=not resume, where=config or "quickstart")
@@ -104,7 +106,7 @@ def synth(config, out, resume, quiet):
     params = {k: v for k, v in cfg.items() if k != "name"}
     dataset = plugins_mod.get("dataset", cfg["name"])(**params)
     try:
-        store = dataset.build(Path(out), RunContext(progress=not quiet), resume=resume)
+        store = dataset.build(out, RunContext(progress=not quiet), resume=resume)
     except OSError as exc:
         raise UserError(os_error_text(exc, Path(out), "tile store")) from None
     echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
@@ -121,7 +123,7 @@ def ingest(folder, labels, out, property_column, units):
     from mxplain.ingest import ingest as do_ingest
 
     try:
-        store = do_ingest(Path(folder), Path(labels), Path(out), property_column, units)
+        store = do_ingest(Path(folder), Path(labels), out, property_column, units)
     except OSError as exc:
         raise UserError(os_error_text(exc, Path(out), "tile store")) from None
     echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from mxplain import zarrio
+from mxplain import outputs, zarrio
 from mxplain.errors import UserError
 from mxplain.interfaces import Variable
 
@@ -35,27 +35,53 @@ class CubeWriter:
 
     def __init__(self, path: Path, variables: dict[str, Variable], sizes: dict[str, int],
                  coords: dict[str, np.ndarray], lot_tables: dict[str, xr.DataArray],
-                 attrs: dict, resume: bool):
+                 attrs: dict, resume: bool, owned: bool = False):
+        """``resume``: continue the cube at ``path`` after checking every written lot against its
+        digest (damaged lots are unflagged and computed again). ``owned``: ``path`` was claimed
+        by this run (:meth:`mxplain.runfolder.RunFolder.claim`), so a cube whose metadata no
+        longer reads is rebuilt rather than refused."""
         self.path = Path(path)
         self.variables = variables
         self.sizes = sizes
-        if resume and self.path.exists():
-            old = zarrio.read_attrs(self.path)
-            if old.get("mxplain_config_hash") != attrs.get("mxplain_config_hash"):
-                raise UserError(f"{str(self.path)!r} was written with another config; "
-                                f"resume needs the same config")
-            return
+        self.repaired: list[str] = []
         for name, var in variables.items():
             unknown = [d for d in var.dims if d not in sizes]
             if var.dims[0] != "lot" or unknown:
                 raise UserError(f"cube variable {name!r} has dims {var.dims}: the first must be "
                                 f"'lot' and {unknown} are not cube dimensions")
+        if resume and self._resumable(attrs, owned):
+            return
+        outputs.prepare_store(self.path, "mxplain_results_cube", "results cube", resume=False)
         zarrio.create_template(
             self.path,
             {n: (v.dims, v.dtype) for n, v in variables.items()},
             sizes, coords, {"mxplain_results_cube": FORMAT_VERSION, "complete": False, **attrs},
             FLAG, chunks={"tile": sizes.get("tile", 1)}, data=lot_tables,
         )
+
+    def _resumable(self, attrs: dict, owned: bool) -> bool:
+        if not self.path.exists():
+            return False
+        old = outputs.store_marker(self.path)
+        if old is None or old.get("mxplain_results_cube") is None:
+            if owned:
+                outputs.remove_store(self.path, "results cube")  # damaged metadata: rebuilt
+                self.repaired.append("metadata")
+                return False
+            outputs.prepare_store(self.path, "mxplain_results_cube", "results cube", resume=True)
+            return False  # an empty folder (anything else was refused)
+        if old.get("mxplain_config_hash") != attrs.get("mxplain_config_hash"):
+            raise UserError(f"{str(self.path)!r} was written with another config; "
+                            f"resume needs the same config")
+        try:
+            self.repaired += zarrio.verify_or_unflag(self.path, FLAG, "results cube", repair=True)
+        except UserError:
+            if not owned:
+                raise
+            outputs.remove_store(self.path, "results cube")
+            self.repaired.append("metadata")
+            return False
+        return True
 
     @classmethod
     def reopen(cls, path: Path, variables: dict[str, Variable], sizes: dict[str, int]) -> CubeWriter:
@@ -98,8 +124,10 @@ class CubeWriter:
         zarrio.update_attrs(self.path, {"complete": True, **(attrs or {})})
 
 
-def open_results(path: str | Path) -> xr.Dataset:
-    """Open a results cube (a run folder or its ``results.zarr``)."""
+def open_results(path: str | Path, verify: bool = True) -> xr.Dataset:
+    """Open a results cube (a run folder or its ``results.zarr``). ``verify``: every written lot is
+    checked against its digest first (a lost, truncated or altered chunk is a
+    :class:`UserError` naming the variable and the lot)."""
     path = Path(path)
     if (path / "results.zarr").exists():
         path = path / "results.zarr"
@@ -111,4 +139,6 @@ def open_results(path: str | Path) -> xr.Dataset:
         raise UserError(f"{str(path)!r} is not a zarr store") from None
     if attrs.get("mxplain_results_cube") != FORMAT_VERSION:
         raise UserError(f"{str(path)!r} is not an mxplain results cube")
+    if verify:
+        zarrio.verify_or_unflag(path, FLAG, "results cube", repair=False)
     return zarrio.open_dataset(path)

@@ -146,6 +146,7 @@ def main(argv=None) -> int:
                 write_atomic(out / "config.toml", config_mod.to_toml(cfg))
                 data_params = {k: v for k, v in cfg["data"].items() if k != "name"}
                 dataset = plugins.get("dataset", cfg["data"]["name"])(**data_params)
+                folder.claim("tiles.zarr")
                 store_path = dataset.build(out / "tiles.zarr", ctx, resume=args.resume).path
                 (out / "models").mkdir(parents=True, exist_ok=True)
                 paths = [str(store_path)]

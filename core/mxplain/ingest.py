@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 import stat
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mxplain.errors import UserError
+from mxplain.outputs import check_path_text, prepare_store, refuse_output_in_input, remove_store
 from mxplain.preflight import check_disk
 from mxplain.store import LotTable, TileStore
 
@@ -145,7 +145,10 @@ def read_tile(path: Path) -> np.ndarray:
 
 def ingest(folder: Path, labels: Path, out: Path, property_column: str = "property",
            units: str = "", tile_size: int | None = None) -> TileStore:
-    folder, labels, out = Path(folder), Path(labels), Path(out)
+    out = check_path_text(out, "--out")
+    folder, labels = Path(folder), Path(labels)
+    refuse_output_in_input(out, {"tile folder": folder, "labels file": labels}, "--out")
+    prepare_store(out, "mxplain_tile_store", "tile store", resume=False, delete=False)
     if not folder.is_dir():
         raise UserError(f"tile folder {str(folder)!r} is a file, not a folder" if folder.exists()
                         else f"tile folder {str(folder)!r} does not exist")
@@ -172,8 +175,8 @@ def ingest(folder: Path, labels: Path, out: Path, property_column: str = "proper
     n_files = sum(len(fs) for fs in files.values())
     check_disk(n_files * tile_size ** 2, out, f"the tile store ({n_files} tiles of {tile_size} px)",
                "; choose another --out")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.ingesting")
+    prepare_store(tmp, "mxplain_tile_store", "unfinished ingest", resume=False)
     try:
         counts = [len(files[lot]) for lot in ids]
         TileStore.create(tmp, table, counts, tile_size,
@@ -189,10 +192,9 @@ def ingest(folder: Path, labels: Path, out: Path, property_column: str = "proper
                 tiles[j] = t
             TileStore.write_lot(tmp, i, tiles, max(counts))
         TileStore.mark_complete(tmp)
-        if out.exists():
-            shutil.rmtree(out)
+        prepare_store(out, "mxplain_tile_store", "tile store", resume=False)
         tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_store(tmp, "unfinished ingest")
         raise
     return TileStore.open(out)

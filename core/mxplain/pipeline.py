@@ -20,11 +20,12 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import failpoints, plugins, resources, zarrio
+from mxplain import failpoints, outputs, plugins, resources, zarrio
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
 from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot, RunContext
+from mxplain.outputs import check_path_text
 from mxplain.runfolder import RunFolder, write_atomic
 from mxplain.store import TileStore
 from mxplain.training import remove_training_states, seed_everything
@@ -38,7 +39,7 @@ def config_hash(cfg: dict) -> str:
 
 
 def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder: RunFolder,
-                 metrics: dict, timings: dict):
+                 metrics: dict, timings: dict, model=None):
     params = {k: v for k, v in cfg.items() if k not in ("name", "checkpoint")}
     cls = plugins.get(kind, cfg["name"])
     path = folder.path / "models" / f"{kind}.pt"
@@ -52,7 +53,7 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
         model = cls.load(path, device=ctx.device)
         metrics[kind] = json.loads((folder.path / "models" / f"{kind}_fit.json").read_text())
     else:
-        model = cls(**params)
+        model = cls(**params) if model is None else model
         model.to(ctx.device)
         # a killed training resumes from its last epoch (mxplain.training); the global generators
         # are reseeded so a stage starts alike whether or not the stages before it were resumed
@@ -112,83 +113,172 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
     """Run the whole pipeline; returns the run folder. ``cfg`` is a resolved config, a path, or None
     for the packaged quickstart. ``scheduler`` (a Dask scheduler address) or ``workers`` (a local
     Dask cluster of that many processes) override ``[run]``'s and explain lots on Dask workers
-    (:mod:`mxplain.distributed`)."""
-    from tqdm.auto import tqdm
+    (:mod:`mxplain.distributed`).
 
+    Everything is validated before anything is written: the config (types, ranges), every
+    component's parameters (constructed here), the output against the inputs; only then is the
+    run folder opened (and, with ``overwrite``, the previous run's files deleted)."""
+    from mxplain.distributed import check_options
+
+    cfg_path = None
     if cfg is None or isinstance(cfg, (str, Path)):
+        cfg_path = config_mod.quickstart_path() if cfg is None else Path(cfg)
         cfg = config_mod.load(cfg)
     else:
         cfg = config_mod.resolve(cfg)
+    out = check_path_text(out, "--out")
     run_cfg = cfg["run"]
     dev = resolve_device(device or run_cfg["device"])
-    from mxplain.distributed import check_options
-
     if scheduler is None and workers is None:
         scheduler, workers = run_cfg.get("scheduler"), run_cfg.get("workers")
     scheduler, workers = check_options(scheduler, workers)
-    folder = RunFolder(Path(out), resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
+    components = build_components(cfg)
+    check_paths(cfg, cfg_path, out, overwrite)
+    folder = RunFolder(out, resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
     dask_explain = None
     try:
         if scheduler is not None or workers is not None:  # connect first: a bad address fails early
             from mxplain.distributed import DaskExplain
 
             dask_explain = DaskExplain(scheduler, workers, device or run_cfg["device"])
-        torch.manual_seed(int(run_cfg["seed"]))
-        ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
-                             progress=progress, batch_size=config_mod.fixed_batch_size(run_cfg))
-        ctx.editor_eval_tiles = int(run_cfg["editor_eval_tiles"])
-        ctx.figures_dir.mkdir(parents=True, exist_ok=True)
-        ctx.models_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder.path / "config.toml", config_mod.to_toml(cfg))
-        metrics: dict = {}
-        timings: dict = {}
-
-        t0 = time.perf_counter()
-        data_params = {k: v for k, v in cfg["data"].items() if k != "name"}
-        dataset = plugins.get("dataset", cfg["data"]["name"])(**data_params)
-        store = dataset.build(folder.path / "tiles.zarr", ctx, resume=resume)
-        timings["data"] = time.perf_counter() - t0
-        metrics["data"] = {"tile_store": str(store.path), "lots": store.n_lots,
-                           "tiles": store.n_tiles, "tile_size": store.tile_size,
-                           "attributes": list(store.attributes),
-                           "property": store.property_name, "units": store.property_units}
-        truth = dataset.true_sensitivity() or store.true_sensitivity()
-        ctx.attributes = store.attributes
-        ctx.property_name, ctx.property_units = store.property_name, store.property_units
-        ctx.true_sensitivity = truth
-
-        if "predictor" in cfg:
-            ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
-                                         metrics, timings)
-            t0 = time.perf_counter()
-            from mxplain.evaluate import evaluate_predictor
-
-            metrics["predictor"]["evaluation"] = evaluate_predictor(ctx.predictor, store, ctx)
-            timings["predictor_evaluation"] = time.perf_counter() - t0
-        if "editor" in cfg:
-            ctx.editor = _load_or_fit("editor", cfg["editor"], store, ctx, folder, metrics,
-                                      timings)
-            t0 = time.perf_counter()
-            metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
-            timings["editor_evaluation"] = time.perf_counter() - t0
-
-        run_info = {"batch_size": ctx.batch_size}
-        if ctx.predictor is not None:
-            _prepare_models(run_cfg, store, ctx, run_info, timings)
-            _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain)
-
-        metrics["timings_seconds"] = timings
-        metrics["provenance"] = {**provenance(cfg, dev), **run_info}
-        write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
-        if run_cfg["report"]:
-            from mxplain.report import write_report
-
-            write_report(folder.path)
+        _run_stages(cfg, cfg_path, folder, components, dev, device, resume, progress,
+                    dask_explain)
         return folder.path
     finally:
         if dask_explain is not None:
             dask_explain.close()
-        folder.release()
+        try:
+            folder.record()
+        finally:
+            folder.release()
+
+
+def build_components(cfg: dict) -> dict:
+    """Every component the config names, constructed (parameters stored and checked, nothing
+    learned): ``{"dataset": …, "predictor": …, "editor": …, "explain": {name: …}}``; a model
+    loaded from a checkpoint is None here (its file is checked)."""
+    out: dict = {"explain": {}}
+    for kind, table in (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor")):
+        if table not in cfg:
+            continue
+        params = {k: v for k, v in cfg[table].items() if k not in ("name", "checkpoint")}
+        cls = plugins.get(kind, cfg[table]["name"])
+        if "checkpoint" in cfg[table]:
+            _check_input_file(cfg[table]["checkpoint"], f"[{table}] checkpoint")
+            out[kind] = None
+        else:
+            out[kind] = cls(**params)
+    for ename, params in cfg.get("explain", {}).items():
+        out["explain"][ename] = plugins.get("explainer", ename)(**params)
+    return out
+
+
+def _check_input_file(path, what: str) -> None:
+    p = Path(str(path))
+    if str(path).startswith("package:"):
+        return
+    if p.is_dir():
+        raise UserError(f"{what} {str(p)!r} is a folder, not a checkpoint file")
+    if not p.is_file():
+        raise UserError(f"{what} {str(p)!r} does not exist")
+
+
+def _input_paths(cfg: dict, cfg_path: Path | None) -> dict[str, Path]:
+    """The files and folders a run reads: the config file and every string in it that names an
+    existing path (a store, a checkpoint, a weights file)."""
+    found = {} if cfg_path is None else {"config": Path(cfg_path)}
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where} {k}" if where else f"[{k}]")
+        elif isinstance(value, str) and value.strip() and not value.startswith("package:"):
+            try:
+                if Path(value).exists():
+                    found[where] = Path(value)
+            except (OSError, ValueError):
+                pass
+
+    walk({k: v for k, v in cfg.items() if k != "run"}, "")
+    return found
+
+
+def check_paths(cfg: dict, cfg_path: Path | None, out: Path, overwrite: bool) -> None:
+    """The run folder may not be (or lie inside) an input; with ``overwrite`` no input may lie
+    inside the run folder it replaces."""
+    inputs = _input_paths(cfg, cfg_path)
+    outputs.refuse_output_in_input(out, inputs, "--out")
+    if overwrite and out.is_dir():
+        for label, p in inputs.items():
+            if outputs.is_within(p, out):
+                raise UserError(f"the input {label} {str(p)!r} lies inside the run folder "
+                                f"{str(out)!r} that --overwrite replaces; move it out first")
+
+
+def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device, resume: bool,
+                progress: bool, dask_explain) -> None:
+    from tqdm.auto import tqdm
+
+    run_cfg = cfg["run"]
+    torch.manual_seed(int(run_cfg["seed"]))
+    ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
+                         progress=progress, batch_size=config_mod.fixed_batch_size(run_cfg))
+    ctx.editor_eval_tiles = int(run_cfg["editor_eval_tiles"])
+    from mxplain.realism import check_tiles
+
+    ctx.editor_realism_tiles = check_tiles(run_cfg["editor_realism_tiles"])
+    ctx.figures_dir.mkdir(parents=True, exist_ok=True)
+    ctx.models_dir.mkdir(parents=True, exist_ok=True)
+    config_file = folder.path / "config.toml"
+    if cfg_path is None or not (config_file.exists() and config_file.samefile(cfg_path)):
+        write_atomic(config_file, config_mod.to_toml(cfg))  # never over the input config itself
+    metrics: dict = {}
+    timings: dict = {}
+
+    t0 = time.perf_counter()
+    dataset = components["dataset"]
+    folder.claim("tiles.zarr")
+    store = dataset.build(folder.path / "tiles.zarr", ctx, resume=resume)
+    timings["data"] = time.perf_counter() - t0
+    metrics["data"] = {"tile_store": str(store.path), "lots": store.n_lots,
+                       "tiles": store.n_tiles, "tile_size": store.tile_size,
+                       "attributes": list(store.attributes),
+                       "property": store.property_name, "units": store.property_units}
+    truth = dataset.true_sensitivity() or store.true_sensitivity()
+    ctx.attributes = store.attributes
+    ctx.property_name, ctx.property_units = store.property_name, store.property_units
+    ctx.true_sensitivity = truth
+
+    if "predictor" in cfg:
+        ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
+                                     metrics, timings, components["predictor"])
+        t0 = time.perf_counter()
+        from mxplain.evaluate import evaluate_predictor
+
+        metrics["predictor"]["evaluation"] = evaluate_predictor(ctx.predictor, store, ctx)
+        timings["predictor_evaluation"] = time.perf_counter() - t0
+    if "editor" in cfg:
+        ctx.editor = _load_or_fit("editor", cfg["editor"], store, ctx, folder, metrics,
+                                  timings, components["editor"])
+        t0 = time.perf_counter()
+        metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
+        timings["editor_evaluation"] = time.perf_counter() - t0
+    folder.record()
+
+    run_info = {"batch_size": ctx.batch_size}
+    if ctx.predictor is not None:
+        _prepare_models(run_cfg, store, ctx, run_info, timings)
+        _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain,
+                 components["explain"])
+
+    metrics["timings_seconds"] = timings
+    metrics["provenance"] = {**provenance(cfg, dev), **run_info}
+    write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    folder.record()
+    if run_cfg["report"]:
+        from mxplain.report import write_report
+
+        write_report(folder.path)
 
 
 def _prepare_models(run_cfg: dict, store: TileStore, ctx: ExplainContext, info: dict,
@@ -226,8 +316,10 @@ def _prepare_models(run_cfg: dict, store: TileStore, ctx: ExplainContext, info: 
 
 
 def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> dict:
-    """Reconstruction error, the edit grid, and, where the dataset can measure attributes from
-    images (synthetic lots), edit fidelity judged by that independent measurement."""
+    """Reconstruction error, the edit grid, realism (a classifier two-sample test, no ground truth
+    needed: :mod:`mxplain.realism`), and, where the dataset can measure attributes from images
+    (synthetic lots), edit fidelity judged by that independent measurement. Where the dataset has a
+    reference editor (its own generator) realism is also run with it: the realism ceiling."""
     from mxplain import editor_eval
 
     n = int(ctx.editor_eval_tiles)
@@ -241,12 +333,21 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
         if ceiling is not None:  # the same protocol with the dataset's own generator as the editor
             out["fidelity_ceiling"] = ceiling(store, measure, n_tiles_per_lot=n, ctx=ctx,
                                               seed=ctx.seed)
+    n_real = int(ctx.editor_realism_tiles)
+    if n_real:
+        out["realism"] = editor_eval.realism(editor, store, n_per_class=n_real, seed=ctx.seed,
+                                             device=ctx.device)
+        reference = dataset.reference_editor(store)
+        if reference is not None:
+            out["realism_ceiling"] = editor_eval.realism(reference, store, n_per_class=n_real,
+                                                         seed=ctx.seed, device=ctx.device)
     if ctx.figures_dir is not None:
         editor_eval.edit_grid_figure(editor, store, ctx.figures_dir / "editor_grid.png",
                                      seed=ctx.seed)
-        if "fidelity" in out:
-            editor_eval.fidelity_figure(out["fidelity"], ctx.figures_dir / "editor_fidelity.png",
-                                        out.get("fidelity_ceiling"))
+        if "fidelity" in out or "realism" in out:
+            editor_eval.fidelity_figure(out.get("fidelity"), ctx.figures_dir /
+                                        "editor_fidelity.png", out.get("fidelity_ceiling"),
+                                        out.get("realism"), out.get("realism_ceiling"))
     return out
 
 
@@ -275,14 +376,14 @@ def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers
     return values
 
 
-def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None) -> None:
-    explainers = {}
-    for ename, params in cfg["explain"].items():
-        cls = plugins.get("explainer", ename)
-        if cls.requires_gradients and not ctx.predictor.differentiable:
+def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None,
+             explainers: dict | None = None) -> None:
+    if explainers is None:
+        explainers = {e: plugins.get("explainer", e)(**p) for e, p in cfg["explain"].items()}
+    for ename, exp in explainers.items():
+        if exp.requires_gradients and not ctx.predictor.differentiable:
             raise UserError(f"[explain.{ename}] needs a differentiable predictor; "
                             f"{ctx.predictor.name!r} is not")
-        explainers[ename] = cls(**params)
     n_tiles = int(store.counts.max())
     limit = int(cfg["run"]["explain_tiles"] or 0)
     if limit > 0:
@@ -321,8 +422,11 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
             np.tile(truth, (store.n_lots, 1)).astype(np.float32), dims=("lot", "attribute"))
     attrs = {"mxplain_config_hash": config_hash(cfg), "property_name": store.property_name,
              "property_units": store.property_units, **provenance(cfg, ctx.device)}
+    folder.claim("results.zarr")
     writer = CubeWriter(folder.path / "results.zarr", variables, sizes, coords, tables, attrs,
-                        resume=resume)
+                        resume=resume, owned=True)
+    if writer.repaired:
+        metrics["resume_repaired"] = {"results.zarr": writer.repaired}
     done = writer.done()
     t0 = time.perf_counter()
     per_explainer = dict.fromkeys(explainers, 0.0)

@@ -7,6 +7,8 @@ Layout (readable with ``xarray.open_zarr``)::
     lot_attributes  (lot, attribute)  float32 lot labels in [0, 1] (NaN where unlabelled)
     property        (lot)             float64 measured (or ground-truth) lot property
     lot_written     (lot)             bool    set after a lot's tiles are written
+    lot_digest      (lot, digest_variable) uint64  digest of the lot's stored tiles, written with
+                                              the flag; every read checks it (damage is an error)
 
 Root attributes: ``mxplain_tile_store`` (format version), ``property_name``, ``property_units``,
 ``tile_size``, ``complete`` (every lot written) and whatever the writer adds (``source``, ``law``…).
@@ -14,6 +16,8 @@ Root attributes: ``mxplain_tile_store`` (format version), ``property_name``, ``p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +134,11 @@ class TileStore:
         self.property_units: str = a.get("property_units", "")
         self.tile_size: int = int(a["tile_size"])
         self.attrs = dict(a)
+        self._digests = None
+        if zarrio.DIGEST in self._ds and zarrio.DIGEST_DIM in self._ds.coords:
+            names = [str(x) for x in self._ds[zarrio.DIGEST_DIM].values]
+            if "tiles" in names:
+                self._digests = self._ds[zarrio.DIGEST].values[:, names.index("tiles")]
 
     # ---- creation -------------------------------------------------------------------------
     @classmethod
@@ -215,9 +224,42 @@ class TileStore:
         return int(lot)
 
     def tiles(self, lot: int | str) -> np.ndarray:
-        """The real tiles of one lot, ``uint8`` ``(n, H, W)``."""
+        """The real tiles of one lot, ``uint8`` ``(n, H, W)``; checked against the digest written
+        with them (a lost or altered chunk is a :class:`UserError` naming the lot)."""
         i = self.lot_index(lot)
-        return np.asarray(self._tiles[i, : self.counts[i]].values)
+        if self._digests is None:
+            return np.asarray(self._tiles[i, : self.counts[i]].values)
+        try:
+            full = np.asarray(self._tiles[i].values)
+        except Exception as exc:  # noqa: BLE001 - a chunk that does not decode
+            raise UserError(f"tile store {str(self.path)!r} is damaged: 'tiles' of lot "
+                            f"{self.lot_ids[i]!r} is unreadable ({type(exc).__name__})") from None
+        if zarrio.lot_digest(full) != int(self._digests[i]):
+            raise UserError(f"tile store {str(self.path)!r} is damaged: 'tiles' of lot "
+                            f"{self.lot_ids[i]!r} differs from what was written (a lost or "
+                            f"altered chunk)")
+        return full[: self.counts[i]]
+
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the store's content: lot ids, attribute names, lot attributes,
+        properties, tile counts, tile size and every lot's tiles (through the per-lot digests
+        where the store has them, else the tiles themselves). Equal stores hash equal on any
+        machine; a model trained on a store records it (``TileStore.content_hash``)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.lot_ids, list(self.attributes), self.tile_size,
+                             self.counts.tolist()]).encode())
+        h.update(np.ascontiguousarray(self.lot_attributes, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.properties, np.float64).tobytes())
+        for i in range(self.n_lots):
+            digest = (int(self._digests[i]) if self._digests is not None
+                      else zarrio.lot_digest(np.asarray(self._tiles[i].values)))
+            h.update(digest.to_bytes(8, "little"))
+        return h.hexdigest()
+
+    def verify(self) -> list[str]:
+        """Every lot read and checked against its digest; the damaged ones, described."""
+        return [f"'tiles' of lot {self.lot_ids[i]!r}: {why}"
+                for i, _name, why in zarrio.damaged_lots(self.path, FLAG)]
 
     def lot(self, lot: int | str) -> Lot:
         i = self.lot_index(lot)

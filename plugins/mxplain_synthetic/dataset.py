@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from mxplain.errors import UserError
-from mxplain.interfaces import Dataset, RunContext
+from mxplain.interfaces import Dataset, Editor, RunContext
+from mxplain.outputs import prepare_store
 from mxplain.store import LotTable, TileStore
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
 
@@ -232,6 +232,13 @@ class SyntheticLots(Dataset):
         return edit_fidelity(SyntheticOracleEditor.for_dataset(self, store), store,
                              measure or self.measure, **kwargs)
 
+    def reference_editor(self, store) -> Editor:
+        """The generator itself as the editor (:class:`~mxplain_synthetic.oracle.SyntheticOracleEditor`)
+        for tiles of ``store`` (this dataset's tile store): the realism ceiling."""
+        from mxplain_synthetic.oracle import SyntheticOracleEditor
+
+        return SyntheticOracleEditor.for_dataset(self, store)
+
     # ---- the store ------------------------------------------------------------------------
     def build(self, path: Path, ctx: RunContext | None = None, resume: bool = False) -> TileStore:
         """Write the tile store at ``path``; with ``resume`` continue an interrupted build of the
@@ -245,27 +252,18 @@ class SyntheticLots(Dataset):
         path = Path(path)
         source = self._source()
         table = self.lot_table()
-        fresh = True
-        if resume and path.exists():
-            try:
-                attrs = zarrio.read_attrs(path)
-                TileStore.lots_written(path)
-            except Exception:
-                attrs = None  # not a readable store (killed while creating it): start over
-            if attrs is not None and attrs.get("mxplain_tile_store") is not None:
-                if attrs.get("source") != source:
-                    old = (attrs.get("source") or {}).get("params", {})
-                    diff = sorted(k for k in set(old) | set(source["params"])
-                                  if old.get(k) != source["params"].get(k))
-                    raise UserError(f"cannot resume tile store {str(path)!r}: it was built with "
-                                    f"other [data] parameters ({', '.join(diff) or 'dataset'})")
-                fresh = False
-        if fresh:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-            path.parent.mkdir(parents=True, exist_ok=True)
+        continuing = prepare_store(path, "mxplain_tile_store", "tile store", resume)
+        if continuing:
+            attrs = zarrio.read_attrs(path)
+            if attrs.get("source") != source:
+                old = (attrs.get("source") or {}).get("params", {})
+                diff = sorted(k for k in set(old) | set(source["params"])
+                              if old.get(k) != source["params"].get(k))
+                raise UserError(f"cannot resume tile store {str(path)!r}: it was built with "
+                                f"other [data] parameters ({', '.join(diff) or 'dataset'})")
+            # damaged lots (a lost or truncated chunk) are unflagged and generated again
+            zarrio.verify_or_unflag(path, "lot_written", "tile store", repair=True)
+        else:
             extra = {"source": source, "true_sensitivity": self.true_sensitivity(),
                      "law": self.resolved_law(),
                      "law_formula": "property = property_mean + property_std * sum_a law[a] * "

@@ -305,11 +305,9 @@ def extract_features(store, featurizer: Featurizer, path: str | Path | None = No
             except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt
                 fresh = True
         if fresh:
-            import shutil
+            from mxplain.outputs import prepare_store
 
-            if path.exists():
-                shutil.rmtree(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_store(path, "cache_key", "VGG feature cache", resume=False)
             sizes = {"lot": store.n_lots, "tile": int(counts.max()), "feature": nf}
             coords = {"lot": np.array(store.lot_ids, dtype=str)}
             import xarray as xr

@@ -144,9 +144,22 @@ def test_uniform_sampling_and_measure_via_dataset():
     assert set(ds.segment(tiles[0])) >= {"crystals", "boundaries", "holes"}
 
 
-def test_resume_over_a_broken_store_starts_over(tmp_path):
+def test_resume_over_a_folder_that_is_not_a_store_is_refused_and_kept(tmp_path):
     path = tmp_path / "tiles.zarr"
     path.mkdir()
     (path / "junk").write_text("not zarr")
+    with pytest.raises(UserError, match="not an mxplain store"):
+        SyntheticLots(**SMALL).build(path, CTX, resume=True)
+    assert (path / "junk").read_text() == "not zarr"
+
+
+def test_a_killed_creation_leaves_no_store_and_is_cleared(tmp_path):
+    from mxplain.outputs import CREATING, creating_path
+
+    path = tmp_path / "tiles.zarr"
+    left = creating_path(path)  # what a kill during the template's creation leaves
+    (left / "store").mkdir(parents=True)
+    (left / CREATING).write_bytes(b"")
+    (left / "store" / "zarr.json").write_text("{")
     store = SyntheticLots(**SMALL).build(path, CTX, resume=True)
-    assert store.n_lots == 4 and TileStore.lots_written(path).all()
+    assert store.n_lots == 4 and TileStore.lots_written(path).all() and not left.exists()
