@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import json
 import math
 import re
 import sys
@@ -171,14 +172,15 @@ def _show(value: Any) -> str:
     """A config value as TOML would spell it (true, nan, "text")."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a TOML basic string (JSON's escapes): one line whatever it holds
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', str(k)) else _show(str(k))}"
+                               f" = {_show(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
@@ -242,9 +244,11 @@ def _check_component(cls, table: str, user: dict, params: dict) -> None:
     except UserError as exc:
         msg = str(exc)
         raise UserError(msg if msg.startswith("[") else f"[{table}] {msg}") from None
-    except (TypeError, ValueError, KeyError) as exc:  # a plugin's check tripping over a value
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:  # a check
+        # tripping over a value it did not expect
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(f"[{table}] ({cls.name!r}) parameters refused: {type(exc).__name__}: "
-                        f"{exc}") from None
+                        f"{first}") from None
 
 
 def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict | None:
@@ -273,9 +277,8 @@ def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict
             raise UserError(f"{where}: [data] takes no checkpoint")
         if not isinstance(checkpoint, str):
             raise UserError(f"{where}: [{table}] checkpoint must be a path string")
-        out["checkpoint"] = (checkpoint if checkpoint.startswith("package:")  # mxplain.resources
-                             else str((base / checkpoint) if not Path(checkpoint).is_absolute()
-                                      else Path(checkpoint)))
+        out["checkpoint"] = str((base / checkpoint) if not Path(checkpoint).is_absolute()
+                                else Path(checkpoint))
     return out
 
 

@@ -87,6 +87,9 @@ class TextureForestPredictor(Predictor):
         if not layers:
             raise UserError("[predictor] layers is empty: name at least one layer, e.g. "
                             "['conv3_3']")
+        if not all(isinstance(n, str) for n in layers):
+            raise UserError(f"[predictor] layers = {self.layers!r}: layer names are strings, "
+                            f"e.g. ['conv3_3']")
         for n in layers:
             resolve_layer(n, self.vgg if self.vgg in ("vgg16", "vgg19") else "vgg16")
         if self.featurization not in FEATURIZATIONS:

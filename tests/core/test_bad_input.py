@@ -462,3 +462,45 @@ def test_stale_lock_of_a_live_unrelated_process_says_how_to_check(tmp_path, caps
     cfg.write_text(DATA + "[run]\nreport = false\n")
     code, _, err = run_cli(["run", cfg, "--out", out, "--resume", "--quiet"], capsys)
     assert_one_error(code, err, "pid 1", ".mxplain.lock")
+
+
+# ---- every key of every registered component: a value of any type is accepted or one line -------
+def _component_keys():
+    from mxplain import plugins
+
+    out = []
+    for kind, table in (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor"),
+                        ("explainer", "explain")):
+        for name, entry in sorted(plugins.registry()[kind].items()):
+            out += [(table, name, key) for key in entry.cls.param_defaults()]
+    return out
+
+
+def test_any_value_for_any_key_resolves_or_is_one_line():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mxplain import config
+    from mxplain.errors import UserError
+
+    scalar = st.one_of(st.integers(-10 ** 12, 10 ** 12), st.floats(), st.booleans(),
+                       st.text(max_size=6), st.sampled_from(["auto", "mean", "tile", ""]))
+    value = st.one_of(scalar, st.lists(scalar, max_size=3),
+                      st.dictionaries(st.text(max_size=4), scalar, max_size=2))
+
+    @settings(max_examples=300, deadline=None)
+    @given(where=st.sampled_from(_component_keys()), v=value)
+    def check(where, v):
+        table, name, key = where
+        raw = {"data": {"name": "synthetic"}, "predictor": {"name": "wideresnet"},
+               "editor": {"name": "attgan"}}
+        if table == "explain":
+            raw["explain"] = {name: {key: v}}
+        else:
+            raw[table] = {"name": name, key: v}
+        try:
+            config.resolve(raw)
+        except UserError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+    check()
