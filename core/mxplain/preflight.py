@@ -72,7 +72,7 @@ def data_shape(cfg: dict) -> DataShape | None:
 
 
 def _keys_text(table: str, keys: tuple[str, ...], params: dict) -> str:
-    shown = [f"{k} = {params[k]!r}" for k in keys if k in params]
+    shown = [f"{k} = {params[k]!r}" for k in keys if params.get(k) is not None]
     return f"[{table}] " + ", ".join(shown) if shown else f"[{table}]"
 
 

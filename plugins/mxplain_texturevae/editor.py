@@ -103,6 +103,19 @@ class TextureVAEEditor(Editor):
         """Every ``[editor]`` value, when the config is resolved."""
         cls(**{**cls.param_defaults(), **params})._check_params()
 
+    @classmethod
+    def footprint(cls, params: dict, data) -> list:
+        """One training batch through VGG19 for the style loss (the patch and its reconstruction,
+        ~300 float32 activations per pixel each, kept for the backward pass): ~4.8 kB per pixel."""
+        from mxplain.interfaces import Footprint
+
+        if data is None:
+            return []
+        p = {**cls.param_defaults(), **params}
+        patch = min(int(p["patch_size"] or data.tile_size), data.tile_size)
+        return [Footprint("one training batch through VGG19", ("batch_size", "patch_size"),
+                          memory=int(p["batch_size"]) * patch ** 2 * 4800, on_device=True)]
+
     def _check_params(self) -> None:
         def bad(key, why):
             raise UserError(f"[editor] texturevae: {key} = {getattr(self, key)!r}: {why}")
