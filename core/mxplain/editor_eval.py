@@ -12,9 +12,12 @@ alone. With ``measure(uint8 tiles (N, H, W)) -> (N, M)`` (for synthetic lots
 * :func:`reconstruction_error` - L1 / MSE / PSNR of the reconstruction at the lot's own attributes;
 * :func:`edit_grid_figure` - seed 000's Figure 3/11 grid: rows = attributes, columns = original,
   decreased, increased, for a few tiles;
+* :func:`realism` - a classifier two-sample test (:mod:`mxplain.realism`): ROC AUC of a small CNN
+  telling real tiles from the editor's reconstructions and from its +/-``delta`` edits (0.5:
+  indistinguishable); needs no ground truth or measurement;
 * :func:`fidelity_figure` - the direction shares as bars, next to a reference (on synthetic lots the
   *ceiling*: the same protocol with the data's own generator as the editor,
-  ``mxplain_synthetic.oracle``).
+  ``mxplain_synthetic.oracle``), and the realism AUCs (beside the generator's: the realism ceiling).
 
 Tiles are sampled per lot with a fixed seed, so repeated evaluations see the same tiles.
 """
@@ -246,17 +249,18 @@ def edit_grid_figure(editor: Editor, store, path: str | Path, n_tiles: int = 3,
     return save_figure(fig, path, dpi=90)
 
 
-def fidelity_figure(fidelity: dict, path: str | Path, ceiling: dict | None = None) -> Path:
-    """Bar chart of each attribute's ``direction_share`` (:func:`edit_fidelity`), next to the
-    ``ceiling`` (the same protocol with the data's own generator as the editor) when given."""
-    import matplotlib
+def realism(editor: Editor, store, n_per_class: int = 512, delta: float = 0.35, seed: int = 0,
+            **kwargs) -> dict:
+    """Realism of ``editor``'s reconstructions and +/-``delta`` edits by a classifier two-sample
+    test: :func:`mxplain.realism.realism_test` (its docstring has the protocol)."""
+    from mxplain.realism import realism_test
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return realism_test(editor, store, n_per_class=n_per_class, delta=delta, seed=seed, **kwargs)
 
+
+def _fidelity_panel(ax, fidelity: dict, ceiling: dict | None) -> None:
     names = list(fidelity["attributes"])
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(5.5, 3))
     share = [fidelity["attributes"][a]["direction_share"] for a in names]
     width = 0.38 if ceiling else 0.6
     ax.bar(x - (width / 2 if ceiling else 0), share, width, label="editor", color="C0")
@@ -271,4 +275,58 @@ def fidelity_figure(fidelity: dict, path: str | Path, ceiling: dict | None = Non
     ax.set_ylabel(f"edits moving the measurement\nthe requested way (±{fidelity['delta']:g})",
                   fontsize=8)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+
+
+def _realism_panel(ax, real: dict, ceiling: dict | None) -> None:
+    """AUCs of the realism test (reconstructions, edits) with their intervals, beside the
+    reference editor's (the realism ceiling) when given."""
+    keys = [k for k in ("reconstruction", "edits") if k in real]
+    x = np.arange(len(keys))
+    sets = [(real, "editor", "C1")] + ([(ceiling, "ceiling (generator)", "0.6")]
+                                       if ceiling and "skipped" not in ceiling else [])
+    width = 0.8 / len(sets)
+    low = 0.4
+    for s, (res, label, color) in enumerate(sets):
+        auc = np.array([res.get(k, {}).get("auc", np.nan) for k in keys], dtype=float)
+        ci = np.array([res.get(k, {}).get("auc_ci", [np.nan, np.nan]) for k in keys], dtype=float)
+        err = np.abs(np.stack([auc - ci[:, 0], ci[:, 1] - auc])) if len(keys) else None
+        pos = x + (s - (len(sets) - 1) / 2) * width
+        if np.isfinite(ci).any():
+            low = min(low, float(np.nanmin(ci)) - 0.05)
+        ax.bar(pos, auc - 0.5, width, bottom=0.5, yerr=err, capsize=3, label=label, color=color)
+        for p, v, hi in zip(pos, auc, ci[:, 1]):
+            top = np.nanmax([v, hi]) if np.isfinite([v, hi]).any() else 0.5
+            ax.text(p, min(top + 0.01, 0.97), f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{k}\n({real[k].get('n_test', '?')} test tiles/class)" for k in keys],
+                       fontsize=8)
+    ax.set_ylim(max(0.0, low), 1.0)
+    ax.set_ylabel("realism: critic ROC AUC\n(0.5 = indistinguishable)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+
+
+def fidelity_figure(fidelity: dict | None, path: str | Path, ceiling: dict | None = None,
+                    realism: dict | None = None, realism_ceiling: dict | None = None) -> Path:
+    """Bar chart of each attribute's ``direction_share`` (:func:`edit_fidelity`), next to the
+    ``ceiling`` (the same protocol with the data's own generator as the editor) when given; with
+    ``realism`` (:func:`realism`) a panel of its AUCs beside ``realism_ceiling``'s. Either part may
+    be missing (no measurement: realism only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    show_real = realism is not None and "skipped" not in realism
+    panels = [p for p, on in (("fidelity", fidelity is not None), ("realism", show_real)) if on]
+    if not panels:
+        raise ValueError("fidelity_figure needs a fidelity or a realism result")
+    widths = {"fidelity": 5.5, "realism": 3.2}
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths[p] for p in panels), 3),
+                             squeeze=False, gridspec_kw={"width_ratios": [widths[p] for p in panels]})
+    for ax, panel in zip(axes[0], panels):
+        if panel == "fidelity":
+            _fidelity_panel(ax, fidelity, ceiling)
+        else:
+            _realism_panel(ax, realism, realism_ceiling)
     return save_figure(fig, path, dpi=110)

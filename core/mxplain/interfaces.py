@@ -315,6 +315,13 @@ class Dataset(Component):
         """Ground-truth effect of each attribute on the property, where the dataset knows it."""
         return None
 
+    def reference_editor(self, store: TileStore) -> Editor | None:
+        """An editor that edits by the data's own generating process (synthetic lots: each tile
+        rendered again from its own seed at the new attributes), for tiles of ``store`` (this
+        dataset's tile store): the reference the editor checks are calibrated with (the realism
+        ceiling, :mod:`mxplain.realism`). The default: none."""
+        return None
+
     @classmethod
     def data_shape(cls, params: dict[str, Any]) -> DataShape | None:
         """The tile store's size as ``params`` set it, where known without building it (lets

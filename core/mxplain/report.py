@@ -89,6 +89,41 @@ def _figure(path: Path) -> str:
             f"<figcaption>{_e(path.name)}</figcaption></figure>")
 
 
+def _num(x) -> str:
+    return _e(f"{x:.3f}") if isinstance(x, (int, float)) and not isinstance(x, bool) else "?"
+
+
+def _realism_section(metrics: dict) -> str:
+    """The editor's realism (classifier two-sample test, :mod:`mxplain.realism`) as one small
+    table: AUC, interval, the critic's training AUC and the tiles per class, for the editor and,
+    where run, the data's own generator (the realism ceiling)."""
+    ev = (metrics.get("editor") or {}).get("evaluation") or {}
+    rows = []
+    for key, who in (("realism", "editor"), ("realism_ceiling", "ceiling: the data's generator")):
+        res = ev.get(key)
+        if not isinstance(res, dict):
+            continue
+        if "skipped" in res:
+            rows.append(f"<tr><td>{_e(who)}</td><td colspan='5'>skipped: {_e(res['skipped'])}"
+                        f"</td></tr>")
+            continue
+        for test in ("reconstruction", "edits"):
+            r = res.get(test) or {}
+            ci = r.get("auc_ci") or [None, None]
+            rows.append(f"<tr><td>{_e(who)}</td><td>{_e(test)}</td><td>{_num(r.get('auc'))}</td>"
+                        f"<td>{_num(ci[0])} – {_num(ci[1])}</td><td>{_num(r.get('train_auc'))}</td>"
+                        f"<td>{_e(r.get('n_train', '?'))} / {_e(r.get('n_test', '?'))}</td></tr>")
+    if not rows:
+        return ""
+    head = ("<tr><th>editor</th><th>real vs</th><th>AUC</th><th>95 % interval</th>"
+            "<th>critic's AUC on its training tiles</th><th>tiles per class (train / test)</th>"
+            "</tr>")
+    return ("<h3>Realism (classifier two-sample test)</h3><p>A small CNN trained on half of the "
+            "lots tells real tiles from the editor's; ROC AUC on the other half: 0.5 = "
+            "indistinguishable, 1.0 = every tile told apart.</p><table>" + head + "".join(rows) +
+            "</table>")
+
+
 def _lot_sections(run_dir: Path) -> str:
     """One table per lot from the results cube: labels, property, predictions, explanations."""
     import numpy as np
@@ -273,6 +308,8 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
         if not sec and not block:
             continue
         parts.append(f"<h2>{_e(title)}</h2>")
+        if title == "Editor":
+            parts.append(_realism_section(metrics))
         if block:
             parts.append(_table(block if isinstance(block, dict) else {"value": block}))
         parts.extend(_figure(f) for f in sec)
