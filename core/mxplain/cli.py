@@ -44,14 +44,10 @@ def cli():
               help="Explain lots on a local Dask cluster of N processes (default: [run] workers).")
 def run(config, out, device, resume, overwrite, quiet, scheduler, workers):
     """Run the pipeline of CONFIG (default: the packaged quickstart)."""
-    from mxplain import config as config_mod
-    from mxplain import preflight
     from mxplain.pipeline import run as run_pipeline
 
-    # the whole config, its checkpoints and its sizes are checked before anything is written
-    cfg = config_mod.load(config)
-    preflight.check(cfg, Path(out), device, resume=resume, where=config or "quickstart",
-                    scheduler=scheduler, workers=workers)
+    # the pipeline checks the whole config, its paths, checkpoints and sizes (mxplain.preflight)
+    # before anything is written
     try:
         path = run_pipeline(config, out=out, device=device, resume=resume, overwrite=overwrite,
                             progress=not quiet, scheduler=scheduler, workers=workers)

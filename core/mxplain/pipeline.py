@@ -20,7 +20,7 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import failpoints, outputs, plugins, resources, zarrio
+from mxplain import failpoints, outputs, plugins, preflight, resources, zarrio
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
 from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
@@ -132,6 +132,8 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
     if scheduler is None and workers is None:
         scheduler, workers = run_cfg.get("scheduler"), run_cfg.get("workers")
     scheduler, workers = check_options(scheduler, workers)
+    preflight.check(cfg, out, device, resume=resume, where=str(cfg_path or "config"),
+                    scheduler=scheduler, workers=workers)  # checkpoints, sizes vs the machine
     components = build_components(cfg)
     check_paths(cfg, cfg_path, out, overwrite)
     folder = RunFolder(out, resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
