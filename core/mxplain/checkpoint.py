@@ -6,8 +6,10 @@ of executed.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import torch
@@ -28,9 +30,33 @@ def save_component(component, path: str | Path) -> None:
         "params": component.get_params(),
         "state": component.state_dict(),
     }
+    save_atomic(payload, path)
+
+
+def save_atomic(payload: dict, path: str | Path) -> None:
+    """``torch.save`` into ``path.tmp``, then rename over ``path``: a kill leaves the old file. A
+    failed write (a full disk: torch's ``RuntimeError [enforce fail at inline_container.cc]``)
+    removes the temporary file and is an ``OSError`` naming the path."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and ("enforce fail" in str(exc) or "write" in str(exc)):
+            full = _free_bytes(path.parent) < 64 * 2**20
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          "No space left on device" if full else "could not write the checkpoint",
+                          str(path)) from None
+        raise
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 def read_checkpoint(path: str | Path) -> dict:

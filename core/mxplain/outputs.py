@@ -46,13 +46,29 @@ def describe(path: Path, limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _is_zarr_file(path: Path, root: Path) -> bool:
-    name = path.name
-    if name in ZARR_METADATA or name == CREATING:
+def _members(root: Path) -> set[str] | None:
+    """Paths of the arrays and groups a zarr v3 store's consolidated root metadata lists (None
+    where the root has none: then files are judged by zarr's names alone)."""
+    try:
+        doc = json.loads((root / "zarr.json").read_text(encoding="utf-8"))
+        members = doc["consolidated_metadata"]["metadata"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return {str(k) for k in members} if isinstance(members, dict) else None
+
+
+def _is_zarr_file(path: Path, root: Path, members: set[str] | None) -> bool:
+    rel = path.relative_to(root).as_posix()
+    if rel in ("zarr.json", CREATING) or path.name == CREATING:
         return True
-    parents = path.relative_to(root).parents
-    for rel in parents:  # a v3 chunk lives under <array>/c/..., the array folder holding zarr.json
-        folder = root / rel
+    if members is not None:  # <member>/zarr.json and <member>/c/... of a listed member only
+        head, _, tail = rel.partition("/")
+        return head in members and (tail == "zarr.json" or tail.startswith("c/"))
+    name = path.name
+    if name in ZARR_METADATA:
+        return True
+    for parent in path.relative_to(root).parents:  # a v3 chunk: <array>/c/..., beside zarr.json
+        folder = root / parent
         if folder.name == "c" and (folder.parent / "zarr.json").is_file():
             return True
     return bool(_V2_CHUNK.match(name)) and (path.parent / ".zarray").is_file()
@@ -61,13 +77,14 @@ def _is_zarr_file(path: Path, root: Path) -> bool:
 def store_files(root: Path) -> tuple[list[Path], list[Path]]:
     """Files below ``root`` that zarr (or mxplain's creation marker) wrote, and all the others."""
     ours, foreign = [], []
+    members = _members(Path(root))
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
             if p.is_symlink() or not p.is_file():
                 foreign.append(p)
             else:
-                (ours if _is_zarr_file(p, root) else foreign).append(p)
+                (ours if _is_zarr_file(p, Path(root), members) else foreign).append(p)
     return ours, foreign
 
 
@@ -145,6 +162,8 @@ def prepare_store(path, marker: str, what: str, resume: bool, delete: bool = Tru
         attrs = store_marker(path)
         if attrs is not None and attrs.get(marker) is not None:
             if resume:
+                if store_files(path)[1]:
+                    remove_store(path, what)  # refuses: it holds files mxplain did not write
                 return True
             if delete:
                 remove_store(path, what)

@@ -31,7 +31,6 @@ Typical loop::
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from mxplain import failpoints
+from mxplain.checkpoint import save_atomic
 from mxplain.errors import UserError
 
 FORMAT = "mxplain-training-1"
@@ -181,9 +181,7 @@ class TrainingCheckpoint:
             "extra": _plain(extra or {}),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        save_atomic(payload, self.path)
         failpoints.hit(f"epoch:{self.path.name}")
 
     # ---- resuming ---------------------------------------------------------------------------------
