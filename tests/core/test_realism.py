@@ -196,3 +196,17 @@ def test_figure_and_report_section(identity_result, tmp_path):
     assert html.count("<tr>") == 4 and "&lt;none&gt; &amp; co" in html
     assert f"{identity_result['edits']['auc']:.3f}" in html
     assert _realism_section({}) == ""
+
+
+@pytest.mark.parametrize("value", ["-2", '"many"', "1.5"])
+def test_bad_config_value_through_the_cli(tmp_path, capsys, value):
+    from mxplain.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "synthetic"\nn_lots = 2\ntiles_per_lot = 2\ntile_size = 32\n'
+                   f"[run]\neditor_realism_tiles = {value}\n")
+    code = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "editor_realism_tiles" in err[0]
+    assert not (tmp_path / "run" / "tiles.zarr").exists()  # refused before any data is built
