@@ -73,7 +73,7 @@ MODEL_EXTRA_KEYS = ("name", "checkpoint")
 #: [run] keys and what they take (the rest: the type of their default); checked by _check_run
 RUN_RULES: dict[str, tuple[str, ...]] = {
     "seed": ("int", ">=0"), "device": ("str",), "explain_tiles": ("int", ">=0"),
-    "editor_eval_tiles": ("int", ">=1"), "report": ("bool",), "compile": ("bool",),
+    "editor_eval_tiles": ("int", ">=1"), "report": ("bool",),
 }  # scheduler and workers: mxplain.distributed.check_options, before the run folder is made
 
 #: Rules for keys that mean the same in every component's table, applied to numbers only (after the
@@ -277,8 +277,9 @@ def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict
             raise UserError(f"{where}: [data] takes no checkpoint")
         if not isinstance(checkpoint, str):
             raise UserError(f"{where}: [{table}] checkpoint must be a path string")
-        out["checkpoint"] = str((base / checkpoint) if not Path(checkpoint).is_absolute()
-                                else Path(checkpoint))
+        out["checkpoint"] = (checkpoint if checkpoint.startswith("package:")  # mxplain.resources
+                             else str((base / checkpoint) if not Path(checkpoint).is_absolute()
+                                      else Path(checkpoint)))
     return out
 
 
@@ -324,7 +325,7 @@ def resolve(raw: dict, where: str = "config", base: Path | None = None) -> dict:
 
 def _check_run(run: dict, where: str) -> None:
     for key, value in run.items():
-        if key == "batch_size":
+        if key in ("batch_size", "compile"):  # their own checks and messages, below
             continue
         rules = RUN_RULES.get(key)
         if rules is None:  # a key without its own rule: the type of its default
