@@ -134,6 +134,8 @@ def _lot_sections(run_dir: Path) -> str:
         return ""
     try:
         cube = open_results(run_dir).load()
+    except UserError:  # a damaged cube (digest mismatch) is said, never rendered around
+        raise
     except Exception:  # a report still renders without the cube
         return ""
     attrs = [str(a) for a in cube["attribute"].values]

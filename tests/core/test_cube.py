@@ -73,3 +73,45 @@ def test_open_results_refuses_other_stores(tmp_path):
     zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
     with pytest.raises(UserError, match="not an mxplain results cube"):
         open_results(tmp_path / "x.zarr")
+
+
+def test_a_full_disk_while_the_cube_is_created_leaves_a_resumable_folder(tmp_path, monkeypatch):
+    import errno
+
+    real = xr.Dataset.to_zarr
+
+    def full_disk(self, store, *a, **k):
+        if str(store).endswith("store"):  # the template inside the .creating folder
+            real(self, store, *a, **k)
+            raise OSError(errno.ENOSPC, "No space left on device", str(store))
+        return real(self, store, *a, **k)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", full_disk)
+    with pytest.raises(OSError):
+        _writer(tmp_path / "r.zarr")
+    assert not (tmp_path / "r.zarr").exists() and (tmp_path / ".r.zarr.creating").is_dir()
+    monkeypatch.setattr(xr.Dataset, "to_zarr", real)
+    w = _writer(tmp_path / "r.zarr", resume=True)
+    for i in range(3):
+        w.write_lot(i, _values(i, 4))
+    w.finish()
+    cube = open_results(tmp_path / "r.zarr")
+    assert set(cube.data_vars) >= {"prediction", "sensitivity", "measured_property"}
+    assert "attribute" in cube.coords and not (tmp_path / ".r.zarr.creating").exists()
+
+
+def test_damage_is_refused_on_load_and_recomputed_on_resume(tmp_path):
+    w = _writer(tmp_path / "r.zarr")
+    for i in range(3):
+        w.write_lot(i, _values(i, 4))
+    chunk = next((tmp_path / "r.zarr" / "sensitivity" / "c" / "1").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    chunk.unlink()
+    with pytest.raises(UserError, match="'sensitivity' of lot 1"):
+        open_results(tmp_path / "r.zarr")
+    with pytest.warns(UserWarning, match="damaged"):
+        resumed = _writer(tmp_path / "r.zarr", resume=True)
+    assert resumed.done().tolist() == [True, False, True]
+    resumed.write_lot(1, _values(1, 4))
+    assert open_results(tmp_path / "r.zarr").sensitivity.values[1].tolist() == [1.0, -1.0]

@@ -141,9 +141,12 @@ editor_eval_tiles = 2
 
 # (failpoint, what the run folder must show right after the kill)
 KILLS = [
+    ("create:tiles.zarr", "data: the store's template written, not renamed into place"),
     ("write:tiles.zarr@2", "data: lot 2's tiles written, not flagged"),
     ("epoch:predictor.training.pt@1", "predictor: epoch 1 of 2 checkpointed"),
     ("epoch:editor.training.pt@1", "editor: epoch 1 of 2 checkpointed"),
+    ("create:results.zarr", "cube creation: the template written, not renamed into place"),
+    ("created:results.zarr", "cube creation: the template in place, no lot written"),
     ("explain:lot@2", "forward sweep: lot 1 explained, not written"),
     ("write:results.zarr@2", "cube write: lot 2's values written, not flagged"),
 ]
@@ -171,7 +174,12 @@ def test_pipeline_killed_at_every_stage_resumes_to_the_same_cube(tmp_path):
         assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-2000:])
         assert not (out / "metrics.json").exists(), what
         models = out / "models"
-        if point.startswith("write:tiles"):
+        if point.startswith("create:"):
+            store = point.split(":")[1]
+            assert not (out / store).exists() and (out / f".{store}.creating").is_dir(), what
+        elif point.startswith("created:"):
+            assert not zarrio.lots_done(out / "results.zarr", "lot_done").any(), what
+        elif point.startswith("write:tiles"):
             assert not zarrio.read_attrs(out / "tiles.zarr").get("complete")
             assert _partial(out / "tiles.zarr", "lot_written"), what
         elif point.startswith("epoch:predictor"):
@@ -186,9 +194,49 @@ def test_pipeline_killed_at_every_stage_resumes_to_the_same_cube(tmp_path):
                    env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
     assert (out / "metrics.json").exists()
     assert not list((out / "models").glob("*.training*"))
+    assert not list(out.glob(".*.creating"))
     for kind in ("predictor", "editor"):  # resumed trainings are bit-identical
         _models_equal(full / "models" / f"{kind}.pt", out / "models" / f"{kind}.pt")
     a = open_results(full).load()
     b = open_results(out).load()
     xr.testing.assert_identical(a, b)
     assert bool(b.lot_done.all())
+
+
+# ---- damage: a finished run's stores altered on disk, then --resume --------------------------------
+def _chunk(store, var, lot):
+    return sorted((store / var / "c" / str(lot)).rglob("*"), key=lambda p: -len(p.parts))[0]
+
+
+def _damage_cases(out):
+    cube, tiles = out / "results.zarr", out / "tiles.zarr"
+    return {
+        "a deleted prediction chunk": lambda: _chunk(cube, "prediction", 1).unlink(),
+        "a truncated forward_prediction chunk": lambda: _chunk(cube, "forward_prediction", 2)
+        .write_bytes(_chunk(cube, "forward_prediction", 2).read_bytes()[:7]),
+        "a truncated zarr.json": lambda: (cube / "zarr.json").write_text(
+            (cube / "zarr.json").read_text()[:100]),
+        "a deleted tile chunk": lambda: _chunk(tiles, "tiles", 3).unlink(),
+    }
+
+
+@pytest.mark.slow
+def test_damaged_stores_are_detected_and_recomputed_on_resume(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(PIPELINE)
+    full, out = tmp_path / "full", tmp_path / "part"
+    for d in (full, out):
+        subprocess.run(CLI + ["run", str(cfg), "--out", str(d), "--quiet"], check=True, env=ENV,
+                       cwd=tmp_path, stderr=subprocess.DEVNULL)
+    a = open_results(full).load()
+    for what, damage in _damage_cases(out).items():
+        damage()
+        if what != "a deleted tile chunk":  # reading the damaged cube is one error line
+            rep = subprocess.run(CLI + ["report", str(out)], env=ENV, cwd=tmp_path,
+                                 capture_output=True, text=True)
+            lines = [ln for ln in rep.stderr.splitlines() if ln.strip()]
+            assert rep.returncode == 2 and len(lines) == 1 and "damaged" in lines[0], (what, lines)
+        subprocess.run(CLI + ["run", str(cfg), "--out", str(out), "--resume", "--quiet"],
+                       check=True, env=ENV, cwd=tmp_path, stderr=subprocess.DEVNULL)
+        xr.testing.assert_identical(a, open_results(out).load())
+        assert not TileStore.open(out / "tiles.zarr").verify(), what
