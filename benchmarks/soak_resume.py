@@ -11,6 +11,11 @@ reference. Rounds go on until ``--kills`` kills landed. Prints the stage each ki
 A kill counts as survived when the next ``--resume`` on that folder did not fail; a difference is a
 cube variable, model tensor or tile store array that differs from the reference (0 is the target).
 
+Then two fixed phases: a kill at each exact point of store and cube creation (``MXPLAIN_KILL_AT``,
+:mod:`mxplain.failpoints`: template written but not renamed, renamed but no lot written), each
+resumed; and each damage case of a finished run (a deleted or truncated cube chunk, a truncated
+``zarr.json``, a deleted tile chunk), each resumed. Both print ``survived / differences`` lines.
+
     python benchmarks/soak_resume.py --kills 20
 """
 
@@ -119,6 +124,68 @@ def differences(ref: Path, out: Path) -> list[str]:
     return diffs
 
 
+CREATION_POINTS = ("create:tiles.zarr", "created:tiles.zarr", "create:results.zarr",
+                   "created:results.zarr")
+
+
+def _chunk(store: Path, var: str, lot: int) -> Path:
+    return max((p for p in (store / var / "c" / str(lot)).rglob("*") if p.is_file()),
+               key=lambda p: len(p.parts))
+
+
+DAMAGE = {
+    "deleted prediction chunk": lambda o: _chunk(o / "results.zarr", "prediction", 1).unlink(),
+    "truncated forward_prediction chunk": lambda o: _chunk(
+        o / "results.zarr", "forward_prediction", 2).write_bytes(b"\x00" * 7),
+    "truncated results zarr.json": lambda o: (o / "results.zarr" / "zarr.json").write_text("{"),
+    "deleted tile chunk": lambda o: _chunk(o / "tiles.zarr", "tiles", 3).unlink(),
+}
+
+
+def fixed_phases(cfg: Path, ref: Path, work: Path, env: dict) -> tuple[int, int, int]:
+    """Kills at every point of store/cube creation, then the damage cases; (cases, survived,
+    differences)."""
+    cases = survived = n_diffs = 0
+    out = work / "fixed"
+    for point in CREATION_POINTS:
+        cases += 1
+        _fresh(out)
+        killed = subprocess.run(CLI + [str(cfg), "--out", str(out), "--quiet"],
+                                env={**env, "MXPLAIN_KILL_AT": point}, capture_output=True)
+        ok = killed.returncode == -signal.SIGKILL and _resume(cfg, out, env)
+        diffs = differences(ref, out) if ok else ["resume failed"]
+        survived += ok
+        n_diffs += len(diffs)
+        print(f"  kill at {point}: {'resumed' if ok else 'FAILED'}, {len(diffs)} differences",
+              flush=True)
+    _fresh(out)
+    subprocess.run(CLI + [str(cfg), "--out", str(out), "--quiet"], env=env, check=True,
+                   capture_output=True)
+    for what, damage in DAMAGE.items():
+        cases += 1
+        damage(out)
+        ok = _resume(cfg, out, env)
+        diffs = differences(ref, out) if ok else ["resume failed"]
+        survived += ok
+        n_diffs += len(diffs)
+        print(f"  damage, {what}: {'recomputed' if ok else 'FAILED'}, {len(diffs)} differences",
+              flush=True)
+    return cases, survived, n_diffs
+
+
+def _fresh(out: Path) -> None:
+    """Remove a soak run folder, which this script made (mxplain's run state marks it)."""
+    if out.exists():
+        if not (out / "state.json").is_file():
+            raise SystemExit(f"error: {out} is not a run folder of this soak; not deleting it")
+        shutil.rmtree(out)
+
+
+def _resume(cfg: Path, out: Path, env: dict) -> bool:
+    return subprocess.run(CLI + [str(cfg), "--out", str(out), "--quiet", "--resume"], env=env,
+                          capture_output=True).returncode == 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20, help="kills to land in all (default 20)")
@@ -140,7 +207,7 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
 
     ref = work / "reference"
-    shutil.rmtree(ref, ignore_errors=True)
+    _fresh(ref)
     t0 = time.perf_counter()
     subprocess.run(CLI + [str(cfg), "--out", str(ref), "--quiet"], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,7 +223,7 @@ def main(argv=None) -> int:
     while kills < args.kills:
         rounds += 1
         out = work / f"round{rounds:03d}"
-        shutil.rmtree(out, ignore_errors=True)
+        _fresh(out)
         resume, pending, round_kills = False, False, 0
         while True:
             cmd = CLI + [str(cfg), "--out", str(out), "--quiet"] + (["--resume"] if resume else [])
@@ -201,6 +268,11 @@ def main(argv=None) -> int:
     print(f"rounds: {rounds}, soak time: {time.perf_counter() - t_soak:.0f} s, "
           f"failed resumes: {failures}")
     print(f"kills survived: {survived}, differences: {n_diffs}")
+    cases, fixed_ok, fixed_diffs = fixed_phases(cfg, ref, work, env)
+    print(f"creation kills and damage cases: {cases}, survived: {fixed_ok}, "
+          f"differences: {fixed_diffs}")
+    n_diffs += fixed_diffs
+    failures += cases - fixed_ok
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if failures == 0 and n_diffs == 0 and survived == kills else 1
