@@ -49,6 +49,22 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def fixed_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op CPU threads (``None``: leave the setting), restoring
+    the caller's count afterwards: the block's float reductions are then split the same way in
+    every process (``mxplain run`` on a two-core machine, a one-thread Dask worker)."""
+    old = torch.get_num_threads()
+    if n is None or int(n) == old:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def model_device(model, fallback: torch.device) -> torch.device:
     dev = getattr(model, "device", None)
     return torch.device(dev) if dev is not None else torch.device(fallback)

@@ -18,18 +18,60 @@ Hadamard perturbations (at least ``spsa_samples`` simultaneous +-1 perturbations
 central differences, batched; see ``_spsa_grad``), and the same proximal step is taken, accepted
 only when the full objective decreases.
 
-Targets: ``target_mode = "relative"``: ``p = p0 + t * |p0|`` for ``t`` in ``targets`` (one per
-direction, ``increase`` then ``decrease``), where ``p0 = R(G(I; A))`` is the prediction on the
-editor's *reconstruction* of the tile (so the counterfactual change is measured against what the
-editor+predictor pair predicts for the unedited attributes, not the raw tile); ``"absolute"``: ``p =
-t`` in property units. A tile has *converged* when ``|R(G(I; A')) - p| <= tol * |p|``; it stops
-then, or when its step vanishes (a stationary point), or after ``max_iter`` iterations.
+Targets (``targets``: one number per direction, ``increase`` then ``decrease``), by
+``target_mode``:
+
+* ``"relative"`` (default): ``p = p0 + t * |p0|``, where ``p0 = R(G(I; A))`` is the prediction on
+  the editor's *reconstruction* of the tile (so the counterfactual change is measured against what
+  the editor+predictor pair predicts for the unedited attributes, not the raw tile);
+* ``"absolute"``: ``p = t`` in property units;
+* ``"reachable"`` (data-driven): ``p = p0 + |t| * (p_ext - p0)``, a share ``|t|`` in (0, 1] of the
+  tile's *reachable range* in that direction: ``p_ext`` is the highest (increase) or lowest
+  (decrease) prediction of the reachability probe below. Targets then never ask for more than the
+  editor's attribute box [0, 1] allows for that tile.
+
+Reachability probe (every mode, cheap): each tile is decoded and predicted at its own attributes
+``A``, at every one-attribute endpoint (attribute ``k`` at 0 and at 1, the others at ``A``: the
+ends of the forward sweep) and, for ``K <= 6`` attributes, at the ``2^K`` corners of the box. The
+lowest and highest of these predictions estimate the tile's reachable range; a target is
+*reachable* (``backward_reachable``) when it lies inside that range widened by the tolerance
+``tol * |p|`` (for ``"reachable"`` targets, also only when the range in that direction exceeds the
+tolerance: a direction in which no attribute moves the prediction is unreachable, not trivially
+reached). ``summarize`` reports the reached share over
+reachable tile-directions only and counts the unreachable ones (and any of them reached anyway:
+the probe's range is an estimate) separately.
+
+A tile has *converged* when ``|R(G(I; A')) - p| <= tol * |p|``; it stops then, or when its step
+vanishes (a stationary point), or after ``max_iter`` iterations.
 
 Default ``lam`` (``None``): ``lam = 1 / (tol * |p|)^2`` per tile, i.e. the squared error is
 measured in units of the tolerance. Missing the target by exactly the tolerance costs as much as
 moving one attribute across its whole range, and at the optimum the remaining error is
 ``(tol |p|)^2 / (2 |dR/dA_k|)``, inside the tolerance whenever moving attribute ``k`` over its range
 changes the prediction by more than ``tol/2`` of ``|p|``.
+
+Reproducibility (``threads``, default 1): the whole lot (probe, optimisation, restarts) runs with a
+fixed number of torch intra-op CPU threads, restored afterwards. torch's CPU kernels split some
+float reductions by thread count (the backward pass of the decoder's transposed convolutions and of
+the predictor's convolutions, for some batch sizes: 3 or 5 still-active rows, not 8 or 16), so a
+tile's gradient changed in its last bits between ``mxplain run`` (two threads on a two-core machine)
+and a Dask worker (one thread); the backtracking test and the stopping rule turned those bits into
+different iterates (differences of up to 0.7 in A' on the quickstart). A lot's batches are the same
+in both places, so with the same thread count every operation sees the same operands and the same
+kernel: ``mxplain run --workers N`` writes the one-process cube bit for bit. (Kernels may still
+depend on the batch size, e.g. a single-row convolution, so a tile's bits may change with
+``batch_size``; its explanation does not beyond float noise.) SPSA perturbations are drawn per
+iteration from ``(seed, lot, iteration)``, not from one stream consumed chunk after chunk.
+
+Stability (``restarts``, ``restart_tiles``, ``restart_radius``): eq. 2 is not convex and its
+solution need not be unique (two attributes with the same effect can trade places). For the first
+``restart_tiles`` tiles of a lot the problem is solved again from ``restarts`` seeded perturbed
+starts ``clip(A + U(-r, r)^K, 0, 1)``; ``backward_restart_spread`` is, per lot, direction and
+attribute, the mean over those tiles of the range (max - min) of A' over all starts, and
+``backward_tile_spread`` the standard deviation of A' over the lot's tiles. A spread comparable to
+the change ``A' - A`` itself says the counterfactual is ill-posed for that lot; ``summarize``
+reports both and the share of (lot, direction) pairs whose largest restart spread exceeds
+``UNSTABLE_SPREAD``.
 """
 
 from __future__ import annotations
@@ -50,6 +92,7 @@ from ._common import (
     edit_predict,
     figures_dir,
     fill_attributes,
+    fixed_threads,
     lot_attribute_vector,
     lot_label,
     model_device,
@@ -60,10 +103,43 @@ from ._common import (
 )
 
 OPTIMIZERS = ("auto", "gradient", "spsa")
+TARGET_MODES = ("relative", "absolute", "reachable")
+#: a (lot, direction) whose largest restart spread of A' exceeds this is counted as unstable
+UNSTABLE_SPREAD = 0.1
+#: box corners are probed for at most this many attributes (2^K points per tile)
+PROBE_CORNERS_MAX_K = 6
+
+
+def _iteration_seed(seed: int, it: int) -> int:
+    """The SPSA generator's seed of iteration ``it``: one draw per (seed, iteration), shared by
+    every row at that iteration whatever batch it is in."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(it)]).generate_state(1)[0])
+
+
+def probe_points(a: torch.Tensor) -> torch.Tensor:
+    """The reachability probe's attribute vectors for lot attributes ``a (K,)``: ``a`` itself,
+    every one-attribute endpoint (``a`` with attribute k at 0 or 1) and, for K <= 6, every corner
+    of [0, 1]^K; ``(P, K)``."""
+    k = a.shape[0]
+    pts = [a[None]]
+    for v in (0.0, 1.0):
+        e = a[None].repeat(k, 1)
+        e[torch.arange(k), torch.arange(k)] = v
+        pts.append(e)
+    if k <= PROBE_CORNERS_MAX_K:
+        bits = (torch.arange(2**k)[:, None] >> torch.arange(k)[None]) & 1
+        pts.append(bits.to(a))
+    return torch.cat(pts)
 
 
 class BackwardCounterfactual(Explainer):
-    """Counterfactual attributes ``A'`` per tile and direction (eq. 2 of seed 000)."""
+    """Counterfactual attributes ``A'`` per tile and direction (eq. 2 of seed 000).
+
+    Keys: ``targets``/``target_mode`` (``relative``, ``absolute`` or the data-driven
+    ``reachable``), ``lam``, ``lr``, ``max_iter``, ``tol``, ``batch_size``, ``optimizer``,
+    ``spsa_c``, ``spsa_samples``, ``threads`` (torch CPU threads of the search, 1: bit-identical
+    on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius`` (the stability check);
+    see the module docstring."""
 
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}
@@ -72,7 +148,8 @@ class BackwardCounterfactual(Explainer):
     def __init__(self, targets: tuple = (0.10, -0.10), target_mode: str = "relative",
                  lam: float | None = None, lr: float = 0.05, max_iter: int = 200,
                  tol: float = 0.01, batch_size: int = 128, optimizer: str = "auto",
-                 spsa_c: float = 0.05, spsa_samples: int = 4):
+                 spsa_c: float = 0.05, spsa_samples: int = 4, threads: int = 1,
+                 restarts: int = 2, restart_tiles: int = 2, restart_radius: float = 0.25):
         self.targets = targets
         self.target_mode = target_mode
         self.lam = lam
@@ -83,33 +160,52 @@ class BackwardCounterfactual(Explainer):
         self.optimizer = optimizer
         self.spsa_c = spsa_c
         self.spsa_samples = spsa_samples
+        self.threads = threads
+        self.restarts = restarts
+        self.restart_tiles = restart_tiles
+        self.restart_radius = restart_radius
         self.method_: str | None = None
         self._examples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._check()
 
     # -- configuration ------------------------------------------------------------------------
     def _check(self) -> None:
         where = "[explain.backward]"
         t = self.targets
         if not isinstance(t, (list, tuple)) or len(t) != len(DIRECTIONS) or not all(
-                isinstance(v, (int, float)) for v in t):
-            raise UserError(f"{where} targets = {t!r}; needs two numbers (increase, decrease)")
-        if self.target_mode not in ("relative", "absolute"):
-            raise UserError(f"{where} target_mode = {self.target_mode!r}; use relative or absolute")
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                for v in t):
+            raise UserError(f"{where} targets = {t!r}; needs two finite numbers "
+                            "(increase, decrease)")
+        if self.target_mode not in TARGET_MODES:
+            raise UserError(f"{where} target_mode = {self.target_mode!r}; use one of "
+                            f"{', '.join(TARGET_MODES)}")
+        if self.target_mode == "reachable" and not (0 < t[0] <= 1 and -1 <= t[1] < 0):
+            raise UserError(f"{where} targets = {list(t)!r} with target_mode = 'reachable'; "
+                            "needs shares of the reachable range: increase in (0, 1], decrease "
+                            "in [-1, 0) (e.g. [0.5, -0.5])")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"{where} optimizer = {self.optimizer!r}; use one of "
                             f"{', '.join(OPTIMIZERS)}")
-        for key in ("lr", "tol", "spsa_c"):
+        for key in ("lr", "tol", "spsa_c", "restart_radius"):
             v = getattr(self, key)
-            if not isinstance(v, (int, float)) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or \
+                    not np.isfinite(v):
                 raise UserError(f"{where} {key} = {v!r}; needs a positive number")
         if self.spsa_c >= 0.5:
             raise UserError(f"{where} spsa_c = {self.spsa_c!r}; needs a number below 0.5")
-        if self.lam is not None and (not isinstance(self.lam, (int, float)) or self.lam <= 0):
-            raise UserError(f"{where} lam = {self.lam!r}; needs a positive number or none")
-        for key in ("max_iter", "batch_size", "spsa_samples"):
+        if self.restart_radius > 1:
+            raise UserError(f"{where} restart_radius = {self.restart_radius!r}; needs a number "
+                            "in (0, 1]")
+        lam = self.lam
+        if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float))
+                                or not lam > 0 or not np.isfinite(lam)):
+            raise UserError(f"{where} lam = {lam!r}; needs a positive number or none")
+        for key, low in (("max_iter", 1), ("batch_size", 1), ("spsa_samples", 1),
+                         ("threads", 1), ("restarts", 0), ("restart_tiles", 0)):
             v = getattr(self, key)
-            if not isinstance(v, int) or v < 1:
-                raise UserError(f"{where} {key} = {v!r}; needs an integer >= 1")
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UserError(f"{where} {key} = {v!r}; needs an integer >= {low}")
 
     def resolve_method(self, ctx: ExplainContext) -> str:
         """"gradient" or "spsa" for this context's predictor and editor."""
@@ -124,15 +220,29 @@ class BackwardCounterfactual(Explainer):
                             "editor is not differentiable; use 'spsa' or 'auto'")
         return self.optimizer
 
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        cls(**params)  # the constructor checks (before anything trains)
+
+    def _restarting(self) -> bool:
+        return self.restarts > 0 and self.restart_tiles > 0
+
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         self._check()
-        return {
+        out = {
             "backward_attributes": Variable(("lot", "tile", "direction", "attribute"), "float32"),
             "backward_prediction": Variable(("lot", "tile", "direction"), "float32"),
             "backward_target": Variable(("lot", "tile", "direction"), "float32"),
             "backward_converged": Variable(("lot", "tile", "direction"), "bool", False),
             "backward_iterations": Variable(("lot", "tile", "direction"), "int32", 0),
+            "backward_reachable": Variable(("lot", "tile", "direction"), "bool", False),
+            "backward_reachable_prediction": Variable(("lot", "tile", "direction"), "float32"),
+            "backward_tile_spread": Variable(("lot", "direction", "attribute"), "float32"),
         }
+        if self._restarting():
+            out["backward_restart_spread"] = Variable(("lot", "direction", "attribute"),
+                                                      "float32")
+        return out
 
     # -- optimisation -------------------------------------------------------------------------
     def _predict(self, editor, predictor, latent, rows: torch.Tensor, attrs: torch.Tensor):
@@ -168,10 +278,44 @@ class BackwardCounterfactual(Explainer):
         diff = (p[0] - p[1]) / (2 * c)  # (s, m)
         return (diff[..., None] * delta).mean(0)
 
+    def _step(self, editor, predictor, latent, idx, x, a, target, lam, eta, pred, method,
+              gen):
+        """One proximal step of the active rows ``idx``: ``(accepted mask, new point, its
+        prediction, step)``."""
+        xa, ta, la, aa, e = x[idx], target[idx], lam[idx], a[idx], eta[idx][:, None]
+        if method == "gradient":
+            xg = xa.clone().requires_grad_(True)
+            with torch.enable_grad():
+                pa = edit_predict(editor, predictor, latent_take(latent, idx), xg)
+                f = la * (pa - ta) ** 2
+                (g,) = torch.autograd.grad(f.sum(), xg)
+            f = f.detach()
+        else:
+            pa = pred[idx]
+            f = la * (pa - ta) ** 2
+            g = (2 * la * (pa - ta))[:, None] * self._spsa_grad(
+                editor, predictor, latent, idx, xa, gen)
+        g = torch.nan_to_num(g)
+        d = xa - e * g - aa  # gradient step, then soft-threshold A' - A, then the box
+        d = torch.sign(d) * (d.abs() - e).clamp_min(0)
+        xn = (aa + d).clamp(0.0, 1.0)
+        pn = self._predict(editor, predictor, latent, idx, xn)
+        fn = la * (pn - ta) ** 2
+        step = xn - xa
+        if method == "gradient":
+            bound = f + (g * step).sum(1) + (step**2).sum(1) / (2 * e[:, 0])
+            ok = fn <= bound + 1e-6 * f.abs() + 1e-12
+        else:
+            ok = fn + (xn - aa).abs().sum(1) <= f + (xa - aa).abs().sum(1)
+        return ok & torch.isfinite(pn), xn, pn, step
+
     def optimize(self, editor, predictor, latent, a: torch.Tensor, target: torch.Tensor,
-                 method: str, gen: torch.Generator | None = None, progress: bool = False):
+                 method: str, seed: int = 0, progress: bool = False,
+                 x0: torch.Tensor | None = None):
         """Solve eq. 2 for ``m`` rows: latent of m tiles, ``a (K,)`` or ``(m, K)``, ``target
-        (m,)``. Returns ``(A' (m, K), prediction (m,), converged (m,), iterations (m,))``."""
+        (m,)``, starting at ``x0 (m, K)`` (default ``a``). Returns ``(A' (m, K), prediction (m,),
+        converged (m,), iterations (m,))``. Each row's step, test and stop depend on that row's
+        numbers only; call it under a fixed thread count (see the module docstring)."""
         m = len(target)
         dev = target.device
         a = a.expand(m, -1).float() if a.ndim == 1 else a.float()
@@ -179,51 +323,26 @@ class BackwardCounterfactual(Explainer):
         lam = (torch.full_like(target, float(self.lam)) if self.lam is not None
                else 1.0 / (self.tol * scale) ** 2)
         thr = self.tol * scale
-        x = a.clone()
-        allrows = torch.arange(m, device=dev)
-        pred = self._predict(editor, predictor, latent, allrows, x)
+        x = (a if x0 is None else x0.float()).clone()
+        pred = self._predict(editor, predictor, latent, torch.arange(m, device=dev), x)
         eta = torch.full((m,), float(self.lr), device=dev)
         iters = torch.zeros(m, dtype=torch.int32, device=dev)
         active = (pred - target).abs() > thr
-        gen = gen or torch.Generator().manual_seed(0)
         bar = tqdm(total=int(self.max_iter), desc=f"backward ({method})", disable=not progress,
                    leave=False)
-        for _ in range(int(self.max_iter)):
+        for it in range(int(self.max_iter)):
             idx = torch.nonzero(active).flatten()
             if len(idx) == 0:
                 break
-            xa, ta, la, aa, e = x[idx], target[idx], lam[idx], a[idx], eta[idx][:, None]
-            lat = latent_take(latent, idx)
-            if method == "gradient":
-                xg = xa.clone().requires_grad_(True)
-                with torch.enable_grad():
-                    pa = edit_predict(editor, predictor, lat, xg)
-                    f = la * (pa - ta) ** 2
-                    (g,) = torch.autograd.grad(f.sum(), xg)
-                f, pa = f.detach(), pa.detach()
-            else:
-                pa = pred[idx]
-                f = la * (pa - ta) ** 2
-                g = (2 * la * (pa - ta))[:, None] * self._spsa_grad(
-                    editor, predictor, latent, idx, xa, gen)
-            g = torch.nan_to_num(g)
-            d = xa - e * g - aa  # gradient step, then soft-threshold A' - A, then the box
-            d = torch.sign(d) * (d.abs() - e).clamp_min(0)
-            xn = (aa + d).clamp(0.0, 1.0)
-            pn = self._predict(editor, predictor, latent, idx, xn)
-            fn = la * (pn - ta) ** 2
-            step = xn - xa
-            if method == "gradient":
-                bound = f + (g * step).sum(1) + (step**2).sum(1) / (2 * e[:, 0])
-                ok = fn <= bound + 1e-6 * f.abs() + 1e-12
-            else:
-                ok = fn + (xn - aa).abs().sum(1) <= f + (xa - aa).abs().sum(1)
-            ok &= torch.isfinite(pn)
+            gen = (torch.Generator().manual_seed(_iteration_seed(seed, it))
+                   if method == "spsa" else None)
+            ok, xn, pn, step = self._step(editor, predictor, latent, idx, x, a, target, lam,
+                                          eta, pred, method, gen)
             acc = idx[ok]
             x[acc], pred[acc] = xn[ok], pn[ok]
             eta[idx] = torch.where(ok, eta[idx] * 1.5, eta[idx] * 0.5)
             iters[idx] += 1
-            reached = (pred[idx] - ta).abs() <= thr[idx]
+            reached = (pred[idx] - target[idx]).abs() <= thr[idx]
             stalled = ok & (step.abs().amax(1) < 1e-6) & (method == "gradient")
             tiny = eta[idx] < 1e-9
             active[idx] = ~(reached | stalled | tiny)
@@ -231,6 +350,34 @@ class BackwardCounterfactual(Explainer):
         bar.close()
         converged = (pred - target).abs() <= thr
         return x, pred, converged, iters
+
+    # -- targets and reachability -------------------------------------------------------------
+    def _probe(self, editor, predictor, latent, a: torch.Tensor, m: int):
+        """Predictions of the reachability probe for ``m`` tiles: ``(p0, low, high)``, each
+        ``(m,)``; ``p0`` at the lot's attributes ``a``."""
+        pts = probe_points(a)  # (P, K)
+        n_p = len(pts)
+        rows = torch.arange(m, device=a.device).repeat_interleave(n_p)
+        p = self._predict(editor, predictor, latent, rows, pts.repeat(m, 1)).reshape(m, n_p)
+        return p[:, 0], p.amin(1), p.amax(1)
+
+    def _targets(self, p0, low, high):
+        """Targets ``(m, D)``, the probe's extreme toward each target and its reachability."""
+        t = torch.as_tensor([float(v) for v in self.targets], dtype=torch.float32,
+                            device=p0.device)
+        if self.target_mode == "relative":
+            target = p0[:, None] + t[None, :] * p0.abs()[:, None]
+        elif self.target_mode == "absolute":
+            target = t[None, :].expand(len(p0), -1).clone()
+        else:
+            ext = torch.stack([high, low], 1)
+            target = p0[:, None] + t.abs()[None, :] * (ext - p0[:, None])
+        ext = torch.where(target >= p0[:, None], high[:, None], low[:, None])
+        thr = self.tol * target.abs()  # reached within the tolerance counts as reached
+        reach = (target >= low[:, None] - thr) & (target <= high[:, None] + thr)
+        if self.target_mode == "reachable":  # a direction the attributes cannot move
+            reach &= (ext - p0[:, None]).abs() > self.tol * target.abs()
+        return target, ext, reach
 
     # -- one lot -------------------------------------------------------------------------------
     def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
@@ -242,41 +389,75 @@ class BackwardCounterfactual(Explainer):
         a_np = lot_attribute_vector(lot, k, self.name)
         a = torch.as_tensor(a_np, dtype=torch.float32, device=dev)
         n, nd = len(lot.tiles), len(DIRECTIONS)
-        out_x = np.zeros((n, nd, k), np.float32)
-        out_p = np.zeros((n, nd), np.float32)
-        out_t = np.zeros((n, nd), np.float32)
-        out_c = np.zeros((n, nd), bool)
-        out_i = np.zeros((n, nd), np.int32)
-        gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + int(lot.index))
+        out = {"backward_attributes": np.zeros((n, nd, k), np.float32),
+               "backward_prediction": np.zeros((n, nd), np.float32),
+               "backward_target": np.zeros((n, nd), np.float32),
+               "backward_converged": np.zeros((n, nd), bool),
+               "backward_iterations": np.zeros((n, nd), np.int32),
+               "backward_reachable": np.zeros((n, nd), bool),
+               "backward_reachable_prediction": np.zeros((n, nd), np.float32)}
+        seed = int(ctx.seed) * 1_000_003 + int(lot.index)
         chunk = max(1, int(self.batch_size) // nd)
-        t = torch.as_tensor([float(v) for v in self.targets], dtype=torch.float32, device=dev)
-        for t0 in tqdm(range(0, n, chunk), desc=f"backward lot {lot.lot_id}",
-                       disable=not ctx.progress, leave=False):
-            tiles = lot.tiles[t0 : t0 + chunk].to(dev)
-            m = len(tiles)
-            with torch.no_grad():
-                latent = editor.encode(tiles)
-                p0 = self._predict(editor, predictor, latent, torch.arange(m, device=dev),
-                                   a.expand(m, k))
-            if self.target_mode == "relative":
-                target = p0[:, None] + t[None, :] * p0.abs()[:, None]  # (m, D)
-            else:
-                target = t[None, :].expand(m, nd)
-            rows = torch.arange(m, device=dev).repeat_interleave(nd)  # tile-major, then direction
-            lat = latent_take(latent, rows)
-            x, pred, conv, it = self.optimize(editor, predictor, lat, a, target.reshape(-1),
-                                              method, gen)
-            sl = slice(t0, t0 + m)
-            out_x[sl] = x.reshape(m, nd, k).detach().cpu().numpy()
-            out_p[sl] = pred.reshape(m, nd).cpu().numpy()
-            out_t[sl] = target.cpu().numpy()
-            out_c[sl] = conv.reshape(m, nd).cpu().numpy()
-            out_i[sl] = it.reshape(m, nd).cpu().numpy()
+        with fixed_threads(self.threads):
+            for t0 in tqdm(range(0, n, chunk), desc=f"backward lot {lot.lot_id}",
+                           disable=not ctx.progress, leave=False):
+                self._solve_chunk(editor, predictor, lot.tiles[t0 : t0 + chunk].to(dev), a,
+                                  method, seed, slice(t0, t0 + chunk), out)
+            x = out["backward_attributes"]
+            out["backward_tile_spread"] = (x.std(axis=0) if n else np.zeros((nd, k))).astype(
+                np.float32)
+            if self._restarting():
+                out["backward_restart_spread"] = self._restart_spread(
+                    editor, predictor, lot, a, method, seed, out).astype(np.float32)
         if n:
             self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a_np)
-        return {"backward_attributes": out_x, "backward_prediction": out_p,
-                "backward_target": out_t, "backward_converged": out_c,
-                "backward_iterations": out_i}
+        return out
+
+    def _solve_chunk(self, editor, predictor, tiles, a, method, seed, sl, out) -> None:
+        """Probe, targets and the main solve (from ``A``) of one chunk of tiles into ``out``."""
+        m, nd, k = len(tiles), len(DIRECTIONS), len(a)
+        with torch.no_grad():
+            latent = editor.encode(tiles)
+        p0, low, high = self._probe(editor, predictor, latent, a, m)
+        target, ext, reach = self._targets(p0, low, high)
+        rows = torch.arange(m, device=a.device).repeat_interleave(nd)  # tile-major, direction
+        x, pred, conv, it = self.optimize(editor, predictor, latent_take(latent, rows), a,
+                                          target.reshape(-1), method, seed)
+        out["backward_attributes"][sl] = x.reshape(m, nd, k).detach().cpu().numpy()
+        out["backward_prediction"][sl] = pred.reshape(m, nd).cpu().numpy()
+        out["backward_target"][sl] = target.cpu().numpy()
+        out["backward_converged"][sl] = conv.reshape(m, nd).cpu().numpy()
+        out["backward_iterations"][sl] = it.reshape(m, nd).cpu().numpy()
+        out["backward_reachable"][sl] = reach.cpu().numpy()
+        out["backward_reachable_prediction"][sl] = ext.cpu().numpy()
+
+    def _restart_spread(self, editor, predictor, lot, a, method, seed, out) -> np.ndarray:
+        """``(D, K)``: over the first ``restart_tiles`` tiles, the mean range of A' over the main
+        solve and ``restarts`` solves from seeded starts ``clip(A + U(-r, r), 0, 1)``."""
+        n, nd, k = len(lot.tiles), len(DIRECTIONS), len(a)
+        nt, r = min(n, int(self.restart_tiles)), int(self.restarts)
+        if nt == 0:
+            return np.zeros((nd, k))
+        rng = np.random.default_rng([int(seed) % 2**63, 1])  # one draw per lot, fixed shape
+        u = rng.uniform(-1.0, 1.0, (int(self.restart_tiles), r, nd, k))[:nt]
+        x0 = torch.as_tensor(np.clip(a.cpu().numpy() + self.restart_radius * u, 0, 1),
+                             dtype=torch.float32, device=a.device).reshape(-1, k)  # (t, r, d)
+        target = torch.as_tensor(out["backward_target"][:nt], device=a.device)
+        target = target[:, None, :].expand(nt, r, nd).reshape(-1)
+        sols = [out["backward_attributes"][:nt][:, None]]  # (nt, 1, D, K)
+        bs = max(1, int(self.batch_size) // (r * nd)) * r * nd
+        restart_seed = _iteration_seed(seed, 1 << 32)  # not an iteration
+        for i in range(0, len(target), bs):
+            tiles = lot.tiles[i // (r * nd) : (i + bs) // (r * nd)].to(a.device)
+            with torch.no_grad():
+                latent = editor.encode(tiles)
+            rows = torch.arange(len(tiles), device=a.device).repeat_interleave(r * nd)
+            x, *_ = self.optimize(editor, predictor, latent_take(latent, rows), a,
+                                  target[i : i + bs], method, restart_seed, x0=x0[i : i + bs])
+            sols.append(x.reshape(-1, r, nd, k).detach().cpu().numpy())
+        restarts = np.concatenate(sols[1:])
+        every = np.concatenate([sols[0], restarts], axis=1)  # (nt, 1 + r, D, K)
+        return (every.max(axis=1) - every.min(axis=1)).mean(axis=0)
 
     # -- after all lots ------------------------------------------------------------------------
     def summarize(self, cube, ctx: ExplainContext) -> dict:
@@ -288,7 +469,9 @@ class BackwardCounterfactual(Explainer):
                 method = self.resolve_method(ctx)
             except UserError:
                 method = "unknown"
-        metrics: dict[str, Any] = {"method": method, "target_mode": self.target_mode}
+        metrics: dict[str, Any] = {"method": method, "target_mode": self.target_mode,
+                                   "targets": [float(v) for v in self.targets],
+                                   "threads": int(self.threads)}
         metrics.update(score_backward(cube, attrs, self.targets, self.target_mode))
         if metrics.get("tiles", 0):
             try:
@@ -380,21 +563,40 @@ class BackwardCounterfactual(Explainer):
             if c == 0:
                 ax.set_ylabel("mean A' - A over tiles")
                 ax.legend(fontsize=8)
+        fig.suptitle(_reached_caption(cube, mask), fontsize=9)
         names.append(save_figure(fig, out, "backward_fig7_lot_mean_change.png"))
         return names
 
 
 
+def _reached_caption(cube, mask) -> str:
+    """"reached 30/32 reachable targets (increase), ...; 4 unreachable" for figure 7."""
+    conv = np.asarray(cube["backward_converged"].values, bool)
+    reach = (np.asarray(cube["backward_reachable"].values, bool) if "backward_reachable" in cube
+             else np.ones(conv.shape, bool))
+    parts, unreachable = [], 0
+    for j, d in enumerate(DIRECTIONS):
+        c, r = conv[..., j][mask], reach[..., j][mask]
+        parts.append(f"{int((c & r).sum())}/{int(r.sum())} ({d})")
+        unreachable += int((~r).sum())
+    return (f"targets reached: {', '.join(parts)} of the reachable; {unreachable} "
+            "unreachable tile-directions not counted")
+
+
 def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relative") -> dict:
     """Backward metrics from a cube: per direction, the share of real tiles that reached their
-    target within tol (``reached_share``), mean iterations, the mean change ``A' - A`` per attribute
-    over all tiles (``mean_change``); with ``true_sensitivity`` (relative targets): whether each
-    non-negligible attribute's mean change points the way the law says (``direction_agrees``: sign
-    of the truth times the sign of the direction's target), the share of lots whose lot-mean
-    change does (``direction_lot_share``), and the share of agreeing (direction, attribute) pairs
+    target within tol, over the tile-directions whose target the reachability probe found
+    reachable (``reached_share``; ``reachable`` and ``unreachable`` count them, ``reached_share_all``
+    is over every tile-direction, ``reached_unreachable`` counts unreachable ones reached anyway;
+    a cube without ``backward_reachable`` counts every target reachable), mean iterations, the mean
+    change ``A' - A`` per attribute over all tiles (``mean_change``), the stability of A'
+    (``stability``: :func:`score_stability`); with ``true_sensitivity`` (relative or reachable
+    targets: the target's sign is the direction's): whether each non-negligible attribute's mean
+    change points the way the law says (``direction_agrees``: sign of the truth times the sign of
+    the direction's target), the share of lots whose lot-mean change does
+    (``direction_lot_share``), and the share of agreeing (direction, attribute) pairs
     (``direction_agreement_overall``)."""
     mask = np.asarray(cube["tile_mask"].values, bool)
-    written = mask.any(axis=1)
     conv = np.asarray(cube["backward_converged"].values, bool)
     iters = np.asarray(cube["backward_iterations"].values, np.float64)
     xa = np.asarray(cube["backward_attributes"].values, np.float64)  # (L, T, D, K)
@@ -404,18 +606,65 @@ def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relat
     out: dict[str, Any] = {"tiles": int(real.sum())}
     if not real.any():
         return out
-    out["reached_share"] = {d: float(conv[..., j][real].mean()) for j, d in enumerate(DIRECTIONS)}
+    reach = (np.asarray(cube["backward_reachable"].values, bool) if "backward_reachable" in cube
+             else np.ones(conv.shape, bool))
+    out.update(reached_scores(conv, reach, real))
     out["mean_iterations"] = {d: float(iters[..., j][real].mean())
                               for j, d in enumerate(DIRECTIONS)}
     mean_change = change[real].mean(axis=0)  # (D, K)
     out["mean_change"] = {d: {a: float(mean_change[j, k]) for k, a in enumerate(attrs)}
                           for j, d in enumerate(DIRECTIONS)}
-    if "true_sensitivity" not in cube or target_mode != "relative":
+    stability = score_stability(cube, attrs, mask.any(axis=1))
+    if stability:
+        out["stability"] = stability
+    if "true_sensitivity" not in cube or target_mode == "absolute":
         return out
+    out.update(_direction_scores(cube, attrs, targets, change, real, mean_change))
+    return out
+
+
+def reached_scores(conv: np.ndarray, reach: np.ndarray, real: np.ndarray) -> dict:
+    """Reached shares against reachable targets only, the unreachable counted separately:
+    ``conv``, ``reach`` ``(L, T, D)`` bool, ``real`` ``(L, T)``."""
+    out: dict[str, dict] = {"reached_share": {}, "reachable": {}, "unreachable": {},
+                            "reached_unreachable": {}, "reached_share_all": {}}
+    for j, d in enumerate(DIRECTIONS):
+        c, r = conv[..., j][real], reach[..., j][real]
+        out["reached_share"][d] = float(c[r].mean()) if r.any() else float("nan")
+        out["reachable"][d] = int(r.sum())
+        out["unreachable"][d] = int((~r).sum())
+        out["reached_unreachable"][d] = int((c & ~r).sum())
+        out["reached_share_all"][d] = float(c.mean())
+    return out
+
+
+def score_stability(cube, attrs, written: np.ndarray) -> dict:
+    """Stability of A' over the written lots: per direction and attribute the mean over lots of
+    ``backward_restart_spread`` and of ``backward_tile_spread``; the largest restart spread, and
+    the share of (lot, direction) pairs whose largest restart spread over the attributes exceeds
+    :data:`UNSTABLE_SPREAD` (``unstable_share``). Empty without those variables."""
+    out: dict[str, Any] = {}
+    for name, key in (("backward_restart_spread", "restart_spread"),
+                      ("backward_tile_spread", "tile_spread")):
+        if name not in cube or not written.any():
+            continue
+        v = np.asarray(cube[name].values, np.float64)[written]  # (L', D, K)
+        mean = v.mean(axis=0)
+        out[key] = {d: {a: float(mean[j, k]) for k, a in enumerate(attrs)}
+                    for j, d in enumerate(DIRECTIONS)}
+        out[f"{key}_max"] = float(v.max())
+        if key == "restart_spread":
+            out["unstable_share"] = float((v.max(axis=2) > UNSTABLE_SPREAD).mean())
+            out["unstable_threshold"] = UNSTABLE_SPREAD
+    return out
+
+
+def _direction_scores(cube, attrs, targets, change, real, mean_change) -> dict:
+    written = np.asarray(cube["tile_mask"].values, bool).any(axis=1)
     truth = np.asarray(cube["true_sensitivity"].values, np.float64)
     lots = written & np.isfinite(truth).all(axis=1)
     if not lots.any():
-        return out
+        return {}
     law = truth[lots].mean(axis=0)
     neg = negligible_mask(law[None])[0]
     agrees: dict[str, dict[str, bool]] = {}
@@ -437,10 +686,9 @@ def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relat
             lm = lot_mean[lots, j, k]
             good = np.isfinite(lm)
             lot_share[d][a] = float((np.sign(lm[good]) == want).mean()) if good.any() else 0.0
-    out["direction_agrees"] = agrees
-    out["direction_lot_share"] = lot_share
-    out["direction_agreement_overall"] = float(np.mean(flags)) if flags else float("nan")
-    return out
+    return {"direction_agrees": agrees, "direction_lot_share": lot_share,
+            "direction_agreement_overall": float(np.mean(flags)) if flags else float("nan")}
 
 
-__all__ = ["BackwardCounterfactual", "score_backward"]
+__all__ = ["BackwardCounterfactual", "probe_points", "reached_scores", "score_backward",
+           "score_stability"]

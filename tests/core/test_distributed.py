@@ -55,6 +55,73 @@ def test_two_worker_local_cluster_writes_the_single_process_cube(tmp_path):
         sorted(p.name for p in (single / "figures").glob("forward_*.png"))
 
 
+# big enough to tell threads apart: 64 px tiles and a 4-layer AttGAN of width 16 (the quickstart's
+# sizes), so that torch splits the backward pass's float reductions over threads; one thread in a
+# worker against the main process's count changed backward counterfactuals here before the
+# backward explainer fixed its thread count. Models trained for one epoch barely respond to the
+# attributes (the prediction moves ~0.05 psi of ~2200 over the attribute box), so the targets and
+# the tolerance are set inside that range: the searches then stop after different numbers of
+# iterations, and the batches of still-active rows take odd sizes (where torch's reductions split
+# by thread count)
+BIG = """
+[data]
+name = "synthetic"
+n_lots = 2
+tiles_per_lot = 6
+tile_size = 64
+seed = 1
+[predictor]
+name = "wideresnet"
+depth = 10
+widen = 1
+epochs = 1
+batch_size = 8
+[editor]
+name = "attgan"
+enc_dim = 16
+dec_dim = 16
+dis_dim = 8
+dis_fc_dim = 16
+n_layers = 4
+epochs = 1
+batch_size = 8
+[explain.backward]
+targets = [1e-5, -1e-5]
+tol = 2e-6
+max_iter = 30
+restarts = 1
+restart_tiles = 1
+[run]
+explain_tiles = 6
+report = false
+editor_eval_tiles = 1
+"""
+
+
+@pytest.mark.slow
+def test_backward_counterfactuals_bit_identical_on_workers(tmp_path):
+    import torch
+
+    # the main process computes with two threads (a worker has one), as on a 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(BIG)
+        single = run(cfg, out=tmp_path / "single", device="cpu", progress=False)
+        path = run(cfg, out=tmp_path / "dask", device="cpu", progress=False, workers=2)
+        assert torch.get_num_threads() == 2  # the explainer restores the caller's count
+    finally:
+        torch.set_num_threads(threads)
+    a, b = _cube(single), _cube(path)
+    it = a["backward_iterations"].values
+    assert it.max() >= 5 and len(np.unique(it)) > 2  # the searches ran, and for different lengths
+    for name in a.data_vars:
+        if name.startswith("backward_"):
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    xr.testing.assert_identical(a, b)
+
+
 def test_options_are_checked():
     assert dist_mod.check_options(None, None) == (None, None)
     assert dist_mod.check_options("", None) == (None, None)

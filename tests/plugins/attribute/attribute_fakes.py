@@ -108,3 +108,44 @@ def build_cube(explainer, lots, ctx, truth=None):
         data["true_sensitivity"] = (("lot", "attribute"),
                                     np.tile(np.asarray(truth, np.float64), (len(lots), 1)))
     return xr.Dataset(data, coords=coords)
+
+
+class ConvEditor(NoLearnedState, Editor):
+    """A small random convolutional editor (fixed seed): ``encode`` = a stride-2 conv, ``decode`` =
+    a transposed conv of ``[latent, attribute maps]`` and a conv, like the AttGAN's decoder. Its
+    backward pass is big enough that torch splits float reductions over threads (the gradient of
+    an odd batch then changes in its last bits with the thread count), unlike the linear fakes."""
+
+    name = "conv-editor"
+    attributes = ATTRS
+
+    def __init__(self, width: int = 16, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.w_enc = torch.randn(width, 1, 4, 4, generator=g) * 0.3
+        self.w_up = torch.randn(width + len(ATTRS), width, 4, 4, generator=g) * 0.1
+        self.w_out = torch.randn(1, width, 3, 3, generator=g) * 0.1
+
+    def encode(self, tiles):
+        return torch.relu(torch.nn.functional.conv2d(tiles, self.w_enc, stride=2, padding=1))
+
+    def decode(self, latent, attributes):
+        n, _, h, w = latent.shape
+        maps = attributes.float()[:, :, None, None].expand(n, len(ATTRS), h, w)
+        z = torch.nn.functional.conv_transpose2d(torch.cat([latent, maps], 1), self.w_up,
+                                                 stride=2, padding=1)
+        return torch.sigmoid(torch.nn.functional.conv2d(torch.relu(z), self.w_out, padding=1))
+
+
+class ConvPredictor(NoLearnedState, Predictor):
+    """A random stride-2 conv feature map, pooled, through a fixed linear read-out."""
+
+    name = "conv-predictor"
+
+    def __init__(self, width: int = 16, seed: int = 1):
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(width, 1, 3, 3, generator=g) * 0.5
+        self.v = torch.randn(width, generator=g)
+
+    def forward(self, tiles):
+        z = torch.nn.functional.conv2d(tiles, self.w, stride=2, padding=1)
+        return 500.0 + 400.0 * (torch.tanh(z).mean(dim=(2, 3)) @ self.v)

@@ -46,7 +46,7 @@ def test_registered_and_method_choice():
 def test_gradient_reaches_targets_sparse_and_directional():
     lot = make_lots(n_lots=1, n_tiles=12)[0]
     editor = FakeEditor()
-    b = BackwardCounterfactual(batch_size=8)  # 4 tiles per chunk (x 2 directions)
+    b = BackwardCounterfactual(batch_size=8, restarts=0)  # 4 tiles per chunk (x 2 directions)
     out = b.explain_lot(lot, make_ctx(editor=editor))
     assert editor.encoded_rows == 12  # every tile encoded once
     change = _check_result(out, lot)
@@ -147,3 +147,148 @@ def test_score_backward_hand_built_cube():
     assert m["direction_agrees"]["decrease"] == {"a": True}
     assert m["direction_lot_share"]["decrease"]["a"] == 0.5
     assert m["direction_agreement_overall"] == 1.0
+
+
+def test_thread_count_does_not_change_counterfactuals():
+    """The search runs with ``threads`` (1) torch threads whatever the caller's count: a two-thread
+    process (``mxplain run``) and a one-thread Dask worker write the same bits. Before, the
+    gradient of an odd batch of still-active rows changed in its last bits with the thread count
+    (torch splits the conv-transpose backward's reductions by thread) and the line search turned
+    that into different iterates."""
+    from attribute_fakes import ConvEditor, ConvPredictor
+
+    lot = make_lots(n_lots=1, n_tiles=6, size=64)[0]
+    ctx = make_ctx(predictor=ConvPredictor(), editor=ConvEditor())
+    old = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            outs.append(BackwardCounterfactual(max_iter=40, batch_size=16).explain_lot(lot, ctx))
+            assert torch.get_num_threads() == n  # the caller's count is restored
+    finally:
+        torch.set_num_threads(old)
+    it = outs[0]["backward_iterations"]
+    assert it.min() < 20 and it.max() > 25  # rows stop at different times: odd active batches
+    for name in outs[0]:
+        np.testing.assert_array_equal(outs[0][name], outs[1][name], err_msg=name)
+
+
+def _linear_range(lot):
+    """The fakes' exact reachable range: the law is linear, so its extremes are box corners."""
+    a = torch.as_tensor(lot.attributes)[None].repeat(len(lot.tiles), 1)
+    p0 = FakePredictor().forward(FakeEditor().edit(lot.tiles, a)).numpy().astype(np.float64)
+    coef = np.asarray(TRUE_SLOPES)
+    up = np.where(coef > 0, 1 - lot.attributes, -lot.attributes) @ coef
+    down = np.where(coef > 0, -lot.attributes, 1 - lot.attributes) @ coef
+    return p0, p0 + up, p0 + down
+
+
+def test_reachable_targets_are_shares_of_the_probed_range():
+    lot = make_lots(n_lots=1, n_tiles=5)[0]
+    b = BackwardCounterfactual(targets=(0.5, -0.25), target_mode="reachable")
+    out = b.explain_lot(lot, make_ctx())
+    p0, hi, lo = _linear_range(lot)
+    np.testing.assert_allclose(out["backward_reachable_prediction"][:, 0], hi, rtol=1e-5)
+    np.testing.assert_allclose(out["backward_reachable_prediction"][:, 1], lo, rtol=1e-5)
+    np.testing.assert_allclose(out["backward_target"][:, 0], p0 + 0.5 * (hi - p0), rtol=1e-5)
+    np.testing.assert_allclose(out["backward_target"][:, 1], p0 + 0.25 * (lo - p0), rtol=1e-5)
+    assert out["backward_reachable"].all()
+    _check_result(out, lot)
+
+
+def test_unreachable_targets_are_counted_separately(tmp_path):
+    lots = make_lots(n_lots=2, n_tiles=4)
+    ctx = make_ctx(tmp_path, truth=np.array(TRUE_SLOPES))
+    # +20 % is beyond lot 1's box (+18 %), -21 % beyond lot 0's (-19.6 %), by more than the tolerance
+    b = BackwardCounterfactual(targets=(0.2, -0.21), restarts=0)
+    cube = build_cube(b, lots, ctx, truth=np.array(TRUE_SLOPES))
+    reach = cube["backward_reachable"].values
+    for i, lot in enumerate(lots):
+        p0, hi, lo = _linear_range(lot)
+        n = len(lot.tiles)
+        np.testing.assert_array_equal(reach[i, :n, 0], 1.2 * p0 <= hi + 1e-3)
+        np.testing.assert_array_equal(reach[i, :n, 1], 0.8 * p0 >= lo - 1e-3)
+    m = b.summarize(cube, ctx)
+    mask = cube["tile_mask"].values
+    conv = cube["backward_converged"].values
+    for j, d in enumerate(("increase", "decrease")):
+        r = reach[..., j][mask]
+        assert 0 < r.sum() < r.size  # both kinds present
+        assert m["reachable"][d] == r.sum() and m["unreachable"][d] == (~r).sum()
+        assert m["reached_share"][d] == pytest.approx(conv[..., j][mask][r].mean())
+        assert m["reached_share"][d] == 1.0  # every reachable target is reached
+        assert m["reached_share_all"][d] == pytest.approx(conv[..., j][mask].mean())
+        assert m["reached_share_all"][d] < 1.0
+        assert m["reached_unreachable"][d] == 0
+    fig = tmp_path / "figures" / "backward_fig7_lot_mean_change.png"
+    assert fig.stat().st_size > 5000
+
+
+def test_restart_spread_measures_the_stability_of_a_prime():
+    lot = make_lots(n_lots=1, n_tiles=5)[0]
+    ctx = make_ctx()
+    b = BackwardCounterfactual(restarts=3, restart_tiles=4, restart_radius=0.3)
+    names = set(b.variables(ctx))
+    out = b.explain_lot(lot, ctx)
+    assert set(out) == names
+    spread = out["backward_restart_spread"]
+    assert spread.shape == (2, 4) and spread.dtype == np.float32
+    # the zero-effect attribute keeps what its start gave it (no gradient, the search stops at the
+    # target): the spread shows the solution is not unique there; effective attributes spread too
+    assert (spread > 0.01).all()
+    np.testing.assert_array_equal(b.explain_lot(lot, ctx)["backward_restart_spread"], spread)
+    again = BackwardCounterfactual(restarts=3, restart_tiles=4, restart_radius=1e-6)
+    assert again.explain_lot(lot, ctx)["backward_restart_spread"].max() < 1e-3
+    x = out["backward_attributes"]
+    np.testing.assert_allclose(out["backward_tile_spread"], x.std(axis=0), rtol=1e-6)
+    off = BackwardCounterfactual(restarts=0)
+    assert "backward_restart_spread" not in off.variables(ctx)
+    assert "backward_restart_spread" not in off.explain_lot(lot, ctx)
+
+
+def test_summarize_reports_stability(tmp_path):
+    lots = make_lots(n_lots=3, n_tiles=3)
+    ctx = make_ctx(tmp_path)
+    b = BackwardCounterfactual(restarts=2, restart_tiles=2)
+    cube = build_cube(b, lots, ctx)
+    st = b.summarize(cube, ctx)["stability"]
+    rs = cube["backward_restart_spread"].values
+    assert st["restart_spread"]["increase"]["size"] == pytest.approx(rs[:, 0, 0].mean())
+    assert st["restart_spread_max"] == pytest.approx(rs.max())
+    assert st["unstable_share"] == pytest.approx((rs.max(axis=2) > 0.1).mean())
+    ts = cube["backward_tile_spread"].values
+    assert st["tile_spread"]["decrease"]["facetness"] == pytest.approx(ts[:, 1, 3].mean())
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"threads": 0}, "threads"), ({"threads": 1.5}, "threads"), ({"restarts": -1}, "restarts"),
+    ({"restart_tiles": -2}, "restart_tiles"), ({"restart_radius": 0.0}, "restart_radius"),
+    ({"restart_radius": 2.0}, "restart_radius"), ({"target_mode": "spread"}, "target_mode"),
+    ({"target_mode": "reachable"}, "targets"),  # +-0.10 is fine: shares of the range
+    ({"target_mode": "reachable", "targets": (1.5, -0.5)}, "targets"),
+    ({"target_mode": "reachable", "targets": (0.5, 0.5)}, "targets"),
+    ({"targets": (float("nan"), -0.1)}, "targets"), ({"lr": float("nan")}, "lr"),
+])
+def test_bad_values_are_one_user_error(params, key):
+    if params == {"target_mode": "reachable"}:
+        BackwardCounterfactual(**params)  # the default +-0.10 shares are valid
+        return
+    with pytest.raises(UserError, match=rf"^\[explain.backward\] {key} = "):
+        BackwardCounterfactual(**params)
+
+
+def test_config_refuses_bad_keys_before_training():
+    from mxplain import config
+
+    raw = {"data": {"name": "synthetic"}, "predictor": {"name": "wideresnet"},
+           "editor": {"name": "attgan"},
+           "explain": {"backward": {"target_mode": "reachable", "targets": [2.0, -0.5]}}}
+    with pytest.raises(UserError, match=r"\[explain.backward\] targets = \[2.0, -0.5\]"):
+        config.resolve(raw)
+    raw["explain"]["backward"] = {"threads": 0}
+    with pytest.raises(UserError, match="threads"):
+        config.resolve(raw)
+    raw["explain"]["backward"] = {"target_mode": "reachable", "targets": [0.5, -0.5],
+                                  "restarts": 1}
+    assert config.resolve(raw)["explain"]["backward"]["restart_tiles"] == 2
