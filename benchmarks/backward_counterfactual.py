@@ -30,6 +30,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-iter", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=128, help="[explain.backward] batch_size")
     ap.add_argument("--optimizer", default="auto", help="auto | gradient | spsa")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="[explain.backward] threads (torch CPU threads of the search)")
+    ap.add_argument("--restarts", type=int, default=0,
+                    help="[explain.backward] restarts (stability check; 0: the search alone)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -38,7 +42,8 @@ def main(argv=None) -> dict:
     ctx = ExplainContext(device=device, progress=False, predictor=predictor, editor=editor,
                          attributes=ATTRS, seed=0)
     bw = BackwardCounterfactual(max_iter=args.max_iter, batch_size=args.batch_size,
-                                optimizer=args.optimizer)
+                                optimizer=args.optimizer, threads=args.threads,
+                                restarts=args.restarts)
     t = args.tile_size
 
     def lot(n, index):
@@ -58,7 +63,8 @@ def main(argv=None) -> dict:
            "mean_iterations": float(iters.mean()),
            "converged_share": float(out["backward_converged"].mean())}
     print(f"device {res['device']}; {t}px; AttGAN {args.layers} layers dim {args.dim}, "
-          f"WideResNet-{args.depth}-1; method {bw.method_}; settings: {res['settings']}")
+          f"WideResNet-{args.depth}-1; method {bw.method_}; search threads {args.threads}, "
+          f"restarts {args.restarts}; settings: {res['settings']}")
     print(f"backward counterfactuals: {args.tiles} tiles x 2 directions in {sec:.2f} s = "
           f"{res['tiles_per_s']:.2f} tiles/s ({res['counterfactuals_per_s']:.2f} "
           f"counterfactuals/s); mean {res['mean_iterations']:.1f} iterations (max "
