@@ -448,7 +448,7 @@ class BackwardCounterfactual(Explainer):
         bs = max(1, int(self.batch_size) // (r * nd)) * r * nd
         restart_seed = _iteration_seed(seed, 1 << 32)  # not an iteration
         for i in range(0, len(target), bs):
-            tiles = lot.tiles[i // (r * nd) : (i + bs) // (r * nd)].to(a.device)
+            tiles = lot.tiles[i // (r * nd) : min(nt, (i + bs) // (r * nd))].to(a.device)
             with torch.no_grad():
                 latent = editor.encode(tiles)
             rows = torch.arange(len(tiles), device=a.device).repeat_interleave(r * nd)

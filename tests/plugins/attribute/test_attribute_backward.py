@@ -227,11 +227,13 @@ def test_unreachable_targets_are_counted_separately(tmp_path):
 
 def test_restart_spread_measures_the_stability_of_a_prime():
     lot = make_lots(n_lots=1, n_tiles=5)[0]
-    ctx = make_ctx()
-    b = BackwardCounterfactual(restarts=3, restart_tiles=4, restart_radius=0.3)
+    editor = FakeEditor()
+    ctx = make_ctx(editor=editor)
+    b = BackwardCounterfactual(restarts=3, restart_tiles=4, restart_radius=0.3, batch_size=64)
     names = set(b.variables(ctx))
     out = b.explain_lot(lot, ctx)
     assert set(out) == names
+    assert editor.encoded_rows == 5 + 4  # the restarted tiles once more, no others
     spread = out["backward_restart_spread"]
     assert spread.shape == (2, 4) and spread.dtype == np.float32
     # the zero-effect attribute keeps what its start gave it (no gradient, the search stops at the
