@@ -12,6 +12,10 @@ main process then summarizes, scores and reports as in a single-process run.
 
 A lot's values depend on nothing but the lot and the run's seed (the generators are reseeded per lot,
 :func:`mxplain.pipeline.explain_lot_values`), so the cube is the one a single-process run writes.
+Workers compute with one torch thread each and the main process with as many as it has cores; a
+search that turns last-bit differences into different iterates fixes its own thread count for the
+lot (``[explain.backward] threads``, default 1), so that torch splits its float reductions alike in
+both places (``tests/core/test_distributed.py`` compares the 64 px backward cubes bit for bit).
 
 GPUs: one worker per GPU. Give each worker its own ``CUDA_VISIBLE_DEVICES`` (dask-cuda's
 ``LocalCUDACluster``, one Slurm job per GPU, ...); with ``--workers N`` on a node of several GPUs and
