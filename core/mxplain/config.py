@@ -73,7 +73,8 @@ MODEL_EXTRA_KEYS = ("name", "checkpoint")
 #: [run] keys and what they take (the rest: the type of their default); checked by _check_run
 RUN_RULES: dict[str, tuple[str, ...]] = {
     "seed": ("int", ">=0"), "device": ("str",), "explain_tiles": ("int", ">=0"),
-    "editor_eval_tiles": ("int", ">=1"), "report": ("bool",),
+    "editor_eval_tiles": ("int", ">=1"), "editor_realism_tiles": ("int", ">=0"),
+    "report": ("bool",),
 }  # scheduler and workers: mxplain.distributed.check_options, before the run folder is made
 
 #: Rules for keys that mean the same in every component's table, applied to numbers only (after the
