@@ -27,6 +27,7 @@ def test_wheel_contains_every_package(tmp_path):
     missing = source_packages() - in_wheel
     assert not missing, f"packages missing from the wheel: {sorted(missing)}"
     assert "mxplain/data/quickstart.toml" in names
+    assert "mxplain_attgan/data/quickstart_attgan.pt" in names  # the quickstart's trained editor
     eps = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(eps).decode()
     for pkg in source_packages():
