@@ -110,14 +110,20 @@ def remove_store(path: Path, what: str) -> None:
         return
     if not path.is_dir() or path.is_symlink():
         raise UserError(f"{what} {str(path)!r} is not a folder mxplain wrote; not deleting it")
+    ours = refuse_foreign(path, what)
+    for p in ours:
+        p.unlink()
+    remove_empty_dirs(path)
+
+
+def refuse_foreign(path: Path, what: str) -> list[Path]:
+    """A store's own files; a :class:`UserError` naming them when it holds any other file."""
     ours, foreign = store_files(path)
     if foreign:
         rel = ", ".join(repr(str(p.relative_to(path))) for p in foreign[:3])
         raise UserError(f"{what} {str(path)!r} holds files mxplain did not write ({rel}); "
                         f"move them away first")
-    for p in ours:
-        p.unlink()
-    remove_empty_dirs(path)
+    return ours
 
 
 def remove_empty_dirs(root: Path) -> None:
@@ -161,14 +167,10 @@ def prepare_store(path, marker: str, what: str, resume: bool, delete: bool = Tru
     if path.is_dir():
         attrs = store_marker(path)
         if attrs is not None and attrs.get(marker) is not None:
-            if resume:
-                if store_files(path)[1]:
-                    remove_store(path, what)  # refuses: it holds files mxplain did not write
-                return True
-            if delete:
-                remove_store(path, what)
-            elif store_files(path)[1]:
-                remove_store(path, what)  # refuses: it holds files mxplain did not write
+            if resume or not delete:
+                refuse_foreign(path, what)
+                return resume
+            remove_store(path, what)
         elif any(path.iterdir()):
             damaged = (path / "zarr.json").exists() and not store_files(path)[1]
             why = ("its zarr.json is damaged (not an mxplain store's)" if damaged else

@@ -124,9 +124,8 @@ class RunFolder:
                             f"continue it, --overwrite to replace it, or another --out")
         else:
             for store in self._stores(state):  # refuse before anything is deleted
-                _ours, foreign = outputs.store_files(p / store) if (p / store).is_dir() else ([], [])
-                if foreign:
-                    outputs.remove_store(p / store, "store")  # raises, naming the files
+                if (p / store).is_dir():
+                    outputs.refuse_foreign(p / store, "store")
         return state
 
     # ---- the lock -------------------------------------------------------------------------------

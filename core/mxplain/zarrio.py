@@ -204,8 +204,6 @@ def verify_or_unflag(path: Path, flag: str, what: str, repair: bool) -> list[str
     written again) or refused with one line naming the array and the lot."""
     try:
         bad = damaged_lots(path, flag)
-    except UserError:
-        raise
     except Exception as exc:  # noqa: BLE001 - unreadable metadata
         raise UserError(f"{what} {str(path)!r} cannot be read ({type(exc).__name__}); "
                         f"it is damaged") from None
