@@ -60,6 +60,9 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
   2018), on top of the gradient penalty;
 * ``res_blocks`` (default 0): residual blocks on the attribute-conditioned bottleneck of the
   generator (:class:`.model.ResBlock`);
+* ``upsample`` (default ``"transpose"``): ``"resize"`` decodes with nearest-neighbour x2 +
+  3x3 convolutions instead of 4x4 stride-2 transposed convolutions (Odena et al., Distill 2016),
+  which leave checkerboard artefacts a realism critic reads (:func:`.model.upsample_conv`);
 * ``diffaug`` (default ``""``): DiffAugment (Zhao et al., NeurIPS 2020) policies, e.g.
   ``"translation,cutout"``, applied to every image the critic and its classifier see during
   training (real, generated, and in the warm-up), differentiably, so the generator learns through
@@ -91,7 +94,7 @@ from mxplain.interfaces import Editor, RunContext
 from mxplain.training import TrainingCheckpoint
 
 from .augment import diff_augment, parse_policy
-from .model import CLS_POOLS, Discriminator, Generator, encode_attributes
+from .model import CLS_POOLS, UPSAMPLES, Discriminator, Generator, encode_attributes
 
 LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
 TARGET_SAMPLINGS = ("single", "permute", "uniform")
@@ -161,7 +164,8 @@ class AttGANEditor(Editor):
                  classifier_warmup_epochs: int = 0, classifier_warmup_lr: float | None = None,
                  cls_dropout: float = 0.0, cls_crop: int | None = None,
                  cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
-                 dis_sn: bool = False, res_blocks: int = 0, diffaug: str = ""):
+                 dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
+                 upsample: str = "transpose"):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -199,6 +203,7 @@ class AttGANEditor(Editor):
         self.dis_sn = dis_sn
         self.res_blocks = res_blocks
         self.diffaug = diffaug
+        self.upsample = upsample
         self.generator: Generator | None = None
         self.generator_ema: Generator | None = None
         self.provenance: dict = {}
@@ -252,7 +257,11 @@ class AttGANEditor(Editor):
         self._check_recipe()
 
     def _check_recipe(self) -> None:
-        """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``."""
+        """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``,
+        ``upsample``."""
+        if self.upsample not in UPSAMPLES:
+            raise UserError(f"[editor] attgan: upsample must be one of {list(UPSAMPLES)}, "
+                            f"got {self.upsample!r}")
         if not (isinstance(self.g_ema, (int, float)) and 0.0 <= self.g_ema < 1.0):
             raise UserError(f"[editor] attgan: g_ema must be a decay in [0, 1) (0 = no EMA), "
                             f"got {self.g_ema!r}")
@@ -284,7 +293,7 @@ class AttGANEditor(Editor):
         self.tile_size = int(tile_size)
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                    self.shortcut_layers, self.inject_layers,
-                                   res_blocks=self.res_blocks)
+                                   res_blocks=self.res_blocks, upsample=self.upsample)
         self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
                                            self.n_layers, self.dis_norm,
                                            cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
@@ -375,7 +384,8 @@ class AttGANEditor(Editor):
                 raise ValueError(
                     f"{part} architecture differs from this configuration (n_layers="
                     f"{self.n_layers}, shortcut_layers={self.shortcut_layers}, inject_layers="
-                    f"{self.inject_layers}): missing {missing[:3]}, unexpected {extra[:3]}")
+                    f"{self.inject_layers}, res_blocks={self.res_blocks}, upsample="
+                    f"{self.upsample!r}): missing {missing[:3]}, unexpected {extra[:3]}")
             for k, v in own.items():
                 if tuple(theirs[k].shape) != tuple(v.shape):
                     raise ValueError(

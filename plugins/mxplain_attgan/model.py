@@ -12,6 +12,14 @@ Generator
     (U-Net skip), after block ``i < inject_layers`` the tiled attribute code again (both capped at
     ``n_layers - 1``), as in the reference implementation.
 
+    Recipe option ``upsample`` (default ``"transpose"`` = the reference): ``"resize"`` replaces
+    every ConvTranspose(4x4, stride 2) by nearest-neighbour upsampling x2 + Conv(3x3, pad 1), the
+    resize-convolution of Odena, Dumoulin & Olah ("Deconvolution and Checkerboard Artifacts",
+    Distill 2016). A stride-2 transposed convolution with a 4x4 kernel overlaps unevenly, so the
+    reference decoder leaves a period-2/period-4 pattern: on the shipped quickstart editor the
+    reconstructions carry 8.9x the real tiles' power at the Nyquist frequency (32, 32) and 3.7-4.5x
+    at (16, 32) and (32, 16), which a small critic reads at once (realism AUC 0.99).
+
     Recipe option ``res_blocks`` (default 0 = the reference): that many residual blocks
     ``x + BN(Conv3x3(ReLU(BN(Conv3x3(x)))))`` (the ResNet basic block of He et al. 2016, as in
     the CycleGAN / StarGAN generators) on the attribute-conditioned bottleneck, before the first
@@ -58,6 +66,7 @@ from torch import nn
 
 MAX_DIM = 1024
 CLS_POOLS = ("flatten", "mean")
+UPSAMPLES = ("transpose", "resize")
 
 
 def encode_attributes(a: torch.Tensor, thres_int: float) -> torch.Tensor:
@@ -92,12 +101,23 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def upsample_conv(n_in: int, n_out: int, mode: str, bias: bool) -> list[nn.Module]:
+    """x2 upsampling layers: ConvTranspose(4x4, s2) (``"transpose"``) or nearest x2 + Conv3x3
+    (``"resize"``); see ``upsample`` in the module docstring."""
+    if mode == "transpose":
+        return [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, bias=bias)]
+    if mode == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)]
+    raise ValueError(f"upsample must be one of {list(UPSAMPLES)}, got {mode!r}")
+
+
 class Generator(nn.Module):
     """AttGAN encoder-decoder; see the module docstring."""
 
     def __init__(self, n_attributes: int, enc_dim: int = 64, dec_dim: int = 64, n_layers: int = 5,
                  shortcut_layers: int = 1, inject_layers: int = 1, in_channels: int = 1,
-                 res_blocks: int = 0):
+                 res_blocks: int = 0, upsample: str = "transpose"):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -127,7 +147,7 @@ class Generator(nn.Module):
             if i < n_layers - 1:
                 n_out = dec_ch[i]
                 dec.append(nn.Sequential(
-                    nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, bias=False),
+                    *upsample_conv(n_in, n_out, upsample, bias=False),
                     nn.BatchNorm2d(n_out),
                     nn.ReLU(),
                 ))
@@ -138,7 +158,7 @@ class Generator(nn.Module):
                     n_in += n_attributes
             else:
                 dec.append(nn.Sequential(
-                    nn.ConvTranspose2d(n_in, in_channels, 4, stride=2, padding=1),
+                    *upsample_conv(n_in, in_channels, upsample, bias=True),
                     nn.Tanh(),
                 ))
         self.dec_layers = nn.ModuleList(dec)

@@ -1,4 +1,4 @@
-"""AttGAN recipe options: g_ema, lr_d, dis_sn, res_blocks, diffaug (each off by default)."""
+"""AttGAN recipe options: g_ema, lr_d, dis_sn, res_blocks, diffaug, upsample (each off by default)."""
 
 import pytest
 import torch
@@ -8,10 +8,11 @@ from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
 from mxplain_attgan.augment import cutout, diff_augment, parse_policy, translate
 from mxplain_attgan.editor import AttGANEditor
-from mxplain_attgan.model import Discriminator, Generator, ResBlock
+from mxplain_attgan.model import Discriminator, Generator, ResBlock, upsample_conv
 
 TINY = dict(enc_dim=4, dec_dim=4, dis_dim=4, dis_fc_dim=16, n_layers=3, batch_size=8, seed=0)
-RECIPE = dict(g_ema=0.9, lr_d=4e-4, dis_sn=True, res_blocks=1, diffaug="translation,cutout")
+RECIPE = dict(g_ema=0.9, lr_d=4e-4, dis_sn=True, res_blocks=1, diffaug="translation,cutout",
+              upsample="resize")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def store(tmp_path_factory):
 
 def test_defaults_are_the_reference():
     ed = AttGANEditor()
-    assert (ed.g_ema, ed.lr_d, ed.dis_sn, ed.res_blocks, ed.diffaug) == (0.0, None, False, 0, "")
+    assert (ed.g_ema, ed.lr_d, ed.dis_sn, ed.res_blocks, ed.diffaug, ed.upsample) == (
+        0.0, None, False, 0, "", "transpose")
 
 
 def test_ema_weights_are_shipped_and_used(store):
@@ -133,9 +135,34 @@ def test_diffaug_translation_and_cutout():
         parse_policy("rotation")
 
 
+def _nyquist_share(y: torch.Tensor) -> float:
+    """Share of an image's (mean-removed) power at the period-2 frequencies (0, N/2), (N/2, 0),
+    (N/2, N/2)."""
+    f = torch.fft.fft2(y - y.mean()).abs() ** 2
+    h = y.shape[-1] // 2
+    return float((f[..., 0, h] + f[..., h, 0] + f[..., h, h]).sum() / f.sum())
+
+
+def test_resize_upsampling_has_no_checkerboard():
+    torch.manual_seed(0)
+    x = torch.full((1, 3, 8, 8), 1.0)  # a constant feature map: any period-2 output is artefact
+    transpose = torch.nn.Sequential(*upsample_conv(3, 1, "transpose", bias=False))
+    resize = torch.nn.Sequential(*upsample_conv(3, 1, "resize", bias=False))
+    with torch.no_grad():
+        yt, yr = transpose(x)[..., 2:-2, 2:-2], resize(x)[..., 2:-2, 2:-2]  # away from padding
+    assert yt.shape == yr.shape == (1, 1, 12, 12)
+    assert _nyquist_share(yt) > 0.9  # the uneven overlap of a 4x4 kernel at stride 2
+    assert float(yr.std()) < 1e-6  # resize-convolution: constant in, constant out
+    g = Generator(4, 4, 4, n_layers=3, upsample="resize")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert g(torch.rand(2, 1, 32, 32), torch.rand(2, 4)).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="upsample"):
+        upsample_conv(3, 1, "bilinear", bias=False)
+
+
 def test_recipe_option_errors():
     for bad in (dict(g_ema=1.0), dict(lr_d=0.0), dict(dis_sn="yes"), dict(res_blocks=-1),
-                dict(diffaug="translation,rotation")):
+                dict(diffaug="translation,rotation"), dict(upsample="pixelshuffle")):
         key = next(iter(bad))
         with pytest.raises(UserError, match=rf"^\[editor\] attgan: {key}"):
             AttGANEditor(**bad)._check_params()
