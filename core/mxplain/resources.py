@@ -9,7 +9,10 @@ resolves a resource of any installed package by name and never imports a plugin 
 A shipped checkpoint records its provenance at the top level of the checkpoint payload
 (``payload["provenance"]``, plain data): at least ``tile_store_content_hash`` (the
 :meth:`~mxplain.store.TileStore.content_hash` of the tile store it was trained on) and ``command``
-(how to reproduce it). :func:`check_trained_on` refuses, with one :class:`~mxplain.errors.UserError`
+(how to reproduce it), and optionally ``tile_store_hash_parts``: the parts of the store the hash
+covers, ``["lot ids", "attributes", "tiles"]`` for a model that never saw the property (an editor:
+its checkpoint then serves every property law on the same tiles); absent, the hash covers the
+properties too. :func:`check_trained_on` refuses, with one :class:`~mxplain.errors.UserError`
 line, to use it on a tile store with another content hash: explanations would be computed with an
 editor that never saw this data.
 """
@@ -65,13 +68,15 @@ def checkpoint_provenance(path: str | Path) -> dict:
 def check_trained_on(ref: str | Path, store, kind: str) -> dict:
     """Refuse a checkpoint trained on another tile store than ``store``; returns its provenance.
 
-    Compares the recorded ``tile_store_content_hash`` with ``store.content_hash()``; a checkpoint
-    that records no hash is not checked."""
+    Compares the recorded ``tile_store_content_hash`` with ``store.content_hash()`` (without the
+    properties where ``tile_store_hash_parts`` leaves out ``"property"``); a checkpoint that
+    records no hash is not checked."""
     prov = checkpoint_provenance(resolve_checkpoint(ref))
     want = prov.get("tile_store_content_hash")
     if not want:
         return prov
-    have = store.content_hash()
+    parts = prov.get("tile_store_hash_parts")
+    have = store.content_hash(include_property=parts is None or "property" in parts)
     if str(have) != str(want):
         how = prov.get("command") or "train it again on this data"
         raise UserError(f"{kind} checkpoint {str(ref)!r} was trained on another tile store "

@@ -240,16 +240,21 @@ class TileStore:
                             f"altered chunk)")
         return full[: self.counts[i]]
 
-    def content_hash(self) -> str:
+    def content_hash(self, include_property: bool = True) -> str:
         """SHA-256 (hex) of the store's content: lot ids, attribute names, lot attributes,
         properties, tile counts, tile size and every lot's tiles (through the per-lot digests
         where the store has them, else the tiles themselves). Equal stores hash equal on any
-        machine; a model trained on a store records it (``TileStore.content_hash``)."""
+        machine; a model trained on a store records it (``TileStore.content_hash``).
+
+        ``include_property=False`` leaves the lot properties out: the hash of what an editor
+        learns from (tiles and attribute labels), equal for two stores whose tiles and attributes
+        agree and whose property law differs."""
         h = hashlib.sha256()
         h.update(json.dumps([self.lot_ids, list(self.attributes), self.tile_size,
                              self.counts.tolist()]).encode())
         h.update(np.ascontiguousarray(self.lot_attributes, np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.properties, np.float64).tobytes())
+        if include_property:
+            h.update(np.ascontiguousarray(self.properties, np.float64).tobytes())
         for i in range(self.n_lots):
             digest = (int(self._digests[i]) if self._digests is not None
                       else zarrio.lot_digest(np.asarray(self._tiles[i].values)))

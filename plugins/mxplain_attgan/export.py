@@ -42,6 +42,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 COMMAND = "make quickstart-models"
 MAX_BYTES = 20 * 2**20
+HASH_PARTS = ("lot ids", "attributes", "tiles")  # an editor never sees the property
 
 
 def _half(value):
@@ -118,7 +119,8 @@ def export_run(run: str | Path, out: str | Path, note: str = "") -> dict:
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() \
         else {}
     prov = {
-        "tile_store_content_hash": store.content_hash(),
+        "tile_store_content_hash": store.content_hash(include_property=False),
+        "tile_store_hash_parts": list(HASH_PARTS),
         "command": COMMAND,
         "training_config": "examples/quickstart-train.toml",
         "editor_config": params, "data_config": cfg["data"],

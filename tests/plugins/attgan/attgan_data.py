@@ -25,10 +25,12 @@ def render(a: np.ndarray, n: int, size: int, rng: np.random.Generator) -> np.nda
 
 
 def make_store(path: Path, n_lots: int = 4, per_lot: int = 8, size: int = 32,
-               seed: int = 0) -> TileStore:
+               seed: int = 0, property_sign: float = 1.0) -> TileStore:
+    """``property_sign = -1``: the same tiles and attributes under the opposite property law."""
     rng = np.random.default_rng(seed)
     vals = np.stack([rng.permutation((np.arange(n_lots) + 0.5) / n_lots) for _ in ATTRS], 1)
-    table = LotTable([f"L{i}" for i in range(n_lots)], ATTRS, vals, np.arange(n_lots, dtype=float))
+    table = LotTable([f"L{i}" for i in range(n_lots)], ATTRS, vals,
+                     property_sign * np.arange(n_lots, dtype=float))
     TileStore.create(path, table, [per_lot] * n_lots, size)
     for i in range(n_lots):
         TileStore.write_lot(path, i, render(vals[i], per_lot, size, rng), per_lot)

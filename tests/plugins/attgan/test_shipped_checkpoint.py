@@ -64,7 +64,9 @@ def test_export_writes_float16_inference_state_with_provenance(store, tmp_path):
     payload = torch.load(out, map_location="cpu", weights_only=True)
     assert payload["provenance"] == payload["state"]["provenance"] == prov
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["tile_store_content_hash"] == store.content_hash() == prov["tile_store_content_hash"]
+    editor_hash = store.content_hash(include_property=False)  # an editor never sees the property
+    assert side["tile_store_content_hash"] == editor_hash == prov["tile_store_content_hash"]
+    assert side["tile_store_hash_parts"] == ["lot ids", "attributes", "tiles"]
     assert side["generator_steps"] == len(ed.history["g_rec"]) and side["finished"]
     for key in ("editor_config", "data_config", "epochs_done", "train_seconds", "device",
                 "torch_version", "mxplain_version", "git_commit", "command"):
@@ -73,7 +75,7 @@ def test_export_writes_float16_inference_state_with_provenance(store, tmp_path):
                if v.is_floating_point())
     loaded = AttGANEditor.load(out)  # float16 storage -> float32 modules
     assert next(loaded.generator.parameters()).dtype == torch.float32
-    assert loaded.provenance["tile_store_content_hash"] == store.content_hash()
+    assert loaded.provenance["tile_store_content_hash"] == editor_hash
     t, a = torch.rand(2, 1, 32, 32), torch.rand(2, 4)
     assert (loaded.edit(t, a) - ed.edit(t, a)).abs().max() < 2e-2  # the EMA weights, rounded
     assert loaded.classify(t).shape == (2, 4)
@@ -100,6 +102,11 @@ def test_store_hash_mismatch_is_one_clear_error(store, tmp_path):
         resources.check_trained_on(out, other, "editor")
     msg = str(err.value)
     assert "\n" not in msg and "make quickstart-models" in msg and "another tile store" in msg
+    # the same tiles and attributes under the opposite property law: the editor serves it
+    flipped = make_store(tmp_path / "flipped.zarr", property_sign=-1.0)
+    assert flipped.content_hash() != store.content_hash()
+    assert flipped.content_hash(include_property=False) == store.content_hash(include_property=False)
+    resources.check_trained_on(out, flipped, "editor")
     cfg = {"data": {"name": "store", "path": str(other.path)},
            "editor": {"name": "attgan", "checkpoint": str(out)}, "run": {"report": False}}
     with pytest.raises(UserError, match=re.escape("retrain it with `make quickstart-models`")):
@@ -108,5 +115,5 @@ def test_store_hash_mismatch_is_one_clear_error(store, tmp_path):
     cfg["data"]["path"] = str(store.path)
     folder = run_pipeline(cfg, out=tmp_path / "ok", progress=False)
     m = json.loads((folder / "metrics.json").read_text())["editor"]
-    assert m["provenance"]["tile_store_content_hash"] == store.content_hash()
+    assert m["provenance"]["tile_store_content_hash"] == store.content_hash(include_property=False)
     assert not (folder / "models" / "editor.pt").exists()
