@@ -8,21 +8,28 @@ from pathlib import Path
 from mxplain import hookimpl
 from mxplain.errors import UserError
 from mxplain.interfaces import Dataset, DataShape, RunContext
+from mxplain.review_config import check_descriptions
 from mxplain.store import TileStore
 
 
 class StoreDataset(Dataset):
-    """Use an existing tile store (written by ``mxplain data ingest`` or ``mxplain data synth``)."""
+    """Use an existing tile store (written by ``mxplain data ingest`` or ``mxplain data synth``).
+
+    ``attribute_descriptions`` (``[data.attribute_descriptions]``, attribute -> text): the
+    definition ``mxplain review`` shows with each question (``None``: built-in definitions of size,
+    porosity, polydispersity and facetness)."""
 
     name = "store"
 
-    def __init__(self, path: str = ""):
+    def __init__(self, path: str = "", attribute_descriptions: dict | None = None):
         self.path = path
+        self.attribute_descriptions = attribute_descriptions
 
     @classmethod
     def check_params(cls, params: dict) -> None:
         if not params.get("path"):
             raise UserError("[data] name = \"store\" needs path = \"<tile store>\"")
+        check_descriptions(params.get("attribute_descriptions"))
 
     @classmethod
     def data_shape(cls, params: dict) -> DataShape:

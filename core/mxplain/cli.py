@@ -139,6 +139,58 @@ def report(run_dir, compare):
         raise UserError(os_error_text(exc, Path(run_dir) / "report", "report")) from None
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--pairs", "n_pairs", default=80, show_default=True, type=int,
+              help="Pairs on the page (stratified over lots and attributes).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the pairs' draw.")
+@click.option("--delta", default=0.35, show_default=True, type=float,
+              help="How far the edit moves the attribute.")
+@click.option("--out", "out", default=None, type=click.Path(),
+              help="The page (default RUN_DIR/review/index.html); with --simulate the answers file.")
+@click.option("--import", "do_import", is_flag=True,
+              help="Import FILES (answers downloaded from the page) into metrics.json and the report.")
+@click.option("--simulate", is_flag=True,
+              help="Answer the page by the dataset's attribute measurement (synthetic lots).")
+@click.option("--error-rate", default=0.0, show_default=True, type=float,
+              help="--simulate: share of decided answers given to the wrong side.")
+@click.option("--reviewer", default="simulated", show_default=True,
+              help="--simulate: the reviewer's name in the answers.")
+@click.option("--device", default="cpu", show_default=True, help="Device the editor runs on.")
+def review(run_dir, files, n_pairs, seed, delta, out, do_import, simulate, error_rate, reviewer,
+           device):
+    """Expert review of RUN_DIR's edits: write the page, import answers, or simulate a reviewer.
+
+    \b
+    mxplain review RUN                         the page (RUN/review/index.html)
+    mxplain review RUN --import a.json b.json  answers into metrics.json and the report
+    mxplain review RUN --simulate --error-rate 0.1    simulated answers (synthetic lots)
+    """
+    from mxplain import review as review_mod
+
+    if do_import and simulate:
+        raise UserError("give --import or --simulate, not both")
+    if files and not do_import:
+        raise UserError(f"unexpected argument {files[0]!r} (answers files go after --import)")
+    try:
+        if do_import:
+            res = review_mod.import_answers(Path(run_dir), list(files))
+            pooled = res["pooled"]
+            share = "?" if pooled["agreement"] is None else f"{pooled['agreement']:.2f}"
+            echo(f"review: {pooled['answers']} answers of {len(res['reviewers'])} reviewer(s), "
+                 f"agreement {share} ({pooled['verdict']}); metrics.json and the report updated")
+        elif simulate:
+            path = review_mod.simulate(Path(run_dir), n_pairs, seed, delta, error_rate, reviewer,
+                                       out, device)
+            echo(f"answers: {path}")
+        else:
+            path = review_mod.write_page(Path(run_dir), n_pairs, seed, out, delta, device)
+            echo(f"review page: {path}")
+    except OSError as exc:
+        raise UserError(os_error_text(exc, Path(run_dir) / "review", "review")) from None
+
+
 def os_error_text(exc: OSError, fallback: Path | None = None, what: str = "output") -> str:
     """An OSError in one line: the system's words and the path (the error's own, else the output
     ``fallback`` it happened under)."""

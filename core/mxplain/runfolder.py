@@ -6,6 +6,10 @@ mxplain wrote (``written``: every file below ``figures/``, ``models/``, ``report
 ``config.toml`` / ``metrics.json`` that were not there when the run started), the zarr stores it
 created (``stores``, claimed *before* they are created) and the files that were there before the run
 (``foreign``, never touched). A folder that is neither new, nor empty, nor marked is refused.
+
+Commands that add to a finished run (``mxplain review``: ``review/``, ``metrics.json``, the report)
+take the same lock (:func:`take_lock`), write only files that are new or recorded as mxplain's
+(:func:`may_write`) and add what they wrote to ``written`` (:func:`record_written`).
 """
 
 from __future__ import annotations
@@ -80,6 +84,36 @@ def _files_below(root: Path, rel: str) -> list[str]:
     return out
 
 
+def take_lock(path: Path) -> None:
+    """Take the run folder's lock (one mxplain command at a time); a live holder is a
+    :class:`UserError`, a dead one's lock is taken over."""
+    lock = Path(path) / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid) and pid != os.getpid():
+                raise UserError(
+                    f"run folder {str(path)!r} is in use by another mxplain run (pid "
+                    f"{pid}); if no mxplain runs there (check with `ps -p {pid}`), delete "
+                    f"{str(lock)!r}") from None
+            lock.unlink(missing_ok=True)  # stale lock of a killed run
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOSPC):
+                raise UserError(f"cannot write in run folder {str(path)!r}: "
+                                f"{exc.strerror}") from None
+            raise
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise UserError(f"cannot lock run folder {str(path)!r}")
+
+
 class RunFolder:
     """Open (create, resume or overwrite) a run folder; see the module docstring."""
 
@@ -130,31 +164,7 @@ class RunFolder:
 
     # ---- the lock -------------------------------------------------------------------------------
     def _lock(self) -> None:
-        lock = self.path / LOCK
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _alive(pid) and pid != os.getpid():
-                    raise UserError(
-                        f"run folder {str(self.path)!r} is in use by another mxplain run (pid "
-                        f"{pid}); if no mxplain runs there (check with `ps -p {pid}`), delete "
-                        f"{str(lock)!r}") from None
-                lock.unlink(missing_ok=True)  # stale lock of a killed run
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOSPC):
-                    raise UserError(f"cannot write in run folder {str(self.path)!r}: "
-                                    f"{exc.strerror}") from None
-                raise
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return
-        raise UserError(f"cannot lock run folder {str(self.path)!r}")
+        take_lock(self.path)
 
     def release(self) -> None:
         (self.path / LOCK).unlink(missing_ok=True)
@@ -245,3 +255,34 @@ class RunFolder:
 
     def is_done(self, stage: str) -> bool:
         return self.resume and stage in self._state.get("done", [])
+
+
+# ---- files written into a finished run by later commands (mxplain review) -----------------------
+def written(path: Path) -> set[str]:
+    """The files (relative paths) a run folder's state records as mxplain's."""
+    state = read_state(path) or {}
+    return {w for w in state.get("written", []) if isinstance(w, str)}
+
+
+def may_write(path: Path, rel: str) -> bool:
+    """Whether mxplain may (over)write ``rel`` in the run folder ``path``: it does not exist, or
+    the state records it as written by mxplain (a file someone else put there is never replaced)."""
+    target = Path(path) / rel
+    if not (target.exists() or target.is_symlink()):
+        return True
+    return rel in written(path) and target.is_file() and not target.is_symlink()
+
+
+def record_written(path: Path, files) -> None:
+    """Add ``files`` (paths relative to the run folder ``path``, just written there by a command
+    that runs on a finished run, such as ``mxplain review``) to the state's ``written`` record, so
+    that ``mxplain run --overwrite`` deletes them and nothing else. The caller holds the lock
+    (:func:`take_lock`)."""
+    state = read_state(path)
+    if state is None:
+        raise UserError(f"{str(path)!r} has no {STATE}: not an mxplain run folder")
+    have = [w for w in state.get("written", []) if isinstance(w, str)]
+    new = sorted(set(have) | {Path(f).as_posix() for f in files})
+    if new != sorted(have):
+        state["written"] = new
+        write_atomic(Path(path) / STATE, json.dumps(state, indent=1))

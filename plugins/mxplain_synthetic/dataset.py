@@ -27,6 +27,7 @@ import numpy as np
 from mxplain.errors import UserError
 from mxplain.interfaces import Dataset, Editor, RunContext
 from mxplain.outputs import prepare_store
+from mxplain.review_config import check_descriptions
 from mxplain.store import LotTable, TileStore
 from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
 
@@ -66,7 +67,9 @@ class SyntheticLots(Dataset):
     """Synthetic crystal-powder lots with known attributes and a known property law.
 
     Every parameter is a key of the ``[data]`` table; ``law`` is ``[data.law]`` (attribute ->
-    effect; attributes left out have no effect; ``None`` = :data:`DEFAULT_LAW`).
+    effect; attributes left out have no effect; ``None`` = :data:`DEFAULT_LAW`);
+    ``attribute_descriptions`` is ``[data.attribute_descriptions]`` (attribute -> the definition
+    ``mxplain review`` shows; ``None`` = the built-in definitions of the four attributes).
     """
 
     name: ClassVar[str] = "synthetic"
@@ -76,7 +79,8 @@ class SyntheticLots(Dataset):
                  seed: int = 0, law: dict | None = None, property_mean: float = 2150.0,
                  property_std: float = 150.0, lot_noise: float = 0.05,
                  property_name: str = "peak_stress", property_units: str = "psi",
-                 workers: int = 1, attribute_sampling: str = "lhs"):
+                 workers: int = 1, attribute_sampling: str = "lhs",
+                 attribute_descriptions: dict | None = None):
         self.n_lots = n_lots
         self.tiles_per_lot = tiles_per_lot
         self.tile_size = tile_size
@@ -89,6 +93,7 @@ class SyntheticLots(Dataset):
         self.property_units = property_units
         self.workers = workers
         self.attribute_sampling = attribute_sampling
+        self.attribute_descriptions = attribute_descriptions
         self.validate()
 
     # ---- parameters -----------------------------------------------------------------------
@@ -123,6 +128,7 @@ class SyntheticLots(Dataset):
         if self.attribute_sampling not in SAMPLINGS:
             bad("attribute_sampling", f"use one of {list(SAMPLINGS)}")
         self.resolved_law()
+        check_descriptions(self.attribute_descriptions, ATTRIBUTES)
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -176,6 +182,7 @@ class SyntheticLots(Dataset):
         params = self.get_params()
         params["law"] = self.resolved_law()
         params.pop("workers")  # does not change the tiles
+        params.pop("attribute_descriptions")  # nor do the words a review page shows
         return json.loads(json.dumps({"dataset": self.name, "params": params}))
 
     # ---- lots -----------------------------------------------------------------------------
