@@ -290,6 +290,9 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mxplain report — "
              f"{_e(run_dir.name)}</title><style>{STYLE}</style></head><body>",
              f"<h1>mxplain report: {_e(run_dir.name)}</h1>"]
+    from mxplain.review_report import trust_section  # the expert review beside the checks
+
+    parts.append(trust_section(metrics))
     prov = _dict(metrics.get("provenance"))
     summary = {k: v for k, v in prov.items() if k != "config"}
     parts.append("<h2>Run summary and provenance</h2>" + _table(
