@@ -36,7 +36,8 @@ class StoreDataset(Dataset):
         """The store's shape from its metadata; a path that is not a complete tile store is a
         :class:`UserError` here, before the run starts."""
         store = TileStore.open(params["path"])
-        return DataShape(store.n_lots, store.n_tiles, int(store.counts.max()), store.tile_size)
+        return DataShape(store.n_lots, store.n_tiles, int(store.counts.max()), store.tile_size,
+                         attributes=tuple(store.attributes))
 
     def build(self, path: Path, ctx: RunContext, resume: bool = False) -> TileStore:
         if not self.path:

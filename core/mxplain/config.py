@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mxplain import plugins
+from mxplain import plugins, preflight
 from mxplain.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -42,6 +42,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "editor_realism_tiles": 512,  # tiles per class of the editor's realism test (0: off)
     "scheduler": None,  # Dask scheduler address: explain lots on its workers (--scheduler)
     "workers": None,  # explain lots on a local Dask cluster of this many processes (--workers)
+    "on_unsupported": "error",  # an explainer the config cannot run: "error" or "skip" it
 }
 RUN_DOC = {
     "seed": "seed for every component that has no seed of its own",
@@ -68,6 +69,15 @@ RUN_DOC = {
                  "one model copy per worker (the CLI's --scheduler overrides it; unset: this process)",
     "workers": "explain lots on a local Dask cluster of this many worker processes, one thread "
                "each (the CLI's --workers overrides it; unset: this process)",
+    "on_unsupported": "what to do with an explainer whose needs (`Explainer.requirements`: a "
+                      "predictor, an editor, gradients, a torch module, named attributes) the "
+                      "config's predictor, editor and data do not meet, found when the config is "
+                      "resolved, before anything trains: \"error\" (one line naming the explainer "
+                      "and why) or \"skip\" (the run goes on without it; the reason is in "
+                      "metrics.json, `explain_skipped`, and in the report). A predictor or editor "
+                      "that declares gradients but returns none is found by a probe on two "
+                      "tiles once it is trained, and treated the same way (with \"skip\": as not "
+                      "differentiable, `gradient_probe` in its metrics)",
 }
 MODEL_EXTRA_KEYS = ("name", "checkpoint")
 #: [run] keys and what they take (the rest: the type of their default); checked by _check_run
@@ -349,6 +359,9 @@ def _check_run(run: dict, where: str) -> None:
         raise UserError(f'{where}: [run] batch_size = {bs!r}; needs an integer >= 1 or "auto"')
     if not isinstance(run["compile"], bool):
         raise UserError(f"{where}: [run] compile = {run['compile']!r}; needs true or false")
+    if run["on_unsupported"] not in ("error", "skip"):
+        raise UserError(f"{where}: [run] on_unsupported = {_show(run['on_unsupported'])}: use "
+                        f"\"error\" or \"skip\"")
 
 
 def fixed_batch_size(run: dict) -> int:
@@ -358,12 +371,9 @@ def fixed_batch_size(run: dict) -> int:
 
 
 def _check_requirements(cfg: dict, where: str) -> None:
-    for ename in cfg["explain"]:
-        cls = plugins.get("explainer", ename)
-        if cls.requires_editor and "editor" not in cfg:
-            raise UserError(f"{where}: [explain.{ename}] needs an [editor]")
-        if "predictor" not in cfg:
-            raise UserError(f"{where}: [explain.{ename}] needs a [predictor]")
+    """Every explainer's needs against the config (:func:`mxplain.preflight.check_requirements`):
+    an error unless ``[run] on_unsupported = "skip"``."""
+    preflight.check_requirements(cfg, where)
 
 
 def to_toml(cfg: dict) -> str:

@@ -42,6 +42,24 @@ class DataShape:
     n_tiles: int  # all lots together
     max_tiles_per_lot: int
     tile_size: int  # pixels (tiles are square)
+    #: the lots' attribute names, where known before the store is built (``None``: not known);
+    #: not part of the shape's equality
+    attributes: tuple[str, ...] | None = field(default=None, compare=False)
+
+
+#: What an explainer can need of the run (:meth:`Explainer.requirements`), each with the words a
+#: refusal uses. A predictor or an editor declares which it provides (:meth:`Predictor.capabilities`,
+#: :meth:`Editor.capabilities`); :func:`mxplain.preflight.check_requirements` compares the two when
+#: the config is resolved, before anything is written or trained, and ``[run] on_unsupported``
+#: says whether an explainer whose needs are not met is an error (the default) or is skipped.
+NEEDS: dict[str, str] = {
+    "predictor": "a [predictor]",
+    "editor": "an [editor]",
+    "gradients": "a differentiable predictor",  # gradients of the prediction w.r.t. the tiles
+    "torch_module": "a predictor with a torch module",  # torch_module(), for layer-based maps
+    "editor_gradients": "a differentiable editor",  # w.r.t. its attributes and latent
+    "attributes": "named attributes in the data",  # the lot labels an editor edits
+}
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,17 @@ class Predictor(TrainableModel):
         """The underlying ``nn.Module`` (for layer-based methods such as GradCAM), if any."""
         return None
 
+    @classmethod
+    def capabilities(cls, params: dict[str, Any]) -> frozenset[str]:
+        """What this predictor with ``params`` offers explainers (names of :data:`NEEDS`), known
+        from the class before anything is trained: ``"gradients"`` when ``differentiable``,
+        ``"torch_module"`` when the class overrides :meth:`torch_module`. Override it where the
+        parameters decide."""
+        caps = {"gradients"} if cls.differentiable else set()
+        if cls.torch_module is not Predictor.torch_module:
+            caps.add("torch_module")
+        return frozenset(caps)
+
     def compile(self) -> list[str]:
         """Wrap the networks :meth:`forward` runs in ``torch.compile`` (``[run] compile = true``);
         returns the names of what was wrapped. The default compiles nothing."""
@@ -225,6 +254,12 @@ class Editor(TrainableModel):
 
     def edit(self, tiles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(tiles), attributes)
+
+    @classmethod
+    def capabilities(cls, params: dict[str, Any]) -> frozenset[str]:
+        """What this editor with ``params`` offers explainers (names of :data:`NEEDS`):
+        ``"editor_gradients"`` when ``differentiable``. Override it where the parameters decide."""
+        return frozenset({"editor_gradients"} if cls.differentiable else ())
 
     def compile(self) -> list[str]:
         """Wrap the networks :meth:`decode` (the hot loop of the explainers) runs in
@@ -277,8 +312,28 @@ class Explainer(Component):
     """(predictor, editor or none, tiles of one lot) -> that lot's piece of the results cube."""
 
     kind: ClassVar[str] = "explainer"
+    #: shorthands read by the default :meth:`requirements`
     requires_editor: ClassVar[bool] = False
     requires_gradients: ClassVar[bool] = False
+
+    @classmethod
+    def requirements(cls, params: dict[str, Any]) -> frozenset[str]:
+        """What this explainer with ``params`` (every constructor parameter, defaults filled in)
+        needs of the run: names of :data:`NEEDS`, checked against the config's predictor, editor
+        and data when the config is resolved (:func:`mxplain.preflight.check_requirements`). The
+        default: a predictor, an editor when ``requires_editor``, a differentiable predictor when
+        ``requires_gradients``."""
+        return frozenset({"predictor"} | ({"editor"} if cls.requires_editor else set())
+                         | ({"gradients"} if cls.requires_gradients else set()))
+
+    @classmethod
+    def uses(cls, params: dict[str, Any]) -> frozenset[str]:
+        """What this explainer uses where the models offer it, beyond what it needs (the backward
+        explainer's ``optimizer = "auto"`` takes gradients where both models declare them, SPSA
+        otherwise): the pipeline probes a model's declared gradients before an explainer that
+        needs or uses them runs (:func:`mxplain.gradients.probe`). The default:
+        :meth:`requirements`."""
+        return frozenset(cls.requirements(params))
 
     def extra_dims(self) -> dict[str, Any]:
         """New cube dimensions and their coordinate values (e.g. ``{"step": values}``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from mxplain import failpoints, outputs, plugins, preflight, resources, zarrio
 from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
 from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
-from mxplain.interfaces import ExplainContext, Lot, RunContext
+from mxplain.interfaces import NEEDS, ExplainContext, Lot, RunContext
 from mxplain.outputs import check_path_text
 from mxplain.runfolder import RunFolder, write_atomic
 from mxplain.store import TileStore
@@ -71,6 +72,39 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
         metrics[kind] = fit_metrics
     timings[kind] = time.perf_counter() - t0
     return model
+
+
+def _probe_gradients(cfg: dict, store: TileStore, ctx: ExplainContext, components: dict,
+                     kind: str) -> None:
+    """Once the predictor (or editor) is trained or loaded, before anything else runs: where an
+    explainer still to run needs or uses its gradients, a probe on two tiles
+    (:func:`mxplain.gradients.probe`) that a model claiming them returns them. One that does not
+    is an error naming it; with ``[run] on_unsupported = "skip"`` the explainers that need them
+    are skipped with the reason and the model is treated as not differentiable (``backward``'s
+    ``optimizer = "auto"`` then takes SPSA)."""
+    from mxplain.gradients import probe
+
+    need = "gradients" if kind == "predictor" else "editor_gradients"
+    model = getattr(ctx, kind)
+    found = {e: type(exp).requirements(exp.get_params()) for e, exp in
+             components["explain"].items() if need in type(exp).uses(exp.get_params())}
+    if not found or not getattr(model, "differentiable", False):
+        return
+    first = int(np.flatnonzero(store.counts > 0)[0])
+    why = probe(model, store.lot(first).tiles[:2], kind, attributes=store.lot_attributes[first])
+    if why is None:
+        return
+    if cfg["run"]["on_unsupported"] != "skip":
+        raise UserError(f"[explain.{next(iter(found))}] cannot run: {why}")
+    model.differentiable = False  # this run's instance only: gradient-free paths from here on
+    components.setdefault("gradient_probe", {})[kind] = why
+    print(f"note: {why}; this run treats it as not differentiable", file=sys.stderr)
+    for ename, needs in found.items():
+        if need in needs:
+            components["explain"].pop(ename)
+            components["skipped"][ename] = f"needs {NEEDS[need]}: {why}"
+            print(f"note: [explain.{ename}] skipped ([run] on_unsupported = \"skip\"): "
+                  f"{components['skipped'][ename]}", file=sys.stderr)
 
 
 def _stage_seed(seed: int, stage: str | int) -> int:
@@ -134,7 +168,13 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
     scheduler, workers = check_options(scheduler, workers)
     preflight.check(cfg, out, device, resume=resume, where=str(cfg_path or "config"),
                     scheduler=scheduler, workers=workers)  # checkpoints, sizes vs the machine
-    components = build_components(cfg)
+    # explainers the config cannot run: an error unless [run] on_unsupported = "skip"
+    skipped = preflight.check_requirements(cfg, str(cfg_path or "config"))
+    components = build_components(cfg, skip=skipped)
+    components["skipped"] = dict(skipped)
+    for ename, why in skipped.items():
+        print(f"note: [explain.{ename}] skipped ([run] on_unsupported = \"skip\"): {why}",
+              file=sys.stderr)
     check_paths(cfg, cfg_path, out, overwrite)
     folder = RunFolder(out, resume=resume, overwrite=overwrite, config_hash=config_hash(cfg))
     dask_explain = None
@@ -155,10 +195,11 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             folder.release()
 
 
-def build_components(cfg: dict) -> dict:
+def build_components(cfg: dict, skip=()) -> dict:
     """Every component the config names, constructed (parameters stored and checked, nothing
     learned): ``{"dataset": …, "predictor": …, "editor": …, "explain": {name: …}}``; a model
-    loaded from a checkpoint is None here (its file is checked)."""
+    loaded from a checkpoint is None here (its file is checked); explainers in ``skip`` are
+    left out."""
     out: dict = {"explain": {}}
     for kind, table in (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor")):
         if table not in cfg:
@@ -171,7 +212,8 @@ def build_components(cfg: dict) -> dict:
         else:
             out[kind] = cls(**params)
     for ename, params in cfg.get("explain", {}).items():
-        out["explain"][ename] = plugins.get("explainer", ename)(**params)
+        if ename not in skip:
+            out["explain"][ename] = plugins.get("explainer", ename)(**params)
     return out
 
 
@@ -254,6 +296,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     if "predictor" in cfg:
         ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
                                      metrics, timings, components["predictor"])
+        _probe_gradients(cfg, store, ctx, components, "predictor")
         t0 = time.perf_counter()
         from mxplain.evaluate import evaluate_predictor
 
@@ -262,6 +305,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     if "editor" in cfg:
         ctx.editor = _load_or_fit("editor", cfg["editor"], store, ctx, folder, metrics,
                                   timings, components["editor"])
+        _probe_gradients(cfg, store, ctx, components, "editor")
         t0 = time.perf_counter()
         metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
         timings["editor_evaluation"] = time.perf_counter() - t0
@@ -273,6 +317,9 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain,
                  components["explain"])
 
+    metrics["explain_skipped"] = components.get("skipped", {})
+    for kind, why in components.get("gradient_probe", {}).items():
+        metrics[kind]["gradient_probe"] = why  # treated as not differentiable in this run
     metrics["timings_seconds"] = timings
     metrics["provenance"] = {**provenance(cfg, dev), **run_info}
     write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
@@ -382,10 +429,9 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
              explainers: dict | None = None) -> None:
     if explainers is None:
         explainers = {e: plugins.get("explainer", e)(**p) for e, p in cfg["explain"].items()}
-    for ename, exp in explainers.items():
-        if exp.requires_gradients and not ctx.predictor.differentiable:
-            raise UserError(f"[explain.{ename}] needs a differentiable predictor; "
-                            f"{ctx.predictor.name!r} is not")
+    # what each explainer needs was checked when the config was resolved (mxplain.preflight)
+    # and the models' gradients probed once trained (_probe_gradients); skipped ones are not here
+    job_cfg = {**cfg, "explain": {e: p for e, p in cfg["explain"].items() if e in explainers}}
     n_tiles = int(store.counts.max())
     limit = int(cfg["run"]["explain_tiles"] or 0)
     if limit > 0:
@@ -436,7 +482,7 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     if dask_explain is not None:  # lots on Dask workers, each writing its regions of the cube
         with tqdm(total=len(todo), desc="explain (dask)", unit="lot",
                   disable=not ctx.progress) as bar:
-            by_worker = dask_explain.explain(cfg, folder.path, store, ctx, explainers, variables,
+            by_worker = dask_explain.explain(job_cfg, folder.path, store, ctx, explainers, variables,
                                              sizes, n_tiles, writer.path, todo, per_explainer, bar)
         metrics["explain_dask"] = {"scheduler": dask_explain.address, "lots_by_worker": by_worker}
     else:

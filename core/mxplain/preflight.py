@@ -1,7 +1,10 @@
 """Checks of a resolved config against the machine and the files it names, before anything is
-written: checkpoints (a file, an mxplain checkpoint of the right kind, trained on the tile size the
-data has) and sizes (every component's :meth:`~mxplain.interfaces.Component.footprint` against the
-memory of the host or the GPU and the free disk space where the output goes).
+written: what every explainer needs of the run (:func:`check_requirements`: its
+:meth:`~mxplain.interfaces.Explainer.requirements` against the predictor's and the editor's
+declared capabilities and the data's attribute names), checkpoints (a file, an mxplain checkpoint
+of the right kind, trained on the tile size and the attributes the data has) and sizes (every
+component's :meth:`~mxplain.interfaces.Component.footprint` against the memory of the host or the
+GPU and the free disk space where the output goes).
 
 The estimates are rough (within a factor of a few): only what cannot fit is refused, with one line
 naming the config keys that set the size.
@@ -16,7 +19,7 @@ from typing import Any
 
 from mxplain import plugins
 from mxplain.errors import UserError
-from mxplain.interfaces import DataShape, Footprint
+from mxplain.interfaces import NEEDS, DataShape, Footprint
 
 TABLES = (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor"))
 
@@ -69,6 +72,71 @@ def data_shape(cfg: dict) -> DataShape | None:
     cls = plugins.get("dataset", data["name"])
     hook = getattr(cls, "data_shape", None)
     return hook({k: v for k, v in data.items() if k != "name"}) if hook else None
+
+
+def _offered(cfg: dict, kind: str) -> tuple[str, frozenset[str]] | None:
+    """``(name, capabilities)`` of the config's predictor or editor (``None``: the config has
+    none), from its class: a checkpoint holds a model of the configured class."""
+    comp = cfg.get(kind)
+    if not comp:
+        return None
+    cls = plugins.get(kind, comp["name"])
+    params = {k: v for k, v in comp.items() if k not in ("name", "checkpoint")}
+    return comp["name"], frozenset(cls.capabilities({**cls.param_defaults(), **params}))
+
+
+def _unmet(need: str, predictor, editor, attributes) -> str | None:
+    """Why ``need`` is not met by the config, or ``None`` when it is (or cannot be known yet)."""
+    if need in ("predictor", "gradients", "torch_module") and predictor is None:
+        return "needs a [predictor]"
+    if need in ("editor", "editor_gradients") and editor is None:
+        return "needs an [editor]"
+    if need in ("gradients", "torch_module") and predictor is not None \
+            and need not in predictor[1]:
+        why = ("is not (differentiable = False)" if need == "gradients" else
+               "has none (its class does not override torch_module())")
+        return f"needs {NEEDS[need]}; [predictor] {predictor[0]!r} {why}"
+    if need == "editor_gradients" and need not in editor[1]:
+        return f"needs {NEEDS[need]}; [editor] {editor[0]!r} is not (differentiable = False)"
+    if need == "attributes" and attributes is not None and not attributes:
+        return f"needs {NEEDS[need]}; [data] names none"
+    return None
+
+
+def unsupported(cfg: dict) -> dict[str, str]:
+    """``{explainer: why}`` for every ``[explain.<name>]`` whose
+    :meth:`~mxplain.interfaces.Explainer.requirements` the config does not meet (the first unmet
+    need, in the order of :data:`~mxplain.interfaces.NEEDS`)."""
+    predictor, editor = _offered(cfg, "predictor"), _offered(cfg, "editor")
+    explain = cfg.get("explain", {})
+    shape = data_shape(cfg) if explain and "data" in cfg else None
+    attributes = None if shape is None else shape.attributes
+    out = {}
+    for ename, params in explain.items():
+        cls = plugins.get("explainer", ename)
+        needs = frozenset(cls.requirements({**cls.param_defaults(), **params}))
+        unknown = sorted(needs - set(NEEDS))
+        if unknown:
+            raise UserError(f"explainer {ename!r} declares unknown requirements {unknown} (known: "
+                            f"{', '.join(NEEDS)})")
+        for need in (n for n in NEEDS if n in needs):
+            why = _unmet(need, predictor, editor, attributes)
+            if why is not None:
+                out[ename] = why
+                break
+    return out
+
+
+def check_requirements(cfg: dict, where: str = "config") -> dict[str, str]:
+    """What :func:`unsupported` finds: with ``[run] on_unsupported = "error"`` (the default) the
+    first is a :class:`UserError`; with ``"skip"`` they are returned, ``{explainer: why}``, for
+    the run to skip and record."""
+    skipped = unsupported(cfg)
+    if skipped and cfg.get("run", {}).get("on_unsupported", "error") != "skip":
+        ename, why = next(iter(skipped.items()))
+        raise UserError(f"{where}: [explain.{ename}] {why}; remove [explain.{ename}] or set "
+                        f"[run] on_unsupported = \"skip\"")
+    return skipped
 
 
 def _keys_text(table: str, keys: tuple[str, ...], params: dict) -> str:
@@ -148,6 +216,19 @@ def check_checkpoints(cfg: dict, where: str = "config") -> None:
                 raise UserError(f"{head} was trained on {trained} px tiles, the data's are "
                                 f"{shape.tile_size} px; train one on this data (remove the "
                                 f"checkpoint key) or use tiles of {trained} px")
+        if kind == "editor":
+            shape = shape or data_shape(cfg)
+            _check_editor_attributes(payload["state"].get("attributes"), shape, head)
+
+
+def _check_editor_attributes(edited, shape: DataShape | None, head: str) -> None:
+    """An editor checkpoint that edits other attributes than the data's (where both are known)."""
+    if not isinstance(edited, (list, tuple)) or not all(isinstance(a, str) for a in edited):
+        return
+    data = None if shape is None else shape.attributes
+    if data is not None and tuple(edited) != tuple(data):
+        raise UserError(f"{head} edits the attributes {list(edited)}, the data's are "
+                        f"{list(data)}; train an editor on this data (remove the checkpoint key)")
 
 
 def _checkpoint_path(ref: str) -> Path | None:

@@ -277,6 +277,15 @@ def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
             f"<figcaption>each point is a lot</figcaption></figure>")
 
 
+def _explainers(metrics: dict) -> dict:
+    """Each configured explainer: ``ran``, or ``skipped: why`` (``[run] on_unsupported = "skip"``,
+    ``metrics.json``'s ``explain_skipped``)."""
+    config = _dict(_dict(metrics.get("provenance")).get("config"))
+    skipped = _dict(metrics.get("explain_skipped"))
+    names = list(_dict(config.get("explain"))) or list(_dict(metrics.get("explain")))
+    return {n: f"skipped: {skipped[n]}" if n in skipped else "ran" for n in names}
+
+
 def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
     """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) add the side-by-side
     section of :func:`sensitivity_comparison`."""
@@ -296,7 +305,7 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     prov = _dict(metrics.get("provenance"))
     summary = {k: v for k, v in prov.items() if k != "config"}
     parts.append("<h2>Run summary and provenance</h2>" + _table(
-        {**summary, "data": _dict(metrics.get("data")),
+        {**summary, "data": _dict(metrics.get("data")), "explainers": _explainers(metrics),
          "timings (s)": _dict(metrics.get("timings_seconds"))}))
     for title, prefixes in SECTIONS:
         sec = [f for f in figs if f.name.startswith(prefixes)]

@@ -84,6 +84,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mxplain.errors import UserError
+from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
 
@@ -144,6 +145,21 @@ class BackwardCounterfactual(Explainer):
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}
     requires_editor: ClassVar[bool] = True
+
+    @classmethod
+    def requirements(cls, params: dict) -> frozenset[str]:
+        """A predictor and an editor of the data's named attributes; ``optimizer = "gradient"``
+        also needs both differentiable (``"auto"`` falls back to SPSA where they are not)."""
+        needs = {"predictor", "editor", "attributes"}
+        if params.get("optimizer") == "gradient":
+            needs |= {"gradients", "editor_gradients"}
+        return frozenset(needs)
+
+    @classmethod
+    def uses(cls, params: dict) -> frozenset[str]:
+        """``"auto"`` uses the gradients of both models where they declare them."""
+        extra = {"gradients", "editor_gradients"} if params.get("optimizer") != "spsa" else set()
+        return cls.requirements(params) | extra
 
     def __init__(self, targets: tuple = (0.10, -0.10), target_mode: str = "relative",
                  lam: float | None = None, lr: float = 0.05, max_iter: int = 200,
@@ -288,7 +304,7 @@ class BackwardCounterfactual(Explainer):
             with torch.enable_grad():
                 pa = edit_predict(editor, predictor, latent_take(latent, idx), xg)
                 f = la * (pa - ta) ** 2
-                (g,) = torch.autograd.grad(f.sum(), xg)
+                (g,) = grad(f.sum(), xg, "[explain.backward]", (predictor, editor))
             f = f.detach()
         else:
             pa = pred[idx]

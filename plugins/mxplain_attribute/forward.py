@@ -112,6 +112,11 @@ class ForwardSweep(Explainer):
     test_params: ClassVar[dict] = {"steps": 3}
     requires_editor: ClassVar[bool] = True
 
+    @classmethod
+    def requirements(cls, params: dict) -> frozenset[str]:
+        """A predictor (differentiable or not) and an editor of the data's named attributes."""
+        return frozenset({"predictor", "editor", "attributes"})
+
     def __init__(self, steps: int = 11, batch_size: int | str = 256, robust: str = "theil-sen"):
         self.steps = steps
         self.batch_size = batch_size

@@ -124,6 +124,12 @@ class Compare(Explainer):
                                    "overlay_tiles": 1}
     requires_gradients: ClassVar[bool] = True
 
+    @classmethod
+    def requirements(cls, params: dict) -> frozenset[str]:
+        """GradCAM's needs (a differentiable predictor with a torch module); the editor is
+        optional (without one the attribute part is left out)."""
+        return frozenset({"predictor", "gradients", "torch_module"})
+
     def __init__(self, max_tiles: int = 8, curve_steps: int = 16, delta: float = 0.3,
                  overlay_tiles: int = 3, layer: str | None = None, ig_steps: int = 16,
                  ig_baseline: str = "mean", reference: str = "blur", sweep_steps: int = 5,

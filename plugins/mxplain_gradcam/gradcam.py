@@ -174,6 +174,11 @@ class GradCAM(Explainer):
     test_params: ClassVar[dict] = {"ig_steps": 4}
     requires_gradients: ClassVar[bool] = True
 
+    @classmethod
+    def requirements(cls, params: dict) -> frozenset[str]:
+        """A differentiable predictor with a torch module (GradCAM hooks one of its layers)."""
+        return frozenset({"predictor", "gradients", "torch_module"})
+
     def __init__(self, layer: str | None = None, batch_size: int = 64,
                  integrated_gradients: bool = True, ig_steps: int = 16,
                  ig_baseline: str = "mean"):

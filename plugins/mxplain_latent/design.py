@@ -55,6 +55,7 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.figures import save_figure
+from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 
 PATHS = ("latent", "pixel")
@@ -111,6 +112,12 @@ class LatentDesign(Explainer):
     name: ClassVar[str] = "latent_design"
     requires_editor: ClassVar[bool] = True
     requires_gradients: ClassVar[bool] = True
+
+    @classmethod
+    def requirements(cls, params: dict) -> frozenset[str]:
+        """Gradient ascent through the editor's latent space and on the pixels: a differentiable
+        predictor and a differentiable editor of the data's named attributes."""
+        return frozenset({"predictor", "editor", "gradients", "editor_gradients", "attributes"})
     test_params: ClassVar[dict] = {"steps": 3, "max_tiles": 2, "figure_lots": 0}
 
     def __init__(self, steps: int = 10, lr_latent: float = 0.05, lr_pixel: float | None = None,
@@ -217,7 +224,7 @@ class LatentDesign(Explainer):
             imgs.append(xs.detach().cpu())
             if s == self.steps:
                 break
-            (g,) = torch.autograd.grad(p.sum(), xg)
+            (g,) = grad(p.sum(), xg, "[explain.latent_design]", (predictor,))
             gn = g.flatten(1).norm(dim=1).clamp_min(1e-12)
             if self.lr_pixel is None:
                 eta = per_step / gn

@@ -141,7 +141,8 @@ class SyntheticLots(Dataset):
 
         p = {**cls.param_defaults(), **params}
         n_lots, per_lot = int(p["n_lots"]), int(p["tiles_per_lot"])
-        return DataShape(n_lots, n_lots * per_lot, per_lot, int(p["tile_size"]))
+        return DataShape(n_lots, n_lots * per_lot, per_lot, int(p["tile_size"]),
+                         attributes=tuple(ATTRIBUTES))
 
     @classmethod
     def footprint(cls, params: dict, data) -> list:
