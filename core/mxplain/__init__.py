@@ -68,5 +68,16 @@ def open_results(path):
     return _open(path)
 
 
+def load_checkpoint(path, device="cpu"):
+    """The trained component in a checkpoint file, e.g. ``load_checkpoint("runs/x/models/
+    predictor.pt").predict(tiles)``: its class found by the kind and name the file records among
+    the registered components, its parameters and state read without executing code
+    (``torch.load(weights_only=True)``). ``device``: where its tensors go. A file that is not an
+    mxplain checkpoint, or names a component that is not installed, is a ``UserError``."""
+    from mxplain.checkpoint import load
+
+    return load(path, device)
+
+
 __all__ += ["run", "create_predictor", "create_editor", "create_explainer", "create_dataset",
-            "open_results"]
+            "open_results", "load_checkpoint"]

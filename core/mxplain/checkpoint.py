@@ -1,7 +1,10 @@
 """Checkpoints as plain data: parameters, state dicts and numbers, never pickled objects.
 
 Loading uses ``torch.load(weights_only=True)``, so a file holding a pickled object is refused instead
-of executed.
+of executed. Saving checks the same first (:func:`check_plain`): a state that holds an object (a
+scikit-learn estimator, a numpy array) is refused when it is saved, naming the key, with how to
+store it as plain data instead. :func:`load` rebuilds any registered component from its file
+(``mxplain.load_checkpoint``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -19,10 +23,47 @@ from mxplain.errors import UserError
 FORMAT = "mxplain-checkpoint-1"
 
 
+#: what a checkpoint may hold: what ``torch.load(weights_only=True)`` reads without executing code
+PLAIN_LEAVES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.dtype,
+                torch.device)
+PLAIN_GUIDE = ("state_dict() may hold only tensors, numbers, strings, lists, tuples and dicts (a "
+               "checkpoint is loaded without executing code); store a fitted scikit-learn model "
+               "as arrays, e.g. a linear model's coef_ and intercept_ as tensors, a forest's tree "
+               "node arrays as the texture_rf predictor does (mxplain_vgg.forest.ForestArrays), "
+               "and rebuild it in load_state_dict (docs/custom-predictor.md, 'Plain state')")
+
+
+def check_plain(value, where: str = "state") -> tuple[str, str] | None:
+    """``(key, type)`` of the first value in ``value`` (nested dicts, lists, tuples) that a
+    checkpoint cannot hold, e.g. ``("state['model']", "sklearn.linear_model._ridge.Ridge")``;
+    ``None`` when everything is plain data."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool, type(None))):
+                return f"{where} key {k!r}", _type_name(k)
+            found = check_plain(v, f"{where}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for i, v in enumerate(value):
+            found = check_plain(v, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if isinstance(value, PLAIN_LEAVES) else (where, _type_name(value))
+
+
+def _type_name(value) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
 def save_component(component, path: str | Path) -> None:
-    """Write ``component``'s name, kind, parameters and state atomically (temp file + rename)."""
+    """Write ``component``'s name, kind, parameters and state atomically (temp file + rename). A
+    state or parameter that is not plain data (:func:`check_plain`) is a :class:`UserError` here,
+    naming the key, before anything is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "kind": component.kind,
@@ -30,6 +71,14 @@ def save_component(component, path: str | Path) -> None:
         "params": component.get_params(),
         "state": component.state_dict(),
     }
+    for part in ("state", "params"):
+        bad = check_plain(payload[part], part)
+        if bad:
+            hint = (" (torch.from_numpy(array) stores it as a tensor)"
+                    if bad[1].startswith("numpy.") else "")
+            raise UserError(f"cannot save the {component.kind} {component.name!r}: its {bad[0]} "
+                            f"is a {bad[1]}, not plain data{hint}; {PLAIN_GUIDE}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(payload, path)
 
 
@@ -67,11 +116,9 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"checkpoint {str(path)!r} was refused: it holds objects that loading would execute "
-            f"({first[:160]})"
-        ) from None
+        raise UserError(f"checkpoint {str(path)!r} was refused: it holds "
+                        f"{_refused_object(str(exc))} that loading would have to execute; save it "
+                        f"again from a component whose state is plain data") from None
     except Exception as exc:
         raise UserError(f"checkpoint {str(path)!r} is not readable: {type(exc).__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -98,9 +145,41 @@ def load_component(cls, path: str | Path, device="cpu"):
     try:
         component.load_state_dict(payload["state"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0][:200]
+        msg = whole_sentences(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError)
+                              else str(exc))
         raise UserError(f"checkpoint {str(path)!r} does not fit {cls.name!r}: {msg}") from None
     return component
+
+
+def load(path: str | Path, device="cpu"):
+    """The component saved in ``path``, whatever its kind: its class found by the checkpoint's
+    kind and name among the registered components, rebuilt without executing code from the file
+    (``mxplain.load_checkpoint``). A predictor predicts, an editor edits as when it was saved."""
+    from mxplain import plugins
+
+    payload = read_checkpoint(path)
+    return load_component(plugins.get(payload["kind"], payload["name"]), path, device)
+
+
+def _refused_object(message: str) -> str:
+    """What ``torch.load(weights_only=True)`` refused, from its message: ``a
+    sklearn.linear_model._ridge.Ridge object``, else ``objects``."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    return f"a {found.group(1)} object" if found else "objects"
+
+
+def whole_sentences(text: str, limit: int = 300) -> str:
+    """``text`` on one line (control characters and ANSI colours dropped), shortened only at the
+    end of a sentence: the sentences that fit in ``limit`` characters, or the first one whole."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))
+    text = " ".join(text.split()).strip() or "no details"
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.;:](?=\s)", text)]
+    fits = [e for e in ends if e <= limit]
+    cut = fits[-1] if fits else (ends[0] if ends else len(text))
+    rest = text[cut:].strip()
+    return text[:cut] + (f" ({len(rest)} more characters)" if rest else "")
 
 
 def state_differences(a, b, prefix: str = "") -> list[str]:
