@@ -114,15 +114,24 @@ def synth(config, out, resume, quiet):
 @click.option("--out", "out", required=True, type=click.Path(), help="Tile store path (.zarr).")
 @click.option("--property-column", default="property", show_default=True)
 @click.option("--units", default="", help="Units of the property (e.g. psi).")
-def ingest(folder, labels, out, property_column, units):
+@click.option("--attributes", default=None, metavar="A,B,C",
+              help="The attribute columns of the CSV (default: every column but lot and the "
+                   "property); the others are ignored and listed.")
+def ingest(folder, labels, out, property_column, units, attributes):
     """Import FOLDER/<lot>/*.png|tif tiles with lot labels from a CSV."""
     from mxplain.ingest import ingest as do_ingest
 
+    chosen = None if attributes is None else attributes.split(",")
     try:
-        store = do_ingest(Path(folder), Path(labels), out, property_column, units)
+        store = do_ingest(Path(folder), Path(labels), out, property_column, units,
+                          attributes=chosen)
     except OSError as exc:
         raise UserError(os_error_text(exc, Path(out), "tile store")) from None
     echo(f"tile store: {store.path} ({store.n_lots} lots, {store.n_tiles} tiles)")
+    from mxplain.ingest import summary
+
+    for line in summary(store):  # the columns used and ignored, the grey-level rule
+        echo(line)
 
 
 @cli.command()

@@ -91,7 +91,9 @@ def test_ingest_errors(tmp_path, capsys, case, needles):
         rows = ["lot,size,porosity,stress", "L1,0.2,0.3,1000", "L2,0.8,0.1,1200"]
     root, labels = make_folder(tmp_path, csv_rows=rows)
     if case == "rgb":
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "L1" / "t0.png")
+        colour = np.zeros((32, 32, 3), np.uint8)
+        colour[..., 0] = 200  # a red tile: grey RGB (equal channels) is accepted, colour is not
+        Image.fromarray(colour).save(root / "L1" / "t0.png")
     elif case == "wrong_size":
         Image.fromarray(np.zeros((16, 32), np.uint8)).save(root / "L1" / "t1.png")
     elif case == "corrupt":
