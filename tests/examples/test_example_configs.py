@@ -16,3 +16,24 @@ CONFIGS = [p for p in CONFIGS if p.name != "pyproject.toml" and "custom_predicto
 def test_example_config_resolves(path):
     cfg = config.load(path)
     assert cfg["data"]["name"]
+
+
+def test_flipped_quickstart_is_the_quickstart_with_every_law_sign_reversed():
+    import numpy as np
+    import tomllib
+
+    from mxplain_synthetic.dataset import SyntheticLots
+
+    quick = tomllib.loads((ROOT / "core/mxplain/data/quickstart.toml").read_text())
+    flipped = tomllib.loads((ROOT / "examples/quickstart-flipped.toml").read_text())
+    assert flipped["data"]["law"] == {k: -v for k, v in quick["data"]["law"].items()}
+    flipped["data"]["law"] = quick["data"]["law"]
+    assert flipped == quick
+    # the law labels the lots only: the same tiles and attributes, the opposite property trend
+    law = quick["data"]["law"]
+    a = SyntheticLots(n_lots=3, tiles_per_lot=2, tile_size=32, seed=0, law=law)
+    b = SyntheticLots(n_lots=3, tiles_per_lot=2, tile_size=32, seed=0,
+                      law={k: -v for k, v in law.items()})
+    assert np.array_equal(a.lot_attributes(), b.lot_attributes())
+    assert np.array_equal(a.lot_tiles(1), b.lot_tiles(1))
+    assert not np.allclose(a.lot_properties(), b.lot_properties())
