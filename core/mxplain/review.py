@@ -291,12 +291,12 @@ def write_page(run_dir, n_pairs: int = DEFAULT_PAIRS, seed: int = 0, out=None,
     run = ReviewRun(run_dir)
     target, rel = _page_target(run.path, out)
     with locked(run.path):
-        rid = run.run_id()
-        key = read_key(run.path, rid)
         writes = Writes(run.path)
         writes.check(PAIRS_FILE)
         if rel is not None:
             writes.check(rel)
+        rid = run.run_id()
+        key = read_key(run.path, rid)
         sid = set_id(rid, n_pairs, seed, float(delta))
         pairs = draw_pairs(run.store, n_pairs, seed, float(delta), sid)
         left, right = render_pairs(run.editor(resolve_device(device)), run.store, pairs)
@@ -431,6 +431,8 @@ def import_answers(run_dir, files) -> dict:
         for f in files:
             doc, raw = read_answers(f)
             digest = hashlib.sha256(raw).hexdigest()[:16]
+            if any(rel == f"{ANSWERS_DIR}/{digest}.json" for rel, _ in new):
+                raise UserError(f"answers {str(f)!r} are given twice (duplicate)")
             if digest in known:
                 raise UserError(f"answers {str(f)!r} were imported before "
                                 f"({ANSWERS_DIR}/{digest}.json)")

@@ -149,6 +149,22 @@ def _wilson_lower(k: np.ndarray, n: np.ndarray, z: float = Z95) -> np.ndarray:
     return np.where(n > 0, lo, -np.inf)
 
 
+def exact_power(agreement: float, n_pairs: int, cant_tell: float = 0.0) -> float:
+    """:func:`power` computed exactly: the binomial probability, over the number of decided answers
+    and of agreeing ones, that the Wilson interval lies above 0.5 (the check of the simulation)."""
+    from scipy.stats import binom
+
+    total = 0.0
+    for decided in range(n_pairs + 1):
+        w = binom.pmf(decided, n_pairs, 1.0 - cant_tell)
+        if w < 1e-15 or decided == 0:
+            continue
+        k = np.arange(decided + 1)
+        passing = _wilson_lower(k, np.full_like(k, decided)) > 0.5
+        total += w * float(binom.pmf(k[passing], decided, agreement).sum())
+    return total
+
+
 def pairs_for_power(agreement: float, target: float = 0.8, cant_tell: float = 0.0,
                     reps: int = 4000, seed: int = 0, limit: int = 2000) -> int | None:
     """The smallest number of pairs whose :func:`power` reaches ``target`` and stays there for the
