@@ -207,6 +207,8 @@ def _compare_arrays(attrs, sa, sb, truth) -> dict:
     import numpy as np
     from scipy.stats import spearmanr
 
+    from mxplain.truth import negligible_mask, sign_agreement
+
     out: dict = {"lots": int(sa.shape[0]), "attributes": {}}
     for k, name in enumerate(attrs):
         ok = np.isfinite(sa[:, k]) & np.isfinite(sb[:, k])
@@ -216,11 +218,12 @@ def _compare_arrays(attrs, sa, sb, truth) -> dict:
                if ok.any() else None,
                "spearman_between_runs": float(spearmanr(sa[ok, k], sb[ok, k]).statistic)
                if ok.sum() > 2 and np.ptp(sa[ok, k]) > 0 and np.ptp(sb[ok, k]) > 0 else None}
-        known = ok & np.isfinite(truth[:, k]) & (truth[:, k] != 0)
+        known = ok & ~negligible_mask(truth)[:, k]
         if known.any():
-            t = np.sign(truth[known, k])
-            row["truth_sign_agreement_this"] = float(np.mean(np.sign(sa[known, k]) == t))
-            row["truth_sign_agreement_other"] = float(np.mean(np.sign(sb[known, k]) == t))
+            t = truth[known, k][:, None]  # one lot a row: scored by the per-lot rule above
+            row["truth_sign_agreement_this"] = sign_agreement(sa[known, k][:, None], t)["agreement"]
+            row["truth_sign_agreement_other"] = sign_agreement(sb[known, k][:, None], t)[
+                "agreement"]
         out["attributes"][name] = row
     for key in ("truth_sign_agreement_this", "truth_sign_agreement_other",
                 "sign_agreement_between_runs"):

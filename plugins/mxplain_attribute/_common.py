@@ -114,15 +114,6 @@ def lot_label(cube, i: int) -> str:
     return str(i)
 
 
-def negligible_mask(truth: np.ndarray) -> np.ndarray:
-    """True where a true effect is negligible: |truth| <= 0.1 * max|truth| of its lot (row)."""
-    t = np.abs(np.asarray(truth, dtype=np.float64))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        m = np.nanmax(t, axis=-1, keepdims=True)
-    return ~(t > 0.1 * m) | ~np.isfinite(t)
-
-
 def figures_dir(ctx):
     d = ctx.figures_dir
     if d is None:

@@ -87,6 +87,7 @@ from mxplain.errors import UserError
 from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
+from mxplain.truth import negligible_mask
 
 from ._common import (
     DIRECTIONS,
@@ -97,7 +98,6 @@ from ._common import (
     lot_attribute_vector,
     lot_label,
     model_device,
-    negligible_mask,
     pick_lots,
     require_models,
     save_figure,

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
+from mxplain.truth import sign_agreement
 
 from ._common import (
     autocast,
@@ -39,7 +40,6 @@ from ._common import (
     lot_attribute_vector,
     lot_label,
     model_device,
-    negligible_mask,
     pick_lots,
     require_models,
     save_figure,
@@ -82,24 +82,21 @@ def score_forward(sens: np.ndarray, truth: np.ndarray, attributes) -> dict:
     * ``sign_agreement_overall``: the same share over all non-negligible (lot, attribute) pairs;
     * ``rank_spearman``: Spearman correlation between |sensitivity| and |truth| across attributes,
       per lot, averaged over lots (lots where either is constant are skipped).
-    Negligible: |truth| <= 0.1 * max |truth| of the lot.
+    Negligible: |truth| <= 0.1 * max |truth| of the lot (:mod:`mxplain.truth`, the rule every
+    explainer's ground-truth score uses).
     """
     sens = np.asarray(sens, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
-    valid = ~negligible_mask(truth) & np.isfinite(sens)
-    match = np.sign(sens) == np.sign(truth)
-    per_attr = {}
-    for k, a in enumerate(attributes):
-        if valid[:, k].any():
-            per_attr[str(a)] = float(match[valid[:, k], k].mean())
+    signs = sign_agreement(sens, truth, attributes)
     rhos = []
     for row_s, row_t in zip(np.abs(sens), np.abs(truth)):
         ok = np.isfinite(row_s) & np.isfinite(row_t)
         if ok.sum() < 2 or np.ptp(row_s[ok]) == 0 or np.ptp(row_t[ok]) == 0:
             continue
         rhos.append(stats.spearmanr(row_s[ok], row_t[ok])[0])
-    out: dict[str, Any] = {"sign_agreement": per_attr, "scored_pairs": int(valid.sum())}
-    out["sign_agreement_overall"] = float(match[valid].mean()) if valid.any() else float("nan")
+    overall = signs["agreement"]
+    out: dict[str, Any] = {"sign_agreement": signs["by_attribute"], "scored_pairs": signs["pairs"]}
+    out["sign_agreement_overall"] = float("nan") if overall is None else overall
     out["rank_spearman"] = float(np.mean(rhos)) if rhos else float("nan")
     return out
 

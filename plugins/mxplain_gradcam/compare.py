@@ -40,6 +40,7 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
+from mxplain.truth import negligible_mask, sign_agreement
 from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma, gaussian_blur
 
 PIXEL_METHODS = ("gradcam", "integrated_gradients", "random")
@@ -400,11 +401,11 @@ class Compare(Explainer):
             skipped.append("ground truth: no true_sensitivity (not synthetic data)")
         else:
             if "sensitivity" in have:
-                gtruth["forward"] = _sign_agreement(cube["sensitivity"].values, truth)
+                gtruth["forward"] = sign_agreement(cube["sensitivity"].values, truth)
             else:
                 skipped.append("forward: no sensitivity in the cube (explainer forward not run)")
             if "edit_slope" in have and np.isfinite(cube["edit_slope"].values).any():
-                gtruth["compare_sweep"] = _sign_agreement(cube["edit_slope"].values, truth)
+                gtruth["compare_sweep"] = sign_agreement(cube["edit_slope"].values, truth)
             if "backward_attributes" in have and "lot_attributes" in have:
                 gtruth["backward"] = _backward_agreement(cube, truth)
             else:
@@ -510,15 +511,6 @@ class Compare(Explainer):
         return rows
 
 
-def _sign_agreement(est, truth: np.ndarray) -> dict:
-    est = np.asarray(est, np.float64)
-    ok = np.isfinite(est) & np.isfinite(truth) & (np.abs(truth) > 0)
-    if not ok.any():
-        return {"agreement": None, "pairs": 0}
-    return {"agreement": float((np.sign(est[ok]) == np.sign(truth[ok])).mean()),
-            "pairs": int(ok.sum())}
-
-
 def _truth_mean(truth: np.ndarray, ctx: ExplainContext) -> dict[str, float]:
     names = list(ctx.attributes)
     if len(names) != truth.shape[-1]:
@@ -530,14 +522,16 @@ def _truth_mean(truth: np.ndarray, ctx: ExplainContext) -> dict[str, float]:
 
 def _backward_agreement(cube, truth: np.ndarray) -> dict:
     """Sign of the counterfactual attribute change vs the true effect (increase: same sign,
-    decrease: opposite sign), over attributes that moved by more than 1e-3."""
+    decrease: opposite sign), over attributes that moved by more than 1e-3 and whose true effect
+    is not negligible (:mod:`mxplain.truth`)."""
     ba = np.asarray(cube["backward_attributes"].values, np.float64)  # lot, tile, dir, attr
     la = np.asarray(cube["lot_attributes"].values, np.float64)  # lot, attr
     dirs = [str(d) for d in cube["backward_attributes"]["direction"].values]
     moved = ba - la[:, None, None, :]
     sign_dir = np.array([1.0 if d == "increase" else -1.0 for d in dirs])[None, None, :, None]
     t = np.broadcast_to(truth[:, None, None, :], moved.shape)
-    ok = np.isfinite(moved) & np.isfinite(t) & (np.abs(moved) > 1e-3) & (np.abs(t) > 0)
+    scored = np.broadcast_to(~negligible_mask(truth)[:, None, None, :], moved.shape)
+    ok = np.isfinite(moved) & scored & (np.abs(moved) > 1e-3)
     if not ok.any():
         return {"agreement": None, "pairs": 0}
     agree = np.sign(moved[ok]) == np.sign((t * sign_dir)[ok])

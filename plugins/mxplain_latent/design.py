@@ -38,7 +38,8 @@ the property moves the attributes along ``s``, i.e. ``da/dp = s / ||s||^2``. Sco
   r <= 1 the score is ``s . t``, the share of the rise the measured changes account for under the
   law) - the adversarial case of seed 001, a rise bought with changes the physics does not pay for.
   The direction-only cosine cannot see that case; it is reported as ``direction_cosine``;
-* ``sign_agreement``: fraction of (tile, attribute) traits with the sign of ``s`` (weights ``|s|``);
+* ``sign_agreement``: fraction of (tile, attribute) traits with the sign of ``s`` (weights ``|s|``;
+  attributes of negligible true effect left out, :mod:`mxplain.truth`);
 * ``explained_fraction``: median over tiles of ``sum_a s_a * delta a_a / delta prediction``: how
   much of the predicted rise the measured attribute changes account for under the true law
   (1 = all of it, 0 = none, as for an adversarial perturbation).
@@ -57,6 +58,7 @@ from mxplain.errors import UserError
 from mxplain.figures import save_figure
 from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
+from mxplain.truth import sign_agreement
 
 PATHS = ("latent", "pixel")
 
@@ -446,11 +448,8 @@ def interpretability_scores(pred: np.ndarray, meas: np.ndarray, ok: np.ndarray,
         cos = float(mt @ s / den) if den > 0 else float("nan")
         ratio = float(den)  # ||t|| / ||t*|| with ||t*|| = 1 / ||s||
         score = cos * min(ratio, 1.0 / ratio) if den > 0 else float("nan")
-        w = np.abs(s)[None].repeat(T, 0)
-        valid = np.isfinite(traits) & (w > 0)
-        agree = (np.sign(np.nan_to_num(traits)) == np.sign(s)[None]) & valid
-        sign = float((w * agree).sum() / (w * valid).sum()) if (w * valid).sum() > 0 \
-            else float("nan")
+        sign = sign_agreement(traits, s, weights=np.abs(s))["agreement"]
+        sign = float("nan") if sign is None else sign
         name = PATHS[j] if j < len(PATHS) else str(j)
         out[name] = {
             "interpretability": None if math.isnan(score) else score,
