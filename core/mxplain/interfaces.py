@@ -77,7 +77,8 @@ class Footprint:
 
 @dataclass
 class RunContext:
-    """What a component needs to know about the run it is part of."""
+    """What a component needs to know about the run it is part of (``fit(store, ctx)``; every
+    field is described in docs/custom-predictor.md, section 2)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     out_dir: Path | None = None
@@ -288,13 +289,18 @@ class Lot:
 
 @dataclass
 class ExplainContext(RunContext):
-    """Run context plus the models and the cube's coordinates."""
+    """Run context plus the models and the cube's coordinates (``explain_lot(lot, ctx)``,
+    ``summarize(cube, ctx)``)."""
 
+    #: the run's trained predictor and editor (``None``: the config has none)
     predictor: Predictor | None = None
     editor: Editor | None = None
+    #: attribute names, in the order of the attribute vectors and the cube's ``attribute`` dim
     attributes: tuple[str, ...] = ()
+    #: the lot property's name and units (``peak_stress``, ``psi``)
     property_name: str = "property"
     property_units: str = ""
+    #: the ground-truth effect of each attribute where the dataset knows it (synthetic lots)
     true_sensitivity: dict[str, float] | None = None
 
 

@@ -19,7 +19,7 @@ def test_custom_predictor_package(tmp_path):
     cli = [sys.executable, "-m", "mxplain"]
     rows = json.loads(subprocess.run(cli + ["plugins", "--json"], env=env, check=True,
                                      capture_output=True, text=True).stdout)
-    assert {"name": "tinycnn", "kind": "predictor", "distribution": "mxplain-meangrey",
+    assert {"name": "tinycnn", "kind": "predictor", "distribution": "mxplain-tinycnn",
             "version": "0.1.0"} in rows
     out = tmp_path / "run"
     res = subprocess.run(cli + ["run", str(ROOT / "examples" / "custom_predictor" / "config.toml"),
@@ -33,7 +33,12 @@ def test_custom_predictor_package(tmp_path):
     report = (out / "report" / "index.html").read_text()
     assert "Per lot" in report and "lot000" in report
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["provenance"]["plugins"]["predictor:tinycnn"] == "mxplain-meangrey 0.1.0"
+    assert metrics["provenance"]["plugins"]["predictor:tinycnn"] == "mxplain-tinycnn 0.1.0"
+    # the conformance suite from the installed mxplain, as a plugin author runs it (issue 19)
+    res = subprocess.run([sys.executable, "-m", "mxplain.conformance", "tinycnn"], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.splitlines() == ["ok   predictor tinycnn", "1 of 1 components conform"]
 
 
 def test_api_example(tmp_path):

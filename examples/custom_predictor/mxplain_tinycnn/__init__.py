@@ -1,4 +1,5 @@
-"""A predictor plugin in a few lines: a tiny CNN regressor of the lot property."""
+"""``mxplain_tinycnn``: a predictor plugin in a few lines, ``TinyCNN`` (registered as ``tinycnn``),
+a tiny CNN regressor of the lot property (the example of docs/custom-predictor.md)."""
 
 import numpy as np
 import torch
