@@ -56,6 +56,26 @@ def _answer_current(b: Browser, order, pairs) -> str:
     return pid
 
 
+def _check_escaping(b: Browser, order, pairs) -> None:
+    """Walk every pair by keyboard: where the lot or attribute is EVIL it is shown as text."""
+    b.key("ArrowUp", vk=38)  # navigation by keyboard as well
+    seen = set()
+    for _ in range(N_PAIRS):
+        pid = order[b.evaluate("mxplainReview.state().current")]
+        if pairs[pid]["attribute"] == EVIL:
+            assert b.evaluate("document.getElementById('attr').textContent") == EVIL
+            assert b.evaluate("document.getElementById('definition').textContent") == \
+                f"defined as {EVIL}"
+            seen.add("attribute")
+        if pairs[pid]["lot"] == EVIL:
+            assert b.evaluate("document.getElementById('meta').textContent").endswith(
+                f"lot {EVIL}")
+            seen.add("lot")
+        b.key("n", code="KeyN", vk=78, text="n")
+    assert seen == {"attribute", "lot"}
+    assert b.evaluate("document.images.length") == 2
+
+
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (.ci/run installs the "
                     "Debian package 'chromium'; it could not be installed here)")
 def test_review_page_in_headless_chromium(tmp_path, capsys):
@@ -91,23 +111,7 @@ def test_review_page_in_headless_chromium(tmp_path, capsys):
         answered += [_answer_current(b, order, pairs) for _ in range(N_PAIRS - N_PAIRS // 2)]
         assert sorted(answered) == sorted(order)
         assert b.evaluate("document.getElementById('bar').style.width") == "100%"
-        # escaping: the lot and attribute named EVIL are shown as text; nothing was injected
-        b.key("ArrowUp", vk=38)  # navigation by keyboard as well
-        seen = set()
-        for _ in range(N_PAIRS):
-            pid = order[b.evaluate("mxplainReview.state().current")]
-            if pairs[pid]["attribute"] == EVIL:
-                assert b.evaluate("document.getElementById('attr').textContent") == EVIL
-                assert b.evaluate("document.getElementById('definition').textContent") == \
-                    f"defined as {EVIL}"
-                seen.add("attribute")
-            if pairs[pid]["lot"] == EVIL:
-                assert b.evaluate("document.getElementById('meta').textContent").endswith(
-                    f"lot {EVIL}")
-                seen.add("lot")
-            b.key("n", code="KeyN", vk=78, text="n")
-        assert seen == {"attribute", "lot"}
-        assert b.evaluate("document.images.length") == 2
+        _check_escaping(b, order, pairs)
         # download through the page's own button code (the 's' shortcut)
         b.key("s", code="KeyS", vk=83, text="s")
         b.wait_event("Browser.downloadProgress", lambda p: p.get("state") == "completed")
@@ -130,7 +134,7 @@ def test_review_page_in_headless_chromium(tmp_path, capsys):
     assert set(others) <= {"data", "blob"} and others.count("data") >= 2, requests[:5]
     assert doc["reviewer"] == "Ada Reviewer" and doc["run_id"] == key["run_id"]
     assert doc["pair_ids"] == order and len(doc["answers"]) == N_PAIRS
-    assert all(isinstance(a["seconds"], float) or a["seconds"] >= 0 for a in doc["answers"])
+    assert all(a["seconds"] >= 0 for a in doc["answers"])
     # import: the agreement is in metrics.json and in the report
     capsys.readouterr()
     assert main(["review", str(run), "--import", str(files[0])]) == 0
