@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mxplain.errors import UserError
+from mxplain.resources import resolve_checkpoint
 
 #: how long ``--scheduler`` waits for the scheduler to answer
 CONNECT_TIMEOUT_S = 10.0
@@ -95,10 +96,13 @@ class LotJob:
 
 
 def _model_paths(cfg: dict, folder: Path) -> dict[str, Path]:
+    """The checkpoint each worker loads: the config's (a path or a ``package:`` resource, see
+    :mod:`mxplain.resources`) or the run's own ``models/<kind>.pt``."""
     out = {}
     for kind in ("predictor", "editor"):
         if kind in cfg:
-            out[kind] = Path(cfg[kind].get("checkpoint") or folder / "models" / f"{kind}.pt")
+            ref = cfg[kind].get("checkpoint")
+            out[kind] = resolve_checkpoint(ref) if ref else folder / "models" / f"{kind}.pt"
     return out
 
 

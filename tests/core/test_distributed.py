@@ -187,3 +187,13 @@ def test_worker_device_round_robin_on_several_gpus(monkeypatch):
     assert str(dist_mod.worker_device("auto", 5)) == "cuda:1"
     assert str(dist_mod.worker_device("cuda:2", 5)) == "cuda:2"  # an explicit GPU is kept
     assert str(dist_mod.worker_device("cuda", None)) == "cuda:0"  # not a local-cluster worker
+
+
+def test_workers_load_a_package_checkpoint_from_its_file(tmp_path):
+    from mxplain.distributed import _model_paths
+
+    ref = "package:mxplain_attgan/data/quickstart_attgan.pt"
+    paths = _model_paths({"editor": {"name": "attgan", "checkpoint": ref},
+                          "predictor": {"name": "wideresnet"}}, tmp_path)
+    assert paths["editor"].is_file() and paths["editor"].name == "quickstart_attgan.pt"
+    assert paths["predictor"] == tmp_path / "models" / "predictor.pt"
