@@ -126,3 +126,65 @@ def save_figure(fig, out, name: str) -> str:
     """Save ``fig`` as ``out/name`` (PNG), close it, return ``name``."""
     _save_figure(fig, out / name, dpi=110)
     return name
+
+
+#: the ``bound`` dimension of bootstrap intervals (cube coordinate)
+BOUNDS = ("low", "high")
+#: draws of the bootstrap statistic are computed this many values at a time (memory bound)
+_BOOT_BLOCK = 4_000_000
+
+
+def boot_rng(seed: int, lot_index: int, stream: int) -> np.random.Generator:
+    """The bootstrap generator of one lot: from (run seed, lot index, stream) only, so a lot's
+    intervals do not depend on the lot order, the other lots or the Dask worker."""
+    return np.random.default_rng([int(seed) % 2**63, int(lot_index), int(stream)])
+
+
+def check_n_boot(n_boot, who: str) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise UserError(f"[explain.{who}] n_boot = {n_boot!r}; needs an integer >= 0 "
+                        "(0: no bootstrap intervals)")
+
+
+def bootstrap(terms: np.ndarray, reduce, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap draws over tiles: ``terms (n, K, ...)`` per tile, ``reduce`` maps an array
+    ``(B, n, K, ...)`` of resampled tiles to ``(B, K)`` statistics; returns ``(n_boot, K)``
+    (NaN without tiles). Tiles are drawn with replacement, ``(n_boot, n)`` indices at once."""
+    n = len(terms)
+    if n == 0 or n_boot == 0:
+        return np.full((n_boot,) + terms.shape[1:2], np.nan)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    per_draw = max(1, int(np.prod(terms.shape)))
+    block = max(1, _BOOT_BLOCK // per_draw)
+    return np.concatenate([reduce(terms[idx[b : b + block]])
+                           for b in range(0, n_boot, block)])
+
+
+def interval(draws: np.ndarray, estimate: np.ndarray, level: float = 0.95):
+    """Percentile interval ``(..., 2)`` (low, high) of ``draws (B, ...)`` and the sign stability
+    ``(...)``: the share of finite draws with the sign of ``estimate`` (NaN without draws)."""
+    alpha = 100.0 * (1.0 - level) / 2.0
+    estimate = np.asarray(estimate, np.float64)
+    if draws.shape[0] == 0:
+        return np.full(estimate.shape + (2,), np.nan), np.full(estimate.shape, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = np.moveaxis(np.nanpercentile(draws, [alpha, 100.0 - alpha], axis=0), 0, -1)
+        finite = np.isfinite(draws)
+        same = (np.sign(draws) == np.sign(estimate)[None]) & finite
+        stability = same.sum(axis=0) / finite.sum(axis=0)
+    return ci, np.where(np.isfinite(estimate), stability, np.nan)
+
+
+def interval_summary(ci: np.ndarray) -> dict:
+    """Compact metrics of intervals ``(L, ..., 2)`` over lots (axis 0): the median width and the
+    share of lots whose interval excludes 0 (over lots with a finite interval)."""
+    ci = np.asarray(ci, np.float64)
+    ok = np.isfinite(ci).all(axis=-1)
+    width = np.where(ok, ci[..., 1] - ci[..., 0], np.nan)
+    excl = (ci[..., 0] > 0) | (ci[..., 1] < 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(width, axis=0)
+        share = (excl & ok).sum(axis=0) / ok.sum(axis=0)
+    return {"width_median": med, "excludes_zero_share": share}

@@ -72,6 +72,13 @@ attribute, the mean over those tiles of the range (max - min) of A' over all sta
 the change ``A' - A`` itself says the counterfactual is ill-posed for that lot; ``summarize``
 reports both and the share of (lot, direction) pairs whose largest restart spread exceeds
 ``UNSTABLE_SPREAD``.
+
+Uncertainty (``n_boot``, default 1000; 0 turns it off): per lot and direction, the mean change
+``A' - A`` over the lot's *converged* tiles only (``backward_mean_change``; a tile that missed its
+target is no counterfactual and enters no average, here or in ``summarize``), its percentile 95 %
+bootstrap interval over those tiles (``backward_change_ci``, resampled with replacement; numpy,
+no model call; drawn from (run seed, lot index) alone) and the share of the lot's tiles that
+reached their target (``backward_reached_share``).
 """
 
 from __future__ import annotations
@@ -90,11 +97,17 @@ from mxplain.store import to_uint8
 from mxplain.truth import negligible_mask
 
 from ._common import (
+    BOUNDS,
     DIRECTIONS,
+    boot_rng,
+    bootstrap,
+    check_n_boot,
     edit_predict,
     figures_dir,
     fill_attributes,
     fixed_threads,
+    interval,
+    interval_summary,
     lot_attribute_vector,
     lot_label,
     model_device,
@@ -109,6 +122,8 @@ TARGET_MODES = ("relative", "absolute", "reachable")
 UNSTABLE_SPREAD = 0.1
 #: box corners are probed for at most this many attributes (2^K points per tile)
 PROBE_CORNERS_MAX_K = 6
+#: the coverage of the bootstrap intervals of the mean change
+CI_LEVEL = 0.95
 
 
 def _iteration_seed(seed: int, it: int) -> int:
@@ -165,7 +180,8 @@ class BackwardCounterfactual(Explainer):
                  lam: float | None = None, lr: float = 0.05, max_iter: int = 200,
                  tol: float = 0.01, batch_size: int = 128, optimizer: str = "auto",
                  spsa_c: float = 0.05, spsa_samples: int = 4, threads: int = 1,
-                 restarts: int = 2, restart_tiles: int = 2, restart_radius: float = 0.25):
+                 restarts: int = 2, restart_tiles: int = 2, restart_radius: float = 0.25,
+                 n_boot: int = 1000):
         self.targets = targets
         self.target_mode = target_mode
         self.lam = lam
@@ -180,6 +196,7 @@ class BackwardCounterfactual(Explainer):
         self.restarts = restarts
         self.restart_tiles = restart_tiles
         self.restart_radius = restart_radius
+        self.n_boot = n_boot
         self.method_: str | None = None
         self._examples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._check()
@@ -222,6 +239,7 @@ class BackwardCounterfactual(Explainer):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise UserError(f"{where} {key} = {v!r}; needs an integer >= {low}")
+        check_n_boot(self.n_boot, self.name)
 
     def resolve_method(self, ctx: ExplainContext) -> str:
         """"gradient" or "spsa" for this context's predictor and editor."""
@@ -258,7 +276,15 @@ class BackwardCounterfactual(Explainer):
         if self._restarting():
             out["backward_restart_spread"] = Variable(("lot", "direction", "attribute"),
                                                       "float32")
+        out["backward_reached_share"] = Variable(("lot", "direction"), "float32")
+        out["backward_mean_change"] = Variable(("lot", "direction", "attribute"), "float32")
+        if self.n_boot:
+            out["backward_change_ci"] = Variable(("lot", "direction", "attribute", "bound"),
+                                                 "float32")
         return out
+
+    def extra_dims(self) -> dict[str, Any]:
+        return {"bound": list(BOUNDS)} if self.n_boot else {}
 
     # -- optimisation -------------------------------------------------------------------------
     def _predict(self, editor, predictor, latent, rows: torch.Tensor, attrs: torch.Tensor):
@@ -425,6 +451,9 @@ class BackwardCounterfactual(Explainer):
             if self._restarting():
                 out["backward_restart_spread"] = self._restart_spread(
                     editor, predictor, lot, a, method, seed, out).astype(np.float32)
+        out.update(change_bootstrap(out["backward_attributes"] - a_np[None, None],
+                                    out["backward_converged"], int(self.n_boot),
+                                    boot_rng(ctx.seed, lot.index, 1)))
         if n:
             self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a_np)
         return out
@@ -585,6 +614,32 @@ class BackwardCounterfactual(Explainer):
 
 
 
+def change_bootstrap(change: np.ndarray, conv: np.ndarray, n_boot: int,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per direction, over the converged tiles only: the mean change ``(D, K)``
+    (``backward_mean_change``, NaN without a converged tile), its bootstrap interval ``(D, K, 2)``
+    (``backward_change_ci``, with ``n_boot`` > 0) and the reached share ``(D,)``
+    (``backward_reached_share``, NaN without tiles). ``change (n, D, K)``, ``conv (n, D)``."""
+    n, nd, k = change.shape
+    mean = np.full((nd, k), np.nan)
+    ci = np.full((nd, k, 2), np.nan)
+    for j in range(nd):
+        terms = np.asarray(change[conv[:, j], j], np.float64)  # (m, K) converged tiles
+        if len(terms):
+            mean[j] = terms.mean(axis=0)
+        draws = bootstrap(terms if len(terms) else np.zeros((0, k)),
+                          lambda t: t.mean(axis=1), n_boot, rng)
+        ci[j] = interval(draws, mean[j], CI_LEVEL)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        share = conv.mean(axis=0) if n else np.full(nd, np.nan)
+    out = {"backward_reached_share": share.astype(np.float32),
+           "backward_mean_change": mean.astype(np.float32)}
+    if n_boot:
+        out["backward_change_ci"] = ci.astype(np.float32)
+    return out
+
+
 def _reached_caption(cube, mask) -> str:
     """"reached 30/32 reachable targets (increase), ...; 4 unreachable" for figure 7."""
     conv = np.asarray(cube["backward_converged"].values, bool)
@@ -627,15 +682,46 @@ def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relat
     out.update(reached_scores(conv, reach, real))
     out["mean_iterations"] = {d: float(iters[..., j][real].mean())
                               for j, d in enumerate(DIRECTIONS)}
-    mean_change = change[real].mean(axis=0)  # (D, K)
+    used = real[..., None] & conv  # (L, T, D): averages count converged tiles only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_change = np.stack([change[..., j, :][used[..., j]].mean(axis=0)
+                                for j in range(len(DIRECTIONS))])  # (D, K)
     out["mean_change"] = {d: {a: float(mean_change[j, k]) for k, a in enumerate(attrs)}
                           for j, d in enumerate(DIRECTIONS)}
+    out["mean_change_tiles"] = {d: int(used[..., j].sum()) for j, d in enumerate(DIRECTIONS)}
+    out.update(change_uncertainty(cube, attrs, mask.any(axis=1)))
     stability = score_stability(cube, attrs, mask.any(axis=1))
     if stability:
         out["stability"] = stability
     if "true_sensitivity" not in cube or target_mode == "absolute":
         return out
-    out.update(_direction_scores(cube, attrs, targets, change, real, mean_change))
+    out.update(_direction_scores(cube, attrs, targets, change, used, mean_change))
+    return out
+
+
+def change_uncertainty(cube, attrs, written: np.ndarray) -> dict:
+    """Compact bootstrap metrics over the written lots, per direction and attribute: the median
+    width of ``backward_change_ci`` and the share of lots whose interval excludes 0
+    (``change_ci``); per direction the median over lots of ``backward_reached_share`` and the
+    number of lots where no tile reached its target (``lots_none_reached``)."""
+    out: dict[str, Any] = {}
+    if "backward_change_ci" in cube and written.any():
+        summary = interval_summary(np.asarray(cube["backward_change_ci"].values,
+                                              np.float64)[written])  # (D, K) each
+        out["ci_level"] = CI_LEVEL
+        out["change_ci"] = {d: {a: {"width_median": float(summary["width_median"][j, k]),
+                                    "excludes_zero_share":
+                                        float(summary["excludes_zero_share"][j, k])}
+                                for k, a in enumerate(attrs)} for j, d in enumerate(DIRECTIONS)}
+    if "backward_reached_share" in cube and written.any():
+        share = np.asarray(cube["backward_reached_share"].values, np.float64)[written]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["lot_reached_share_median"] = {d: float(np.nanmedian(share[:, j]))
+                                               for j, d in enumerate(DIRECTIONS)}
+        out["lots_none_reached"] = {d: int((share[:, j] == 0).sum())
+                                    for j, d in enumerate(DIRECTIONS)}
     return out
 
 
@@ -675,7 +761,8 @@ def score_stability(cube, attrs, written: np.ndarray) -> dict:
     return out
 
 
-def _direction_scores(cube, attrs, targets, change, real, mean_change) -> dict:
+def _direction_scores(cube, attrs, targets, change, used, mean_change) -> dict:
+    """``used (L, T, D)``: the real, converged tile-directions the lot means average."""
     written = np.asarray(cube["tile_mask"].values, bool).any(axis=1)
     truth = np.asarray(cube["true_sensitivity"].values, np.float64)
     lots = written & np.isfinite(truth).all(axis=1)
@@ -688,7 +775,7 @@ def _direction_scores(cube, attrs, targets, change, real, mean_change) -> dict:
     flags = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lot_mean = np.nanmean(np.where(real[..., None, None], change, np.nan), axis=1)  # (L,D,K)
+        lot_mean = np.nanmean(np.where(used[..., None], change, np.nan), axis=1)  # (L, D, K)
     for j, d in enumerate(DIRECTIONS):
         sgn = np.sign(float(targets[j]))
         agrees[d], lot_share[d] = {}, {}
@@ -696,6 +783,8 @@ def _direction_scores(cube, attrs, targets, change, real, mean_change) -> dict:
             if neg[k]:
                 continue
             want = np.sign(law[k]) * sgn
+            if not np.isfinite(mean_change[j, k]):
+                continue
             ok = bool(np.sign(mean_change[j, k]) == want)
             agrees[d][a] = ok
             flags.append(ok)
@@ -706,5 +795,5 @@ def _direction_scores(cube, attrs, targets, change, real, mean_change) -> dict:
             "direction_agreement_overall": float(np.mean(flags)) if flags else float("nan")}
 
 
-__all__ = ["BackwardCounterfactual", "probe_points", "reached_scores", "score_backward",
-           "score_stability"]
+__all__ = ["BackwardCounterfactual", "change_bootstrap", "change_uncertainty", "probe_points",
+           "reached_scores", "score_backward", "score_stability"]

@@ -15,6 +15,12 @@ The lot's ``sensitivity`` of an attribute is the slope of prediction against att
 * ``"median"``: per-tile least-squares slopes, then the median over tiles.
 * ``"ols"``: per-tile least-squares slopes, then the mean over tiles (least squares with one
   intercept per tile; not robust).
+
+Uncertainty (``n_boot``, default 1000; 0 turns it off): the lot's tiles are resampled with
+replacement ``n_boot`` times and the lot statistic recomputed exactly as above from the per-tile
+terms already computed (numpy, no model call). ``sensitivity_ci`` is the percentile 95 % interval
+of those draws, ``sensitivity_sign_stability`` the share of draws with the sign of the estimate.
+Each lot's draws come from (run seed, lot index) alone: the same on Dask workers, in any lot order.
 """
 
 from __future__ import annotations
@@ -33,10 +39,16 @@ from mxplain.store import to_uint8
 from mxplain.truth import sign_agreement
 
 from ._common import (
+    BOUNDS,
     autocast,
+    boot_rng,
+    bootstrap,
+    check_n_boot,
     edit_predict,
     figures_dir,
     fill_attributes,
+    interval,
+    interval_summary,
     lot_attribute_vector,
     lot_label,
     model_device,
@@ -46,31 +58,66 @@ from ._common import (
 )
 
 ROBUST = ("theil-sen", "median", "ols")
+#: the coverage of the bootstrap intervals
+CI_LEVEL = 0.95
+
+
+def tile_terms(preds: np.ndarray, values: np.ndarray, robust: str = "theil-sen") -> np.ndarray:
+    """The per-tile terms the lot statistic reduces: ``preds (n, K, S)`` -> ``(n, K, P)``: every
+    within-tile pairwise slope (``"theil-sen"``, ``P`` pairs of steps) or the tile's
+    least-squares slope (``"median"``, ``"ols"``, ``P = 1``)."""
+    preds = np.asarray(preds, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if robust not in ROBUST:
+        raise UserError(f"[explain.forward] robust = {robust!r}; use one of {', '.join(ROBUST)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if robust == "theil-sen":
+            i, j = np.triu_indices(v.size, k=1)
+            dv = v[j] - v[i]
+            keep = np.abs(dv) > 0
+            return (preds[..., j[keep]] - preds[..., i[keep]]) / dv[keep]  # (n, K, P)
+        vc = v - v.mean()
+        return ((preds * vc).sum(-1) / (vc**2).sum())[..., None]  # (n, K, 1) OLS slope per tile
+
+
+def reduce_terms(terms: np.ndarray, robust: str = "theil-sen") -> np.ndarray:
+    """The lot statistic of tile terms ``(..., n, K, P)`` -> ``(..., K)``: the median over every
+    tile's terms (``"theil-sen"``, ``"median"``) or their mean (``"ols"``); NaN terms ignored.
+    Applied to the lot's tiles by :func:`slopes` and to resampled tiles by the bootstrap."""
+    t = np.moveaxis(np.asarray(terms, np.float64), -2, -3)  # (..., K, n, P)
+    t = t.reshape(t.shape[:-2] + (-1,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if robust == "ols":
+            return np.nanmean(t, axis=-1)
+        return np.median(t, axis=-1) if np.isfinite(t).all() else np.nanmedian(t, axis=-1)
 
 
 def slopes(preds: np.ndarray, values: np.ndarray, robust: str = "theil-sen") -> np.ndarray:
     """Slope of prediction against value: ``preds (n, K, S)``, ``values (S,)`` -> ``(K,)``.
     Non-finite predictions are ignored; a column without data gives NaN."""
     preds = np.asarray(preds, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if robust not in ROBUST:
-        raise UserError(f"[explain.forward] robust = {robust!r}; use one of {', '.join(ROBUST)}")
+    terms = tile_terms(preds, values, robust)
     n, k, s = preds.shape
     if n == 0 or s < 2:
         return np.full(k, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if robust == "theil-sen":
-            i, j = np.triu_indices(s, k=1)
-            dv = v[j] - v[i]
-            keep = np.abs(dv) > 0
-            pair = (preds[..., j[keep]] - preds[..., i[keep]]) / dv[keep]  # (n, K, P)
-            return np.nanmedian(pair.transpose(1, 0, 2).reshape(k, -1), axis=1)
-        vc = v - v.mean()
-        per_tile = (preds * vc).sum(-1) / (vc**2).sum()  # (n, K) OLS slope of each tile
-        if robust == "median":
-            return np.nanmedian(per_tile, axis=0)
-        return np.nanmean(per_tile, axis=0)
+    return reduce_terms(terms, robust)
+
+
+def sensitivity_bootstrap(preds: np.ndarray, values: np.ndarray, robust: str, n_boot: int,
+                          rng: np.random.Generator, level: float = 0.95):
+    """Bootstrap over tiles of the lot sensitivity: ``preds (n, K, S)`` -> the estimate ``(K,)``,
+    its percentile interval ``(K, 2)`` and sign stability ``(K,)`` (share of draws with the
+    estimate's sign). The lot's tiles are resampled with replacement and the statistic
+    recomputed exactly as :func:`slopes` does (:func:`reduce_terms` of the same tile terms):
+    numpy only, no model call."""
+    est = slopes(preds, values, robust)
+    terms = tile_terms(preds, values, robust) if len(preds) and len(values) >= 2 else \
+        np.zeros((0, len(est), 1))
+    draws = bootstrap(terms, lambda t: reduce_terms(t, robust), int(n_boot), rng)
+    ci, stability = interval(draws, est, level)
+    return est, ci, stability
 
 
 def score_forward(sens: np.ndarray, truth: np.ndarray, attributes) -> dict:
@@ -114,10 +161,12 @@ class ForwardSweep(Explainer):
         """A predictor (differentiable or not) and an editor of the data's named attributes."""
         return frozenset({"predictor", "editor", "attributes"})
 
-    def __init__(self, steps: int = 11, batch_size: int | str = 256, robust: str = "theil-sen"):
+    def __init__(self, steps: int = 11, batch_size: int | str = 256, robust: str = "theil-sen",
+                 n_boot: int = 1000):
         self.steps = steps
         self.batch_size = batch_size
         self.robust = robust
+        self.n_boot = n_boot
         self._examples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- cube layout ---------------------------------------------------------------------------
@@ -135,10 +184,11 @@ class ForwardSweep(Explainer):
         if self.robust not in ROBUST:
             raise UserError(f"[explain.forward] robust = {self.robust!r}; use one of "
                             f"{', '.join(ROBUST)}")
+        check_n_boot(self.n_boot, self.name)
 
     def extra_dims(self) -> dict[str, Any]:
         # the step coordinate *is* the attribute value (SPEC: ``value`` (step)); see extra_coords
-        return {"step": self.values()}
+        return {"step": self.values(), "bound": list(BOUNDS)}
 
     def extra_coords(self) -> dict[str, tuple[str, np.ndarray]]:
         """Non-dimension coordinates for the cube: ``value`` (step)."""
@@ -146,10 +196,14 @@ class ForwardSweep(Explainer):
 
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         self._check()
-        return {
+        out = {
             "forward_prediction": Variable(("lot", "tile", "attribute", "step"), "float32"),
             "sensitivity": Variable(("lot", "attribute"), "float32"),
         }
+        if self.n_boot:
+            out["sensitivity_ci"] = Variable(("lot", "attribute", "bound"), "float32")
+            out["sensitivity_sign_stability"] = Variable(("lot", "attribute"), "float32")
+        return out
 
     # -- one lot -------------------------------------------------------------------------------
     def sweep(self, tiles: torch.Tensor, lot_attrs: np.ndarray, ctx: ExplainContext) -> np.ndarray:
@@ -194,10 +248,15 @@ class ForwardSweep(Explainer):
         preds = self.sweep(lot.tiles, a, ctx)
         if len(lot.tiles):  # one example tile per lot (uint8) for the figures
             self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a)
-        return {
-            "forward_prediction": preds.astype(np.float32),
-            "sensitivity": slopes(preds, self.values(), self.robust).astype(np.float32),
-        }
+        rng = boot_rng(ctx.seed, lot.index, 0)
+        est, ci, stability = sensitivity_bootstrap(preds, self.values(), self.robust,
+                                                   int(self.n_boot), rng, CI_LEVEL)
+        out = {"forward_prediction": preds.astype(np.float32),
+               "sensitivity": est.astype(np.float32)}
+        if self.n_boot:
+            out["sensitivity_ci"] = ci.astype(np.float32)
+            out["sensitivity_sign_stability"] = stability.astype(np.float32)
+        return out
 
     # -- after all lots ------------------------------------------------------------------------
     def _cube_values(self, cube) -> np.ndarray:
@@ -214,7 +273,7 @@ class ForwardSweep(Explainer):
         mask = np.asarray(cube["tile_mask"].values, dtype=bool)
         done = mask.any(axis=1) & np.isfinite(sens).all(axis=1)
         metrics: dict[str, Any] = {"robust": self.robust, "steps": int(self.steps),
-                                   "lots": int(done.sum())}
+                                   "n_boot": int(self.n_boot), "lots": int(done.sum())}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             metrics["sensitivity_median"] = {
@@ -222,6 +281,7 @@ class ForwardSweep(Explainer):
         if "true_sensitivity" in cube and done.any():
             truth = np.asarray(cube["true_sensitivity"].values, dtype=np.float64)
             metrics.update(score_forward(sens[done], truth[done], attrs))
+        metrics.update(uncertainty_metrics(cube, attrs, done))
         if done.any():
             try:
                 metrics["figures"] = self._figures(cube, ctx, attrs, mask)
@@ -229,6 +289,15 @@ class ForwardSweep(Explainer):
                 warnings.warn(f"forward figures failed: {type(exc).__name__}: {exc}",
                               stacklevel=2)
         return metrics
+
+    @staticmethod
+    def _lot_ci(cube, li: int, k: int):
+        """(sensitivity, (low, high) or None) of lot ``li``, attribute ``k``."""
+        s = float(cube["sensitivity"].values[li, k])
+        if "sensitivity_ci" not in cube:
+            return s, None
+        ci = np.asarray(cube["sensitivity_ci"].values[li, k], np.float64)
+        return s, (tuple(ci) if np.isfinite(ci).all() else None)
 
     def _edited_examples(self, ctx, lot_index: int, k_attr: int, values) -> list | None:
         ex = self._examples.get(lot_index)
@@ -299,6 +368,7 @@ class ForwardSweep(Explainer):
             ax.axhline(prop[li], ls=":", color="k")
         ax.set_xlabel(f"{aname} attribute value")
         ax.set_ylabel(ylabel)
+        draw_slope(ax, values, data, *self._lot_ci(cube, li, k_attr), legend=True)
         ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
         names.append(save_figure(fig, out, "forward_fig4b_lot_boxplot.png"))
 
@@ -315,6 +385,7 @@ class ForwardSweep(Explainer):
                               [t if i % 5 == 0 else "" for i, t in enumerate(ticks)])
                 if np.isfinite(prop[lj]):
                     ax.axhline(prop[lj], ls=":", color="k")
+                draw_slope(ax, values, block[:, k], *self._lot_ci(cube, lj, k))
                 if r == 0:
                     ax.set_title(a)
                 if r == len(rows) - 1:
@@ -326,5 +397,52 @@ class ForwardSweep(Explainer):
         return names
 
 
+def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
+    """Compact bootstrap metrics over the done lots, per attribute: the median width of
+    ``sensitivity_ci`` and the share of lots whose interval excludes 0 (``sensitivity_ci``), the
+    median sign stability (``sign_stability_median``). Empty without the variables."""
+    if "sensitivity_ci" not in cube or not done.any():
+        return {}
+    ci = np.asarray(cube["sensitivity_ci"].values, np.float64)[done]
+    summary = interval_summary(ci)
+    out: dict[str, Any] = {"ci_level": CI_LEVEL}
+    out["sensitivity_ci"] = {a: {"width_median": float(summary["width_median"][k]),
+                                 "excludes_zero_share": float(summary["excludes_zero_share"][k])}
+                             for k, a in enumerate(attrs)}
+    if "sensitivity_sign_stability" in cube:
+        st = np.asarray(cube["sensitivity_sign_stability"].values, np.float64)[done]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["sign_stability_median"] = {a: float(np.nanmedian(st[:, k]))
+                                            for k, a in enumerate(attrs)}
+    return out
 
-__all__ = ["ForwardSweep", "slopes", "score_forward", "fill_attributes"]
+
+def draw_slope(ax, values, data, slope: float, ci, legend: bool = False) -> None:
+    """Overlay on a boxplot of predictions per step (positions 1..S) the lot sensitivity as a line
+    through the median of the middle step, with its bootstrap interval as an error bar at the last
+    step (the predicted change from the middle to the end, at the interval's bounds)."""
+    if not np.isfinite(slope) or len(values) < 2:
+        return
+    vals = np.asarray(values, np.float64)
+    pos = 1 + (len(vals) - 1) * (vals - vals[0]) / (vals[-1] - vals[0])
+    mid = len(vals) // 2
+    col = np.asarray(data, np.float64)[:, mid]
+    if not np.isfinite(col).any():
+        return
+    y0 = float(np.nanmedian(col))
+    ax.plot(pos, y0 + slope * (vals - vals[mid]), "-", color="C1", lw=1.2,
+            label=f"slope {slope:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
+    if ci:
+        dv = vals[-1] - vals[mid]
+        lo, hi = sorted((y0 + ci[0] * dv, y0 + ci[1] * dv))
+        y1 = y0 + slope * dv
+        ax.errorbar([pos[-1]], [y1], yerr=[[max(y1 - lo, 0)], [max(hi - y1, 0)]], fmt="none",
+                    ecolor="C1", capsize=4, lw=1.5)
+    if legend:
+        ax.legend(fontsize=8, title=f"{int(CI_LEVEL * 100)} % bootstrap interval"
+                  if ci else None, title_fontsize=7)
+
+
+__all__ = ["ForwardSweep", "reduce_terms", "sensitivity_bootstrap", "slopes", "score_forward",
+           "tile_terms", "fill_attributes", "uncertainty_metrics"]

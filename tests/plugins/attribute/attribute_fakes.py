@@ -149,3 +149,48 @@ class ConvPredictor(NoLearnedState, Predictor):
     def forward(self, tiles):
         z = torch.nn.functional.conv2d(tiles, self.w, stride=2, padding=1)
         return 500.0 + 400.0 * (torch.tanh(z).mean(dim=(2, 3)) @ self.v)
+
+
+class CodeEditor(NoLearnedState, Editor):
+    """An editor whose output encodes the attributes: ``decode`` is the tile with its first row's
+    first K pixels replaced by the attributes (the rest of the tile, e.g. per-tile slope noise,
+    passes through)."""
+
+    name = "code-editor"
+    attributes = ATTRS
+
+    def encode(self, tiles):
+        return tiles.clone()
+
+    def decode(self, latent, attributes):
+        out = latent.clone()
+        out[:, 0, 0, : attributes.shape[1]] = attributes.float()
+        return out
+
+
+class NoisySlopePredictor(NoLearnedState, Predictor):
+    """Linear in the attributes with per-tile slope noise: for a tile from :func:`noisy_lot`
+    ``p = sum_k (slope_k + e_k) a_k + offset``, ``e_k`` the tile's row-1 pixels (``N(0, sigma)``,
+    independent per tile), ``offset`` its row-2 pixel. The lot's true sensitivity is ``slope``."""
+
+    name = "noisy-slope-predictor"
+
+    def __init__(self, slope: tuple = TRUE_SLOPES):
+        self.slope = slope
+
+    def forward(self, tiles):
+        k = len(self.slope)
+        a, e = tiles[:, 0, 0, :k], tiles[:, 0, 1, :k]
+        b = torch.as_tensor(self.slope, dtype=torch.float32, device=tiles.device)
+        return ((b + e) * a).sum(dim=1) + tiles[:, 0, 2, 0]
+
+
+def noisy_lot(n_tiles: int, seed: int, sigma: float = 20.0, index: int = 0, size: int = 8):
+    """A lot for :class:`CodeEditor` + :class:`NoisySlopePredictor`: each tile carries its slope
+    noise ``N(0, sigma)`` per attribute (row 1) and an offset (row 2)."""
+    rng = np.random.default_rng(seed)
+    tiles = np.zeros((n_tiles, 1, size, size), np.float32)
+    tiles[:, 0, 1, : len(ATTRS)] = rng.normal(0.0, sigma, (n_tiles, len(ATTRS)))
+    tiles[:, 0, 2, 0] = rng.normal(500.0, 50.0, n_tiles)
+    attrs = rng.uniform(0.3, 0.7, len(ATTRS)).astype(np.float32)
+    return Lot(index, f"N{index}", torch.from_numpy(tiles), attrs, 500.0)

@@ -139,11 +139,15 @@ def test_score_backward_hand_built_cube():
     assert m["tiles"] == 3
     assert m["reached_share"] == {"increase": pytest.approx(2 / 3),
                                   "decrease": pytest.approx(2 / 3)}
-    # increase, attr a: changes +0.2, +0.1, -0.1 -> mean +0.0667 > 0: agrees; lot 1 does not
-    assert m["mean_change"]["increase"]["a"] == pytest.approx(0.2 / 3)
+    # averages count converged tiles only: increase, attr a: +0.2, +0.1 (lot 1's -0.1 missed
+    # its target) -> +0.15, agrees; lot 1 has no converged tile and is not scored
+    assert m["mean_change"]["increase"]["a"] == pytest.approx(0.15)
+    assert m["mean_change_tiles"] == {"increase": 2, "decrease": 2}
     assert m["direction_agrees"]["increase"] == {"a": True}  # b is negligible (truth 0)
-    assert m["direction_lot_share"]["increase"]["a"] == 0.5
-    # decrease, attr a: -0.2, -0.1, +0.1 -> agrees; lot shares: lot0 yes, lot1 no
+    assert m["direction_lot_share"]["increase"]["a"] == 1.0
+    # decrease, attr a: -0.2, +0.1 (lot 0 tile 1's -0.1 missed) -> -0.05, agrees; lot shares:
+    # lot0 yes, lot1 no
+    assert m["mean_change"]["decrease"]["a"] == pytest.approx(-0.05)
     assert m["direction_agrees"]["decrease"] == {"a": True}
     assert m["direction_lot_share"]["decrease"]["a"] == 0.5
     assert m["direction_agreement_overall"] == 1.0
