@@ -572,8 +572,11 @@ class BackwardCounterfactual(Explainer):
             xa = np.asarray(bx.isel(lot=li, tile=0).values, np.float64)  # (D, K)
             change = xa - base[li][None]
             pred = np.asarray(cube["backward_prediction"].isel(lot=li, tile=0).values)
+            conv = np.asarray(cube["backward_converged"].isel(lot=li, tile=0).values, bool)
             regen = self._regenerate(ctx, li, xa)
-            titles = ["original"] + [f"{d} ({pred[j]:.3g})" for j, d in enumerate(DIRECTIONS)]
+            titles = ["original"] + [f"{d} ({pred[j]:.3g})" + ("" if conv[j] else
+                                                               ", target not reached")
+                                     for j, d in enumerate(DIRECTIONS)]
             for j in range(3):
                 ax = axes[r, j]
                 ax.axis("off")
@@ -583,8 +586,9 @@ class BackwardCounterfactual(Explainer):
                 ax.set_title(titles[j] if j else f"lot {lot_label(cube, li)} ({label})",
                              fontsize=9)
             ax = axes[r, 3]
-            for j, d in enumerate(DIRECTIONS):
-                ax.bar(pos + (j - 0.5) * 0.38, change[j], 0.38, label=d, color=colors[d])
+            for j, d in enumerate(DIRECTIONS):  # a missed target is no advice: no bar
+                ax.bar(pos + (j - 0.5) * 0.38, np.where(conv[j], change[j], 0.0), 0.38,
+                       label=d if conv[j] else f"{d}: not reached", color=colors[d])
             ax.axhline(0, color="k", lw=0.6)
             ax.set_xticks(pos, attrs)
             ax.set_ylabel("A' - A")
@@ -597,16 +601,18 @@ class BackwardCounterfactual(Explainer):
         fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False,
                                  sharey=True)
         for c, (label, li) in enumerate(rows):
-            xa = np.asarray(bx.isel(lot=li).values, np.float64)[mask[li]]  # (n, D, K)
-            change = np.nanmean(xa - base[li][None, None], axis=0)
+            change, err, reached = _lot_change(cube, li, mask, base)  # converged tiles only
             ax = axes[0, c]
             for j, d in enumerate(DIRECTIONS):
-                ax.bar(pos + (j - 0.5) * 0.38, change[j], 0.38, label=d, color=colors[d])
+                ax.bar(pos + (j - 0.5) * 0.38, np.nan_to_num(change[j]), 0.38, color=colors[d],
+                       yerr=err[j], capsize=3, ecolor="k", error_kw={"lw": 0.8},
+                       label=f"{d} ({reached[j]:.0%} reached)" if np.isfinite(reached[j])
+                       else d)
             ax.axhline(0, color="k", lw=0.6)
             ax.set_xticks(pos, attrs)
             ax.set_title(f"{label} {ctx.property_name}: lot {lot_label(cube, li)}", fontsize=10)
             if c == 0:
-                ax.set_ylabel("mean A' - A over tiles")
+                ax.set_ylabel("mean A' - A over reached tiles\n(95 % bootstrap interval)")
                 ax.legend(fontsize=8)
         fig.suptitle(_reached_caption(cube, mask), fontsize=9)
         names.append(save_figure(fig, out, "backward_fig7_lot_mean_change.png"))
@@ -638,6 +644,26 @@ def change_bootstrap(change: np.ndarray, conv: np.ndarray, n_boot: int,
     if n_boot:
         out["backward_change_ci"] = ci.astype(np.float32)
     return out
+
+
+def _lot_change(cube, li: int, mask, base):
+    """Figure 7's bars of lot ``li``: the mean change over converged tiles ``(D, K)`` (NaN: none
+    converged, no bar), error bars ``(D, 2, K)`` (below, above; 0 without an interval) and the
+    reached share ``(D,)``. Cubes without the lot variables are recomputed from the tiles."""
+    if "backward_mean_change" in cube:
+        change = np.asarray(cube["backward_mean_change"].values[li], np.float64)
+        reached = np.asarray(cube["backward_reached_share"].values[li], np.float64)
+    else:
+        xa = np.asarray(cube["backward_attributes"].values[li], np.float64)[mask[li]]
+        conv = np.asarray(cube["backward_converged"].values[li], bool)[mask[li]]
+        ch = change_bootstrap(xa - base[li][None, None], conv, 0, boot_rng(0, 0, 0))
+        change, reached = ch["backward_mean_change"], ch["backward_reached_share"]
+    err = np.zeros(change.shape[:1] + (2,) + change.shape[1:])
+    if "backward_change_ci" in cube:
+        ci = np.asarray(cube["backward_change_ci"].values[li], np.float64)  # (D, K, 2)
+        err[:, 0] = np.clip(change - ci[..., 0], 0, None)
+        err[:, 1] = np.clip(ci[..., 1] - change, 0, None)
+    return change, np.nan_to_num(err), reached
 
 
 def _reached_caption(cube, mask) -> str:
