@@ -78,7 +78,8 @@ Uncertainty (``n_boot``, default 1000; 0 turns it off): per lot and direction, t
 target is no counterfactual and enters no average, here or in ``summarize``), its percentile 95 %
 bootstrap interval over those tiles (``backward_change_ci``, resampled with replacement; numpy,
 no model call; drawn from (run seed, lot index) alone) and the share of the lot's tiles that
-reached their target (``backward_reached_share``).
+reached their target (``backward_reached_share``). The cube holds finite values only: a
+direction where no tile of the lot converged is stored as 0 with a reached share of 0, and skipped.
 """
 
 from __future__ import annotations
@@ -451,9 +452,12 @@ class BackwardCounterfactual(Explainer):
             if self._restarting():
                 out["backward_restart_spread"] = self._restart_spread(
                     editor, predictor, lot, a, method, seed, out).astype(np.float32)
-        out.update(change_bootstrap(out["backward_attributes"] - a_np[None, None],
-                                    out["backward_converged"], int(self.n_boot),
-                                    boot_rng(ctx.seed, lot.index, 1)))
+        lot_stats = change_bootstrap(out["backward_attributes"] - a_np[None, None],
+                                     out["backward_converged"], int(self.n_boot),
+                                     boot_rng(ctx.seed, lot.index, 1))
+        # the cube holds finite values only: a direction where no tile converged is stored as 0
+        # and marked by backward_reached_share = 0 (summarize and the figures skip it)
+        out.update({key: np.nan_to_num(v) for key, v in lot_stats.items()})
         if n:
             self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a_np)
         return out
@@ -651,8 +655,9 @@ def _lot_change(cube, li: int, mask, base):
     converged, no bar), error bars ``(D, 2, K)`` (below, above; 0 without an interval) and the
     reached share ``(D,)``. Cubes without the lot variables are recomputed from the tiles."""
     if "backward_mean_change" in cube:
-        change = np.asarray(cube["backward_mean_change"].values[li], np.float64)
         reached = np.asarray(cube["backward_reached_share"].values[li], np.float64)
+        change = np.where((reached > 0)[:, None],
+                          np.asarray(cube["backward_mean_change"].values[li], np.float64), np.nan)
     else:
         xa = np.asarray(cube["backward_attributes"].values[li], np.float64)[mask[li]]
         conv = np.asarray(cube["backward_converged"].values[li], bool)[mask[li]]
@@ -733,8 +738,11 @@ def change_uncertainty(cube, attrs, written: np.ndarray) -> dict:
     number of lots where no tile reached its target (``lots_none_reached``)."""
     out: dict[str, Any] = {}
     if "backward_change_ci" in cube and written.any():
-        summary = interval_summary(np.asarray(cube["backward_change_ci"].values,
-                                              np.float64)[written])  # (D, K) each
+        ci = np.asarray(cube["backward_change_ci"].values, np.float64)[written]  # (L, D, K, 2)
+        if "backward_reached_share" in cube:  # none reached: no interval (stored as 0)
+            none = np.asarray(cube["backward_reached_share"].values, np.float64)[written] == 0
+            ci = np.where(none[..., None, None], np.nan, ci)
+        summary = interval_summary(ci)  # (D, K) each
         out["ci_level"] = CI_LEVEL
         out["change_ci"] = {d: {a: {"width_median": float(summary["width_median"][j, k]),
                                     "excludes_zero_share":

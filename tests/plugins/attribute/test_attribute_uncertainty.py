@@ -140,3 +140,17 @@ def test_backward_lot_intervals_and_summary(tmp_path):
     assert m["change_ci"]["increase"]["size"]["width_median"] >= 0
     assert set(m["lot_reached_share_median"]) == {"increase", "decrease"}
     assert (tmp_path / "figures" / "backward_fig7_lot_mean_change.png").stat().st_size > 5000
+
+
+def test_a_lot_where_nothing_converged_is_finite_and_skipped():
+    lots = make_lots(n_lots=2, n_tiles=3)
+    b = BackwardCounterfactual(targets=(1e6, -1e6), target_mode="absolute", max_iter=2,
+                               restarts=0, n_boot=50)
+    out = b.explain_lot(lots[0], make_ctx())
+    for key in ("backward_mean_change", "backward_change_ci", "backward_reached_share"):
+        assert np.isfinite(out[key]).all()  # the pipeline stores finite values only
+    assert (out["backward_reached_share"] == 0).all()
+    m = b.summarize(build_cube(b, lots, make_ctx()), make_ctx())
+    assert m["lots_none_reached"] == {"increase": 2, "decrease": 2}
+    assert np.isnan(m["change_ci"]["increase"]["size"]["width_median"])
+    assert np.isnan(m["mean_change"]["increase"]["size"])
