@@ -28,6 +28,44 @@ BASE_VARIABLES: dict[str, Variable] = {
 EDITOR_VARIABLES: dict[str, Variable] = {
     "reconstruction_prediction": Variable(("lot", "tile"), "float32"),
 }
+#: units and descriptions of the pipeline's own variables and lot tables; ``{p}``: the property's
+#: units (the store's ``property_units``, the cube attribute of the same name)
+PIPELINE_ATTRS: dict[str, tuple[str, str]] = {
+    "tile_mask": ("", "true where a real tile is stored"),
+    "tile_count": ("1", "real tiles covered per lot"),
+    "prediction": ("{p}", "predictor on the original tile"),
+    "reconstruction_prediction": ("{p}", "predictor on the editor's reconstruction at the lot's "
+                                         "own attributes"),
+    "lot_attributes": ("1", "the lot's attribute labels in [0, 1]"),
+    "measured_property": ("{p}", "the lot's measured (or ground-truth) property"),
+    "true_sensitivity": ("{p} per unit attribute", "synthetic data only: the law's effect"),
+}
+
+
+def variable_attrs(variables: dict[str, Variable], property_units: str) -> dict[str, dict]:
+    """Per cube variable its zarr/xarray attributes ``units`` and ``description`` (where known):
+    the explainer's declaration (:class:`~mxplain.interfaces.Variable`) over
+    :data:`PIPELINE_ATTRS`; a unit of the property where the store names none is left out."""
+    out: dict[str, dict] = {}
+    for name, (units, description) in PIPELINE_ATTRS.items():
+        units = units.format(p=property_units) if property_units or "{p}" not in units else ""
+        out[name] = {k: v for k, v in (("units", units), ("description", description)) if v}
+    for name, var in variables.items():
+        mine = {k: v for k, v in (("units", var.units), ("description", var.description)) if v}
+        out[name] = {**out.get(name, {}), **mine}
+    return {k: v for k, v in out.items() if v}
+
+
+def write_variable_attrs(path: Path, attrs: dict[str, dict]) -> None:
+    """Set each variable's attributes in the store at ``path`` (those it holds)."""
+    import zarr
+
+    with zarrio.quiet():
+        g = zarr.open_group(str(path), mode="r+")
+        for name, a in attrs.items():
+            if name in g:
+                g[name].attrs.update(a)
+        zarr.consolidate_metadata(str(path))
 
 
 class CubeWriter:
@@ -58,6 +96,8 @@ class CubeWriter:
             sizes, coords, {"mxplain_results_cube": FORMAT_VERSION, "complete": False, **attrs},
             FLAG, chunks={"tile": sizes.get("tile", 1)}, data=lot_tables,
         )
+        write_variable_attrs(self.path, variable_attrs(variables,
+                                                       str(attrs.get("property_units") or "")))
 
     def _resumable(self, attrs: dict, owned: bool) -> bool:
         if not self.path.exists():

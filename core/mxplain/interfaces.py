@@ -307,11 +307,15 @@ class ExplainContext(RunContext):
 @dataclass(frozen=True)
 class Variable:
     """A results-cube variable an explainer writes: its dims (all but ``lot`` known to the cube or
-    given in ``Explainer.extra_dims``), dtype and the fill value of lots not written yet."""
+    given in ``Explainer.extra_dims``), dtype and the fill value of lots not written yet;
+    ``units`` and ``description`` (optional) become the variable's attributes in the cube (units
+    ``"1"`` for dimensionless values, e.g. attributes in [0, 1])."""
 
     dims: tuple[str, ...]
     dtype: str = "float32"
     fill: Any = float("nan")
+    units: str = ""
+    description: str = ""
 
 
 class Explainer(Component):

@@ -264,24 +264,36 @@ class BackwardCounterfactual(Explainer):
 
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         self._check()
+        p = ctx.property_units
+        dirs, attrs = ("lot", "tile", "direction"), ("lot", "direction", "attribute")
         out = {
-            "backward_attributes": Variable(("lot", "tile", "direction", "attribute"), "float32"),
-            "backward_prediction": Variable(("lot", "tile", "direction"), "float32"),
-            "backward_target": Variable(("lot", "tile", "direction"), "float32"),
-            "backward_converged": Variable(("lot", "tile", "direction"), "bool", False),
-            "backward_iterations": Variable(("lot", "tile", "direction"), "int32", 0),
-            "backward_reachable": Variable(("lot", "tile", "direction"), "bool", False),
-            "backward_reachable_prediction": Variable(("lot", "tile", "direction"), "float32"),
-            "backward_tile_spread": Variable(("lot", "direction", "attribute"), "float32"),
+            "backward_attributes": Variable(dirs + ("attribute",), "float32", units="1",
+                                            description="counterfactual attributes A'"),
+            "backward_prediction": Variable(dirs, "float32", units=p,
+                                            description="predictor on G(I; A')"),
+            "backward_target": Variable(dirs, "float32", units=p,
+                                        description="the target property"),
+            "backward_converged": Variable(dirs, "bool", False,
+                                           description="target reached within tolerance"),
+            "backward_iterations": Variable(dirs, "int32", 0, units="1"),
+            "backward_reachable": Variable(dirs, "bool", False,
+                                           description="target in the tile's reachable range"),
+            "backward_reachable_prediction": Variable(dirs, "float32", units=p),
+            "backward_tile_spread": Variable(attrs, "float32", units="1",
+                                             description="std of A' over the lot's tiles"),
         }
         if self._restarting():
-            out["backward_restart_spread"] = Variable(("lot", "direction", "attribute"),
-                                                      "float32")
-        out["backward_reached_share"] = Variable(("lot", "direction"), "float32")
-        out["backward_mean_change"] = Variable(("lot", "direction", "attribute"), "float32")
+            out["backward_restart_spread"] = Variable(attrs, "float32", units="1")
+        out["backward_reached_share"] = Variable(
+            ("lot", "direction"), "float32", units="1",
+            description="share of the lot's tiles whose counterfactual reached its target")
+        out["backward_mean_change"] = Variable(
+            attrs, "float32", units="1",
+            description="mean A' - A over the lot's converged tiles (0 where none converged)")
         if self.n_boot:
-            out["backward_change_ci"] = Variable(("lot", "direction", "attribute", "bound"),
-                                                 "float32")
+            out["backward_change_ci"] = Variable(
+                attrs + ("bound",), "float32", units="1",
+                description="percentile 95 % bootstrap interval of backward_mean_change")
         return out
 
     def extra_dims(self) -> dict[str, Any]:

@@ -196,13 +196,23 @@ class ForwardSweep(Explainer):
 
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
         self._check()
+        p = ctx.property_units
+        slope = f"{p} per unit attribute" if p else ""
         out = {
-            "forward_prediction": Variable(("lot", "tile", "attribute", "step"), "float32"),
-            "sensitivity": Variable(("lot", "attribute"), "float32"),
+            "forward_prediction": Variable(
+                ("lot", "tile", "attribute", "step"), "float32", units=p,
+                description="predictor on the tile edited to value[step] for that attribute"),
+            "sensitivity": Variable(
+                ("lot", "attribute"), "float32", units=slope,
+                description="the lot's robust slope of prediction against attribute value"),
         }
         if self.n_boot:
-            out["sensitivity_ci"] = Variable(("lot", "attribute", "bound"), "float32")
-            out["sensitivity_sign_stability"] = Variable(("lot", "attribute"), "float32")
+            out["sensitivity_ci"] = Variable(
+                ("lot", "attribute", "bound"), "float32", units=slope,
+                description="percentile 95 % bootstrap interval of sensitivity over tiles")
+            out["sensitivity_sign_stability"] = Variable(
+                ("lot", "attribute"), "float32", units="1",
+                description="share of bootstrap draws with the sign of sensitivity")
         return out
 
     # -- one lot -------------------------------------------------------------------------------

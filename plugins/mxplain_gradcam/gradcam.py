@@ -198,9 +198,12 @@ class GradCAM(Explainer):
             raise UserError(f"[explain.gradcam] ig_baseline must be 'mean' or 'blur', got {kind!r}")
 
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
-        out = {"gradcam": Variable(("lot", "tile", "y", "x"))}
+        out = {"gradcam": Variable(("lot", "tile", "y", "x"),
+                                   description="GradCAM map, signed, not min-max scaled")}
         if self.integrated_gradients:
-            out["integrated_gradients"] = Variable(("lot", "tile", "y", "x"))
+            out["integrated_gradients"] = Variable(
+                ("lot", "tile", "y", "x"), units=ctx.property_units,
+                description="Integrated Gradients attribution per pixel, signed")
         return out
 
     def explain_lot(self, lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:

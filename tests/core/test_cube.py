@@ -115,3 +115,44 @@ def test_damage_is_refused_on_load_and_recomputed_on_resume(tmp_path):
     assert resumed.done().tolist() == [True, False, True]
     resumed.write_lot(1, _values(1, 4))
     assert open_results(tmp_path / "r.zarr").sensitivity.values[1].tolist() == [1.0, -1.0]
+
+
+def test_variables_carry_units_and_descriptions(tmp_path):
+    """Issue 19 item 3: units as attributes on cube variables (the explainer's declaration, the
+    pipeline's own variables from the property's units), kept through lot writes."""
+    variables = {"prediction": Variable(("lot", "tile")),
+                 "sensitivity": Variable(("lot", "attribute"), units="psi per unit attribute",
+                                         description="slope"),
+                 "tile_mask": Variable(("lot", "tile"), "bool")}
+    sizes = {"lot": 3, "tile": 4, "attribute": 2}
+    coords = {"lot": np.array(["a", "b", "c"]), "attribute": np.array(["size", "porosity"])}
+    tables = {"measured_property": xr.DataArray(np.array([1.0, 2.0, 3.0]), dims=("lot",)),
+              "lot_attributes": xr.DataArray(np.full((3, 2), 0.5), dims=("lot", "attribute"))}
+    w = CubeWriter(tmp_path / "r.zarr", variables, sizes, coords, tables,
+                   {"mxplain_config_hash": "h", "property_units": "psi"}, resume=False)
+    for i in range(3):
+        w.write_lot(i, _values(i, 4))
+    w.finish()
+    cube = open_results(tmp_path / "r.zarr")
+    assert cube.sensitivity.attrs["units"] == "psi per unit attribute"
+    assert cube.sensitivity.attrs["description"] == "slope"
+    assert cube.prediction.attrs["units"] == "psi"
+    assert cube.measured_property.attrs["units"] == "psi"
+    assert cube.lot_attributes.attrs["units"] == "1"
+    assert "units" not in cube.tile_mask.attrs
+
+
+def test_builtin_explainers_declare_units():
+    from mxplain.interfaces import ExplainContext
+    from mxplain.plugins import get
+
+    ctx = ExplainContext(attributes=("size",), property_units="HV")
+    fwd = get("explainer", "forward")(n_boot=10).variables(ctx)
+    assert fwd["sensitivity"].units == "HV per unit attribute"
+    assert fwd["sensitivity_ci"].units == "HV per unit attribute"
+    assert fwd["forward_prediction"].units == "HV"
+    assert fwd["sensitivity_sign_stability"].units == "1"
+    bwd = get("explainer", "backward")(n_boot=10).variables(ctx)
+    assert bwd["backward_prediction"].units == "HV" and bwd["backward_attributes"].units == "1"
+    assert bwd["backward_mean_change"].units == "1"
+    assert bwd["backward_reached_share"].units == "1"
