@@ -1,6 +1,7 @@
 """The TOML run config: loading, validation (unknown keys suggest the closest valid one), defaults.
 
-Top-level tables: ``[data]``, ``[predictor]``, ``[editor]``, ``[explain.<explainer name>]``, ``[run]``.
+Top-level tables: ``[data]``, ``[predictor]``, ``[editor]``, ``[explain.<explainer name>]``, ``[run]``,
+``[trust]`` (the trust gates' thresholds, :mod:`mxplain.trust`).
 ``name`` selects a registered plugin; other keys are that plugin's constructor parameters.
 ``checkpoint = "PATH"`` in ``[predictor]`` or ``[editor]`` loads a trained model instead of training.
 """
@@ -29,7 +30,7 @@ else:  # pragma: no cover
 #: what ``[run] batch_size = "auto"`` means on a CPU (no memory probe there: batching gains little)
 CPU_AUTO_BATCH = 64
 
-TABLES = ("data", "predictor", "editor", "explain", "run")
+TABLES = ("data", "predictor", "editor", "explain", "run", "trust")
 # [run] keys: how the pipeline runs, independent of any plugin.
 RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,  # seeds every component that has no seed of its own
@@ -330,6 +331,9 @@ def resolve(raw: dict, where: str = "config", base: Path | None = None) -> dict:
             raise UserError(f"{where}: unknown key {key!r} in [run]{_suggest(key, RUN_DEFAULTS)}")
     out["run"] = {**RUN_DEFAULTS, **run}
     _check_run(out["run"], where)
+    from mxplain.trust import resolve_trust  # thresholds of the trust gates
+
+    out["trust"] = resolve_trust(_table(raw, "trust", where), where)
     _check_requirements(out, where)
     return out
 

@@ -35,13 +35,23 @@ def render() -> str:
              "Generated from the code by `python -m mxplain.configdoc > docs/config.md` "
              "(a test keeps it current).", "",
              "A config is TOML with the tables `[data]`, `[predictor]`, `[editor]`, "
-             "`[explain.<explainer name>]` and `[run]`. `name` selects a registered component; the "
+             "`[explain.<explainer name>]`, `[run]` and `[trust]`. `name` selects a registered "
+             "component; the "
              "other keys are its parameters below. `checkpoint = \"PATH\"` in `[predictor]` or "
              "`[editor]` loads a trained model instead of training one (relative to the config "
              "file). Unknown keys are errors that suggest the closest valid key.", "",
              "## [run]", "", "| key | default | meaning |", "| --- | --- | --- |"]
     for key, default in RUN_DEFAULTS.items():
         lines.append(f"| `{key}` | {_fmt(default)} | {RUN_DOC[key]} |")
+    from mxplain.trust import TRUST_DEFAULTS, TRUST_DOC
+
+    lines += ["", "## [trust]", "",
+              "Thresholds of the trust gates (checks that need no ground truth, `metrics.json`'s "
+              "`trust`; docs/concepts.md, \"Trust gates\"). Each pass threshold must lie on the "
+              "good side of its warn threshold.", "",
+              "| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default in TRUST_DEFAULTS.items():
+        lines.append(f"| `{key}` | {_fmt(default)} | {TRUST_DOC[key]} |")
     reg = plugins.registry()
     for kind, table in KIND_TABLE.items():
         for name in sorted(reg[kind]):

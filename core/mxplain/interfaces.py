@@ -262,6 +262,14 @@ class Editor(TrainableModel):
         ``"editor_gradients"`` when ``differentiable``. Override it where the parameters decide."""
         return frozenset({"editor_gradients"} if cls.differentiable else ())
 
+    def health(self, metrics: dict, store: TileStore | None = None) -> list[tuple[str, str, str]]:
+        """The editor's own training against its plugin's known failure signs: ``[(check,
+        verdict, reason), ...]`` with ``verdict`` one of ``"pass"``, ``"warn"``, ``"fail"``
+        (the trust gate ``editor_health``, :mod:`mxplain.trust`). ``metrics``: what ``fit``
+        returned (a loaded checkpoint: ``{"checkpoint": ..., "provenance": ...}``); ``store``: the
+        run's tiles (e.g. for the labels' loss floor). The default: no checks."""
+        return []
+
     def compile(self) -> list[str]:
         """Wrap the networks :meth:`decode` (the hot loop of the explainers) runs in
         ``torch.compile`` (``[run] compile = true``); returns the names of what was wrapped. The

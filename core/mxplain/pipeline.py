@@ -33,7 +33,7 @@ from mxplain.training import remove_training_states, seed_everything
 
 
 def config_hash(cfg: dict) -> str:
-    stable = {k: v for k, v in cfg.items() if k != "run"}
+    stable = {k: v for k, v in cfg.items() if k not in ("run", "trust")}  # trust: recomputed
     stable["run"] = {k: v for k, v in cfg["run"].items()
                      if k not in ("device", "report", "scheduler", "workers", "compile")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -271,6 +271,9 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     from mxplain.realism import check_tiles
 
     ctx.editor_realism_tiles = check_tiles(run_cfg["editor_realism_tiles"])
+    from mxplain.trust import resolve_trust
+
+    ctx.trust = cfg.get("trust") or resolve_trust(None)
     ctx.figures_dir.mkdir(parents=True, exist_ok=True)
     ctx.models_dir.mkdir(parents=True, exist_ok=True)
     config_file = folder.path / "config.toml"
@@ -309,6 +312,8 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         t0 = time.perf_counter()
         metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
         timings["editor_evaluation"] = time.perf_counter() - t0
+        if "probe" in metrics["editor"]["evaluation"]:  # part of editor_evaluation
+            timings["editor_probe"] = metrics["editor"]["evaluation"]["probe"].get("seconds", 0.0)
     folder.record()
 
     run_info = {"batch_size": ctx.batch_size}
@@ -317,6 +322,8 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain,
                  components["explain"])
 
+    if ctx.editor is not None:
+        _trust(cfg, store, ctx, components, metrics, folder)
     metrics["explain_skipped"] = components.get("skipped", {})
     for kind, why in components.get("gradient_probe", {}).items():
         metrics[kind]["gradient_probe"] = why  # treated as not differentiable in this run
@@ -390,6 +397,7 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
         if reference is not None:
             out["realism_ceiling"] = editor_eval.realism(reference, store, n_per_class=n_real,
                                                          seed=ctx.seed, device=ctx.device)
+    _probe_editor(editor, store, ctx, out)
     if ctx.figures_dir is not None:
         editor_eval.edit_grid_figure(editor, store, ctx.figures_dir / "editor_grid.png",
                                      seed=ctx.seed)
@@ -398,6 +406,37 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
                                         "editor_fidelity.png", out.get("fidelity_ceiling"),
                                         out.get("realism"), out.get("realism_ceiling"))
     return out
+
+
+def _probe_editor(editor, store: TileStore, ctx: ExplainContext, out: dict) -> None:
+    """The independent attribute probe (:mod:`mxplain.probe`): trained on ``[trust] probe_tiles``
+    real tiles per lot, leave-lots-out skill, then the judge of the editor's +/-delta edits of the
+    editor-evaluation tiles (``out["probe"]``)."""
+    from mxplain.probe import fit_probe, probe_edits
+
+    n = int((getattr(ctx, "trust", None) or {}).get("probe_tiles", 0))
+    if n <= 0:
+        return
+    probe, info = fit_probe(store, n_tiles_per_lot=n, seed=ctx.seed,
+                            attributes=tuple(editor.attributes or store.attributes))
+    out["probe"] = info if probe is None else probe_edits(
+        editor, store, probe, info, n_tiles_per_lot=int(ctx.editor_eval_tiles), seed=ctx.seed,
+        ctx=ctx)
+
+
+def _trust(cfg: dict, store: TileStore, ctx: ExplainContext, components: dict, metrics: dict,
+           folder: RunFolder) -> None:
+    """``metrics["trust"]`` (:func:`mxplain.trust.trust_gates`) and, where the cube was written,
+    its trust marks."""
+    from mxplain import trust
+
+    gated = [e for e, exp in components["explain"].items()
+             if "editor" in type(exp).uses(exp.get_params())]
+    checks = ctx.editor.health(metrics.get("editor", {}), store)
+    metrics["trust"] = trust.trust_gates(metrics, ctx.trust, store.attributes, gated, checks)
+    cube = folder.path / "results.zarr"
+    if "explain" in metrics and cube.exists():
+        trust.mark_cube(cube, metrics["trust"])
 
 
 def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,

@@ -28,7 +28,13 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;
 padding:.2em .5em;text-align:left;vertical-align:top}figure{display:inline-block;margin:.5em}
 img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8em;color:#555}
-pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em}"""
+pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em}
+.untrusted{opacity:.45;filter:grayscale(1)}.trust-note{color:#a00;font-weight:600}
+.verdict-fail,.trust-untrusted{color:#a00;font-weight:600}.verdict-warn,.trust-caution{color:#a60}
+.verdict-pass,.trust-trusted{color:#070}"""
+#: the explainers whose numbers a report section shows (greyed where the trust gates fail them)
+SECTION_EXPLAINERS = {"Forward sensitivity": ("forward",), "Backward counterfactuals": ("backward",),
+                      "TextureVAE and latent design": ("latent_design",)}
 
 
 def _e(x) -> str:
@@ -289,6 +295,21 @@ def _explainers(metrics: dict) -> dict:
     return {n: f"skipped: {skipped[n]}" if n in skipped else "ran" for n in names}
 
 
+def _untrusted(metrics: dict, explainers) -> str:
+    """Why the trust gates fail the explanations of ``explainers`` ("" where none is untrusted)."""
+    out = []
+    for name in explainers:
+        block = _dict(_dict(_dict(metrics.get("trust")).get("explanations")).get(name))
+        if block.get("trust") != "untrusted":
+            continue
+        bad = {a: p for a, p in _dict(block.get("attributes")).items()
+               if _dict(p).get("trust") == "untrusted"}
+        reasons = sorted({r for p in bad.values() for r in p.get("reasons", [])
+                          if "fail" in r or "outside" in r or "beyond" in r})
+        out.append(f"{name} fails its trust gates for {', '.join(bad)}: " + "; ".join(reasons))
+    return " ".join(out)
+
+
 def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
     """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) add the side-by-side
     section of :func:`sensitivity_comparison`."""
@@ -325,11 +346,15 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
         if not sec and not block:
             continue
         parts.append(f"<h2>{_e(title)}</h2>")
+        why = _untrusted(metrics, SECTION_EXPLAINERS.get(title, ()))
+        if why:  # shown greyed, with the reason, never as advice (metrics.json trust)
+            parts.append(f"<p class='trust-note'>Untrusted: {_e(why)}</p><div class='untrusted'>")
         if title == "Editor":
             parts.append(_realism_section(metrics))
         if block:
             parts.append(_table(block if isinstance(block, dict) else {"value": block}))
         parts.extend(_figure(f) for f in sec)
+        parts.append("</div>" if why else "")
         used.update(sec)
     if compare is not None:
         if not (Path(compare) / "metrics.json").is_file():

@@ -36,18 +36,21 @@ def _check_rows(metrics: dict, review: dict) -> list[str]:
     by_attr = _dict(_dict(_dict(ev.get("realism")).get("edits")).get("by_attribute"))
     fid = _dict(_dict(ev.get("fidelity")).get("attributes"))
     ceil = _dict(_dict(ev.get("fidelity_ceiling")).get("attributes"))
-    names = list(_dict(review.get("attributes"))) or list(fid) or list(by_attr)
+    probe = _dict(_dict(metrics.get("trust")).get("attributes"))
+    names = list(_dict(review.get("attributes"))) or list(fid) or list(by_attr) or list(probe)
     rows = []
     for a in names:
         share = _dict(fid.get(a)).get("direction_share")
         top = _dict(ceil.get(a)).get("direction_share")
         rows.append(f"<tr><th>{_e(a)}</th><td>{_f(by_attr.get(a))}</td>"
                     f"<td>{_f(share)}{' (ceiling ' + _f(top) + ')' if top is not None else ''}"
-                    f"</td>{_review_cells(_dict(review.get('attributes')).get(a))}</tr>")
+                    f"</td>{_gate_cells(metrics, a)}"
+                    f"{_review_cells(_dict(review.get('attributes')).get(a))}</tr>")
     if review.get("pooled"):
         edits = _dict(_dict(ev.get("realism")).get("edits")).get("auc")
         rows.append(f"<tr><th>all attributes</th><td>{_f(edits)}</td>"
                     f"<td>{_f(_dict(ev.get('fidelity')).get('mean_direction_share'))}</td>"
+                    "<td colspan='5'></td>"
                     f"{_review_cells(review['pooled'])}</tr>")
     return rows
 
@@ -67,16 +70,69 @@ def _reviewer_rows(review: dict) -> str:
             "".join(rows) + "</table>")
 
 
+def _verdict(v) -> str:
+    v = str(v or "–")
+    return f"<td class='verdict-{_e(v)}'>{_e(v)}</td>"
+
+
+def _value(v) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{_e(k)} {_f(x) if isinstance(x, (int, float)) else _e(x)}"
+                         for k, x in v.items())
+    return _f(v)
+
+
+def gates_section(metrics: dict) -> str:
+    """The trust gates (``metrics.json``'s ``trust``, :mod:`mxplain.trust`): the run's verdict,
+    then one row per gate: value, verdict, thresholds, reason ("" where the run has none)."""
+    t = _dict(metrics.get("trust"))
+    if not t.get("gates"):
+        return ""
+    rows = []
+    for name, g in _dict(t.get("gates")).items():
+        thr = g.get("threshold")
+        thr = (f"pass {_e(thr.get('pass'))}; warn {_e(thr.get('warn'))}" if isinstance(thr, dict)
+               else _e(thr))
+        rows.append(f"<tr><th>{_e(name)}</th><td>{_value(g.get('value'))}</td>"
+                    f"{_verdict(g.get('verdict'))}<td>{thr}</td><td>{_e(g.get('reason'))}</td>"
+                    f"</tr>")
+    expl = ", ".join(f"{_e(k)}: {_e(_dict(v).get('trust'))}"
+                     for k, v in _dict(t.get("explanations")).items())
+    verdict = _e(t.get("verdict"))
+    return (f"<h2>Trust gates</h2><p class='trust-{verdict}'><b>Run verdict: {verdict}</b>"
+            f"{' (explanations: ' + expl + ')' if expl else ''}. Checks that need no ground "
+            f"truth; an explanation with a failing gate is untrusted and its numbers below are "
+            f"greyed (docs/concepts.md, \"Trust gates\").</p>"
+            "<table><tr><th>gate</th><th>value</th><th>verdict</th><th>thresholds</th>"
+            f"<th>reason</th></tr>{''.join(rows)}</table>")
+
+
+def _gate_cells(metrics: dict, a: str) -> str:
+    """Per attribute: the probe's held-out rho, its direction share and verdict, the measured
+    verdict (synthetic lots: >= 0.9 x ceiling), the attribute's trust."""
+    t = _dict(metrics.get("trust"))
+    p = _dict(_dict(_dict(_dict(t.get("gates")).get("attribute_probe")).get("attributes")).get(a))
+    meas = _dict(_dict(t.get("measurement")).get(a)).get("verdict")
+    level = _dict(_dict(t.get("attributes")).get(a)).get("trust")
+    return (f"<td>{_f(p.get('heldout_spearman'))}</td><td>{_f(p.get('value'))}</td>"
+            f"{_verdict(p.get('verdict') if p else None)}{_verdict(meas)}"
+            f"<td class='trust-{_e(level)}'>{_e(level or '–')}</td>")
+
+
 def trust_section(metrics: dict) -> str:
-    """The section's HTML ("" where the run has neither an editor evaluation nor a review)."""
+    """The section's HTML ("" where the run has neither an editor evaluation nor a review): the
+    trust gates first (:func:`gates_section`), then per attribute the automatic checks and the
+    expert review."""
     review = _dict(metrics.get("review"))
     ev = _dict(_dict(metrics.get("editor")).get("evaluation"))
     if not review and not ev:
-        return ""
+        return gates_section(metrics)
     rec = _dict(_dict(ev.get("realism")).get("reconstruction")).get("auc")
     shift = _dict(ev.get("reconstruction_prediction_shift")).get("mean_abs_percent")
     head = ("<tr><th>attribute</th><th>realism: critic AUC of its edits (0.5 = like real)</th>"
             "<th>measurement: edits moving the requested way</th>"
+            "<th>probe: held-out Spearman</th><th>probe: edits moving the requested way</th>"
+            "<th>probe verdict</th><th>measured verdict (≥ 0.9 × ceiling)</th><th>trust</th>"
             "<th>reviewers: agreement [Wilson 95 %]</th><th>agree / decided</th>"
             "<th>can't tell</th><th>Fleiss' kappa</th><th>review verdict</th></tr>")
     note = ("<p>No expert review imported yet: write the page with <code>mxplain review RUN</code>"
@@ -87,7 +143,7 @@ def trust_section(metrics: dict) -> str:
             f"answers naming the tile the editor was asked to give more of the attribute (0.5 = "
             f"chance); verdict pass where the interval lies above 0.5, fail below, warn "
             f"otherwise.</p>")
-    return ("<h2>Trust: expert review and automatic checks</h2>" + note +
+    return (gates_section(metrics) + "<h2>Trust: expert review and automatic checks</h2>" + note +
             f"<p>Realism of reconstructions: critic AUC {_f(rec) if rec is not None else 'not run'}"
             f"; predictor shift on reconstructions "
             f"{_f(shift, 2) + ' % (mean |Δ|)' if shift is not None else 'not measured'}.</p>"

@@ -230,6 +230,20 @@ def update_attrs(path: Path, attrs: dict) -> None:
         zarr.consolidate_metadata(str(path))
 
 
+def write_small(path: Path, name: str, value: xr.DataArray) -> None:
+    """Add (or replace) a small variable written in full (no lot chunks, no digest) to a finished
+    store, e.g. the results cube's ``trust_attribute_verdict``."""
+    with quiet():
+        g = zarr.open_group(str(path), mode="r")
+        attrs = dict(g.attrs)  # an append rewrites the group's attributes: kept as they were
+        ds = xr.Dataset({name: value}, attrs=attrs)
+        ds.to_zarr(str(path), mode="r+" if name in g else "a", consolidated=True)
+        g = zarr.open_group(str(path), mode="r+")
+        g.attrs.clear()
+        g.attrs.update(attrs)
+        zarr.consolidate_metadata(str(path))
+
+
 def read_attrs(path: Path) -> dict:
     with quiet():
         return dict(zarr.open_group(str(path), mode="r").attrs)

@@ -783,3 +783,38 @@ class AttGANEditor(Editor):
                 if r == 0:
                     ax.set_title(titles[c], fontsize=7)
         return save_figure(fig, path, dpi=80)
+
+    # ---- trust: the README's failure signs (mxplain.trust's editor_health gate) ----------------
+    def health(self, metrics: dict, store=None) -> list[tuple[str, str, str]]:
+        """Two failure signs of the README against the training history (``history``, kept in
+        the checkpoint): the real-tile attribute classifier that never gets far from the
+        no-information loss towards the soft-label floor (share of that gap closed by the last
+        10 % of critic steps: pass >= 0.5, warn >= 0.2, else fail; floor and no-information
+        loss from ``store``'s lot labels), and a reconstruction L1 that does not fall (last 10 %
+        of generator steps over the first 10 %: pass <= 0.5, warn <= 0.8, else fail)."""
+        hist = getattr(self, "history", None) or {}
+        rec, cls = list(hist.get("g_rec") or []), list(hist.get("d_cls") or [])
+        if not rec:
+            return [("training history", "warn", "the AttGAN records no training losses "
+                                                 "(nothing to check its training by)")]
+        tail = max(1, len(rec) // 10)
+        ratio = float(np.mean(rec[-tail:]) / max(np.mean(rec[:tail]), 1e-12))
+        out = [("reconstruction loss falls",
+                "pass" if ratio <= 0.5 else "warn" if ratio <= 0.8 else "fail",
+                f"reconstruction L1 fell to {ratio:.2f} x its start (the README's failure sign: "
+                f"a reconstruction loss that does not fall)")]
+        if cls and store is not None and store.n_tiles:
+            a = np.clip(np.repeat(np.asarray(store.lot_attributes, np.float64),
+                                  np.asarray(store.counts), axis=0), 1e-6, 1 - 1e-6)
+            m = np.clip(a.mean(axis=0, keepdims=True), 1e-6, 1 - 1e-6)
+            floor = float(-(a * np.log(a) + (1 - a) * np.log(1 - a)).mean())
+            none = float(-(a * np.log(m) + (1 - a) * np.log(1 - m)).mean())
+            final = float(np.mean(cls[-max(1, len(cls) // 10):]))
+            closed = (none - final) / max(none - floor, 1e-9)
+            out.append(("attribute classifier learns",
+                        "pass" if closed >= 0.5 else "warn" if closed >= 0.2 else "fail",
+                        f"real-tile classifier BCE {final:.3f} closed {closed:.0%} of the gap from "
+                        f"the no-information loss {none:.3f} to the soft-label floor {floor:.3f} "
+                        f"(the README's failure sign: it never beats the floor by much, the "
+                        f"edits then do not follow the request)"))
+        return out
