@@ -137,9 +137,10 @@ def ingest(folder, labels, out, property_column, units, attributes):
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--compare", "compare", type=click.Path(), default=None,
-              help="another finished run on the same lots: its forward sensitivities side by side")
+              help="another finished run on the same lots: its forward sensitivities side by "
+                   "side, on its own page RUN_DIR/report/compare-<OTHER_RUN name>.html")
 def report(run_dir, compare):
-    """Write RUN_DIR/report/index.html from a finished run."""
+    """Write RUN_DIR/report/index.html from a finished run (with --compare: its own page)."""
     from mxplain.report import write_report
 
     try:

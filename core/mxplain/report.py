@@ -1,26 +1,52 @@
 """``mxplain report RUN_DIR [--compare OTHER_RUN]``: one self-contained HTML page (figures embedded
-as data URIs) with the run's provenance, metrics and figures; with ``--compare``, a section that sets
-the forward sensitivities of the two runs side by side on the lots they share (e.g. the texture
-forest against the WideResNet, seed 002 vs seed 000). Every string from the run is HTML-escaped."""
+as data URIs) read top-down: first the answers (:mod:`mxplain.report_answers`: per lot, which
+attributes move the property, which way and how much, with intervals; what change reaches a
+target), then the trust gates and checks (:func:`mxplain.review_report.trust_section`), then the
+evidence (figures, by the components the run used), the provenance, the references and the raw
+metrics collapsed at the end. Numbers are rounded to 3 significant digits with units. With
+``--compare``, its own page ``report/compare-<other run>.html`` sets the forward sensitivities of
+the two runs side by side on the lots they share (e.g. the texture forest of Ling et al. 2017
+against the WideResNet of Liu et al. 2020). Every string from the run is HTML-escaped."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
+import re
 from pathlib import Path
 
 from mxplain.errors import UserError
 from mxplain.runfolder import write_atomic
 
-SECTIONS = [  # (title, figure-name prefixes)
-    ("Predictor accuracy", ("predictor_",)),
-    ("Editor", ("attgan_", "editor_")),
-    ("Forward sensitivity", ("forward_",)),
-    ("Backward counterfactuals", ("backward_",)),
-    ("Pixel vs attribute explanations", ("compare_", "gradcam_", "overlay_")),
-    ("Texture features", ("vgg_", "texture_")),
-    ("TextureVAE and latent design", ("texturevae_", "latent_")),
+#: (key, figure-name prefixes, explainers whose numbers the section shows); titles: _title
+SECTIONS = [
+    ("predictor", ("predictor_",), ()),
+    ("editor", ("attgan_", "editor_"), ()),
+    ("forward", ("forward_",), ("forward",)),
+    ("backward", ("backward_",), ("backward",)),
+    ("pixel", ("compare_", "gradcam_", "overlay_"), ("gradcam", "compare")),
+    ("texture", ("vgg_", "texture_"), ()),
+    ("latent", ("texturevae_", "latent_"), ("latent_design",)),
+]
+#: the papers the methods follow, cited by author and year (the seeds in /work/shared/seeds)
+REFERENCES = [
+    ("liu2020", "Liu et al. 2020", "S. Liu, B. Kailkhura, J. Zhang, A. M. Hiszpanski, E. Robertson, "
+     "D. Loveland, T. Y.-J. Han: Explainable deep learning for uncovering actionable scientific "
+     "insights for materials discovery and design (attribute-conditioned GAN explanations of a "
+     "peak-stress regressor of TATB SEM images), arXiv:2007.08631, 2020."),
+    ("cang2018", "Cang et al. 2018", "R. Cang, H. Li, H. Yao, Y. Jiao, Y. Ren: Investigating key "
+     "challenges in applying deep learning techniques to integrated computational material "
+     "engineering (latent-space versus pixel gradients for microstructure design), report, 2018."),
+    ("ling2017", "Ling et al. 2017", "J. Ling, M. Hutchinson, E. Antono, B. DeCost, E. A. Holm, "
+     "B. Meredig: Building data-driven models with microstructural images: generalization and "
+     "interpretability (VGG texture features and random forests), Materials Discovery 10, 2017."),
+    ("sardeshmukh2021", "Sardeshmukh et al. 2021", "A. Sardeshmukh, S. Reddy, B. P. Gautham, "
+     "P. Bhattacharyya: TextureVAE: learning interpretable representations of material "
+     "microstructures using variational autoencoders, AAAI-MAKE 2021 (CEUR-WS Vol-2964)."),
+    ("he2019", "He et al. 2019", "Z. He, W. Zuo, M. Kan, S. Shan, X. Chen: AttGAN: facial attribute "
+     "editing by only changing what you want, IEEE Transactions on Image Processing 28, 2019."),
 ]
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -31,10 +57,11 @@ img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8em;color:#555}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em}
 .untrusted{opacity:.45;filter:grayscale(1)}.trust-note{color:#a00;font-weight:600}
 .verdict-fail,.trust-untrusted{color:#a00;font-weight:600}.verdict-warn,.trust-caution{color:#a60}
-.verdict-pass,.trust-trusted{color:#070}"""
-#: the explainers whose numbers a report section shows (greyed where the trust gates fail them)
-SECTION_EXPLAINERS = {"Forward sensitivity": ("forward",), "Backward counterfactuals": ("backward",),
-                      "TextureVAE and latent design": ("latent_design",)}
+.verdict-pass,.trust-trusted{color:#070}
+td,th{overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}ul.answers li{margin:.3em 0}
+td.none{color:#a00;font-style:italic}details{margin:1em 0}summary{cursor:pointer;font-weight:600}
+.numbers td:last-child{text-align:right;font-variant-numeric:tabular-nums}
+p.caption{font-size:.85em;color:#444;max-width:60em}"""
 
 
 def _e(x) -> str:
@@ -74,19 +101,45 @@ def read_metrics(path: Path) -> dict:
     return metrics
 
 
-def _table(d: dict, depth: int = 0) -> str:
-    rows = []
+def _value(v) -> str:
+    """A metrics value for the page: numbers to 3 significant digits, lists of numbers shortened,
+    everything else as text (escaped by the caller)."""
+    from mxplain.report_answers import sig
+
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if isinstance(v, bool) else "–"
+    if isinstance(v, (int, float)):
+        return str(v) if isinstance(v, int) else sig(v)
+    if isinstance(v, (list, tuple)):
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) and v:
+            shown = ", ".join(_value(x) for x in v[:6])
+            return f"[{shown}{', …' if len(v) > 6 else ''}]" + (f" ({len(v)} values)"
+                                                                if len(v) > 6 else "")
+        return ", ".join(_value(x) for x in v[:12]) + (" …" if len(v) > 12 else "")
+    return str(v)
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """A nested dict as ``(dotted key, leaf)`` rows: no table inside a table; empty dicts and
+    lists are left out (no empty rows)."""
+    rows: list[tuple[str, object]] = []
     for k, v in d.items():
-        if isinstance(v, dict) and depth < 2 and len(v) <= 40:
-            cell = _table(v, depth + 1)
-        elif isinstance(v, float):
-            cell = _e(f"{v:.4g}")
-        elif isinstance(v, (dict, list)):
-            cell = f"<pre>{_e(json.dumps(v, default=str)[:2000])}</pre>"
-        else:
-            cell = _e(v)
-        rows.append(f"<tr><th>{_e(k)}</th><td>{cell}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows.extend(_flat(v, key + "."))
+        elif v not in ([], (), "") and not (isinstance(v, float) and math.isnan(v)):
+            rows.append((key, v))
+    return rows
+
+
+def _table(d: dict, depth: int = 0) -> str:
+    """``d`` as one flat two-column table (nested keys dotted, numbers rounded; "" where empty)."""
+    rows = _flat(d)
+    if not rows:
+        return ""
+    return ("<div class='wide'><table class='numbers'>" + "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(_value(v))}</td></tr>" for k, v in rows) +
+        "</table></div>")
 
 
 def _figure(path: Path) -> str:
@@ -128,49 +181,6 @@ def _realism_section(metrics: dict) -> str:
             "lots tells real tiles from the editor's; ROC AUC on the other half: 0.5 = "
             "indistinguishable, 1.0 = every tile told apart.</p><table>" + head + "".join(rows) +
             "</table>")
-
-
-def _lot_sections(run_dir: Path) -> str:
-    """One table per lot from the results cube: labels, property, predictions, explanations."""
-    import numpy as np
-
-    from mxplain.cube import open_results
-
-    if not (run_dir / "results.zarr").exists():
-        return ""
-    try:
-        cube = open_results(run_dir).load()
-    except UserError:  # a damaged cube (digest mismatch) is said, never rendered around
-        raise
-    except Exception:  # a report still renders without the cube
-        return ""
-    attrs = [str(a) for a in cube["attribute"].values]
-    out = ["<h2>Per lot</h2>"]
-    for i, lot in enumerate(cube["lot"].values):
-        c = cube.isel(lot=i)
-        mask = c.tile_mask.values.astype(bool)
-        pred = c.prediction.values[mask]
-        head = ["attribute", "label"]
-        rows = {a: [f"{float(c.lot_attributes.values[j]):.2f}"] for j, a in enumerate(attrs)}
-        for var, label in (("sensitivity", "sensitivity"), ("true_sensitivity", "true effect")):
-            if var in c:
-                head.append(label)
-                for j, a in enumerate(attrs):
-                    rows[a].append(f"{float(c[var].values[j]):+.1f}")
-        if "backward_attributes" in c:
-            for d, direction in enumerate(c["direction"].values):
-                head.append(f"mean A′−A ({direction})")
-                change = c.backward_attributes.values[mask, d, :] - c.lot_attributes.values
-                for j, a in enumerate(attrs):
-                    rows[a].append(f"{float(np.nanmean(change[:, j])):+.3f}")
-        units = cube.attrs.get("property_units", "")
-        summary = (f"measured {float(c.measured_property):.1f}; predicted {pred.mean():.1f} ± "
-                   f"{pred.std():.1f} over {mask.sum()} tiles {units}")
-        table = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(
-            f"<tr><th>{_e(a)}</th>" + "".join(f"<td>{_e(v)}</td>" for v in vals) + "</tr>"
-            for a, vals in rows.items())
-        out.append(f"<h3>lot {_e(lot)}</h3><p>{_e(summary)}</p><table>{table}</table>")
-    return "\n".join(out)
 
 
 def _common_sensitivities(run_dir: Path, other_dir: Path):
@@ -274,16 +284,41 @@ def _comparison_section(run_dir: Path, other_dir: Path, metrics: dict) -> str:
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(f"other: {names['other run']}", fontsize=7)
         ax.set_ylabel(f"this: {names['this run']}", fontsize=7)
-    fig.suptitle("forward sensitivity per lot (property units per unit attribute)", fontsize=9)
+    units = _dict(metrics.get("data")).get("units") or "property units"
+    fig.suptitle(f"forward sensitivity per lot ({units} per unit attribute)", fontsize=9)
     literal_text(fig)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     img = base64.b64encode(buf.getvalue()).decode("ascii")
-    return (f"<h2>Compared with {_e(names['other run'])}</h2>" + _table({**names, **comp}) +
+    return (f"<h2>Compared with {_e(names['other run'])}</h2><p>This run: {_e(names['this run'])}"
+            f"; other run: {_e(names['other run'])}; {comp['lots']} lots in common.</p>" +
+            _comparison_table(comp) +
             f'<figure><img alt="sensitivity comparison" src="data:image/png;base64,{img}">'
             f"<figcaption>each point is a lot</figcaption></figure>")
+
+
+COMPARE_COLUMNS = (("median_this", "median sensitivity, this run"),
+                   ("median_other", "median sensitivity, other run"),
+                   ("sign_agreement_between_runs", "lots where the runs agree in sign"),
+                   ("spearman_between_runs", "Spearman between the runs over lots"),
+                   ("truth_sign_agreement_this", "sign agreement with the true law, this run"),
+                   ("truth_sign_agreement_other", "sign agreement with the true law, other run"))
+
+
+def _comparison_table(comp: dict) -> str:
+    """One row per attribute (no nested tables), then the means over attributes."""
+    rows = comp["attributes"]
+    cols = [(k, label) for k, label in COMPARE_COLUMNS
+            if any(r.get(k) is not None for r in rows.values())]
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in cols)
+    body = "".join(f"<tr><th>{_e(a)}</th>" + "".join(
+        f"<td>{_e(_value(r.get(k)))}</td>" for k, _ in cols) + "</tr>" for a, r in rows.items())
+    means = "; ".join(f"mean {k[5:].replace('_', ' ')}: {_value(v)}" for k, v in comp.items()
+                      if k.startswith("mean_"))
+    return (f"<div class='wide'><table><tr><th>attribute</th>{head}</tr>{body}</table></div>"
+            + (f"<p>{_e(means)}</p>" if means else ""))
 
 
 def _explainers(metrics: dict) -> dict:
@@ -310,63 +345,182 @@ def _untrusted(metrics: dict, explainers) -> str:
     return " ".join(out)
 
 
+def _components(metrics: dict) -> dict:
+    """The config's component names: ``data``, ``predictor``, ``editor`` ("" where none)."""
+    config = _dict(_dict(metrics.get("provenance")).get("config"))
+    return {k: str(_dict(config.get(k)).get("name") or "") for k in ("data", "predictor", "editor")}
+
+
+def _title(key: str, comp: dict) -> str:
+    """A section's title from the components the run used (never a component it did not)."""
+    pred, editor = comp["predictor"] or "the predictor", comp["editor"]
+    via = f" through the {editor} editor" if editor else ""
+    return {"predictor": f"Predictor accuracy: {pred}",
+            "editor": f"Editor: {editor or 'none'}",
+            "forward": f"Forward sensitivity: attribute sweeps{via} (after Liu et al. 2020)",
+            "backward": f"Backward counterfactuals{via} (after Liu et al. 2020, eq. 2)",
+            "pixel": "Pixel vs attribute explanations (GradCAM, Integrated Gradients)",
+            "texture": f"Texture features of {pred} (after Ling et al. 2017)",
+            "latent": ("TextureVAE and latent design (after Sardeshmukh et al. 2021, Cang et al. "
+                       "2018)" if editor == "texturevae" else
+                       f"Latent design in the {editor or 'editor'} latent space (after Cang et "
+                       f"al. 2018)")}[key]
+
+
+def _key_numbers(block) -> str:
+    """A section's headline numbers: the block's top-level scalars (nested ones are in the raw
+    metrics at the end)."""
+    if not isinstance(block, dict):
+        return ""
+    flat = {k: v for k, v in block.items() if isinstance(v, (int, float, str, bool))
+            and k != "figures"}
+    return _table(flat)
+
+
+def _section_block(key: str, metrics: dict):
+    explain = _dict(metrics.get("explain"))
+    if key in ("predictor", "editor"):
+        return {k: v for k, v in _dict(metrics.get(key)).items() if k != "evaluation"}
+    if key in ("forward", "backward"):
+        return explain.get(key)
+    if key == "pixel":
+        return {k: v for k, v in explain.items() if k in ("gradcam", "compare") and v} or None
+    if key == "latent":
+        return explain.get("latent_design")
+    return None
+
+
+def _evidence(metrics: dict, figs: list[Path]) -> tuple[list[str], set[Path]]:
+    """The evidence sections: per component its headline numbers and figures, greyed with the
+    reason where the trust gates fail its explanations."""
+    comp = _components(metrics)
+    parts, used = [], set()
+    for key, prefixes, explainers in SECTIONS:
+        sec = [f for f in figs if f.name.startswith(prefixes)]
+        block = _section_block(key, metrics)
+        numbers = "" if key == "pixel" else _key_numbers(block)
+        if key == "pixel" and block:
+            numbers = "".join(_key_numbers(v) for v in block.values())
+        realism = _realism_section(metrics) if key == "editor" else ""
+        if not sec and not numbers and not realism:
+            continue
+        parts.append(f"<h2>{_e(_title(key, comp))}</h2>")
+        why = _untrusted(metrics, explainers)
+        if why:  # shown greyed, with the reason, never as advice (metrics.json trust)
+            from mxplain.report_answers import gate_words
+
+            parts.append(f"<p class='trust-note'>Untrusted: {_e(gate_words(why))}</p>"
+                         f"<div class='untrusted'>")
+        parts.extend([realism, numbers])
+        parts.extend(_figure(f) for f in sec)
+        parts.append("</div>" if why else "")
+        used.update(sec)
+    return parts, used
+
+
+def _summary(run_dir: Path, metrics: dict) -> str:
+    """One line under the title: property, lots, components."""
+    data, comp = _dict(metrics.get("data")), _components(metrics)
+    prop = data.get("property") or "the property"
+    units = f" ({data['units']})" if data.get("units") else ""
+    lots = f"{data['lots']} lots" if "lots" in data else "lots"
+    tiles = f", {data['tiles']} tiles" if "tiles" in data else ""
+    used = ", ".join(f"{k} {v}" for k, v in comp.items() if v)
+    return (f"<p>How the attributes of the microstructure move <b>{_e(prop)}{_e(units)}</b>, as "
+            f"the predictor sees it: {_e(lots)}{_e(tiles)}; {_e(used)}.</p>")
+
+
+def _references() -> str:
+    return "<h2>References</h2><ul>" + "".join(
+        f"<li id='{_e(key)}'><b>{_e(short)}</b>: {_e(full)}</li>" for key, short, full in
+        REFERENCES) + "</ul>"
+
+
+def _raw(metrics: dict) -> str:
+    prov = _dict(metrics.get("provenance"))
+    raw = {k: v for k, v in metrics.items() if k != "provenance"}
+    return ("<h2>Raw metrics</h2><details><summary>metrics.json, flattened (numbers to 3 "
+            "significant digits)</summary>" + _table(raw) + "</details><details><summary>Resolved "
+            "config</summary><pre>" + _e(json.dumps(prov.get("config", {}), indent=1,
+                                                    ensure_ascii=False)) +
+            "</pre></details>")
+
+
+def render_report(run_dir: Path, metrics: dict, compare: Path | None = None) -> str:
+    """The page's HTML: answers, trust, evidence, provenance, references, raw metrics (with
+    ``compare``: the comparison with the other run after the answers)."""
+    from mxplain.report_answers import answers_section
+    from mxplain.review_report import trust_section  # the gates and the expert review
+
+    figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    title = f"mxplain report: {run_dir.name}" + (f" compared with {compare.name}" if compare
+                                                  else "")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+             f"content='width=device-width'><title>{_e(title)}</title><style>{STYLE}</style>"
+             f"</head><body>", f"<h1>{_e(title)}</h1>", _summary(run_dir, metrics),
+             answers_section(run_dir, metrics)]
+    if compare is not None:
+        parts.append(_comparison_section(run_dir, compare, metrics))
+    parts.append(trust_section(metrics))
+    evidence, used = _evidence(metrics, figs)
+    parts.append("<h2>Evidence</h2><p class='caption'>The figures and headline numbers behind "
+                 "the answers, by component; the full numbers are in the raw metrics at the "
+                 "end.</p>" if evidence else "")
+    parts.extend(evidence)
+    rest = [f for f in figs if f not in used]
+    if rest:
+        parts.append("<h2>Other figures</h2>" + "".join(_figure(f) for f in rest))
+    prov = _dict(metrics.get("provenance"))
+    parts.append("<h2>Run summary and provenance</h2>" + _table(
+        {**{k: v for k, v in prov.items() if k != "config"}, "data": _dict(metrics.get("data")),
+         "explainers": _explainers(metrics), "timings (s)": _dict(metrics.get("timings_seconds"))}))
+    parts += [_references(), _raw(metrics), "</body></html>"]
+    return _utf8("\n".join(p for p in parts if p))
+
+
+def compare_page(other: Path) -> str:
+    """The comparison page's path in the run folder: ``report/compare-<other run's name>.html``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", _utf8(Path(other).resolve().name)).strip("._")
+    return f"report/compare-{name or 'run'}.html"
+
+
 def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
-    """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) add the side-by-side
-    section of :func:`sensitivity_comparison`."""
+    """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) its own page
+    ``report/compare-<name>.html`` with the side-by-side section of :func:`sensitivity_comparison`
+    (the run's report is left as it is), recorded in the run folder's ``written`` files."""
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
         raise UserError(f"{str(run_dir)!r} is not a finished mxplain run (no metrics.json)")
     metrics = read_metrics(mpath)
-    figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
-    used: set[Path] = set()
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mxplain report — "
-             f"{_e(run_dir.name)}</title><style>{STYLE}</style></head><body>",
-             f"<h1>mxplain report: {_e(run_dir.name)}</h1>"]
-    from mxplain.review_report import trust_section  # the expert review beside the checks
+    if compare is None:
+        page = render_report(run_dir, metrics)
+        (run_dir / "report").mkdir(exist_ok=True)
+        write_atomic(run_dir / "report" / "index.html", page)
+        return run_dir / "report" / "index.html"
+    compare = Path(compare)
+    if not (compare / "metrics.json").is_file():
+        raise UserError(f"{str(compare)!r} is not a finished mxplain run (no metrics.json)")
+    page = render_report(run_dir, metrics, compare)
+    return _write_recorded(run_dir, compare_page(compare), page)
 
-    parts.append(trust_section(metrics))
-    prov = _dict(metrics.get("provenance"))
-    summary = {k: v for k, v in prov.items() if k != "config"}
-    parts.append("<h2>Run summary and provenance</h2>" + _table(
-        {**summary, "data": _dict(metrics.get("data")), "explainers": _explainers(metrics),
-         "timings (s)": _dict(metrics.get("timings_seconds"))}))
-    for title, prefixes in SECTIONS:
-        sec = [f for f in figs if f.name.startswith(prefixes)]
-        key = {"Predictor accuracy": "predictor", "Editor": "editor"}.get(title)
-        block = metrics.get(key) if key else None
-        explain = _dict(metrics.get("explain"))
-        if title == "Forward sensitivity":
-            block = explain.get("forward")
-        elif title == "Backward counterfactuals":
-            block = explain.get("backward")
-        elif title == "Pixel vs attribute explanations":
-            block = {k: v for k, v in explain.items()
-                     if k in ("gradcam", "compare")} or None
-        if not sec and not block:
-            continue
-        parts.append(f"<h2>{_e(title)}</h2>")
-        why = _untrusted(metrics, SECTION_EXPLAINERS.get(title, ()))
-        if why:  # shown greyed, with the reason, never as advice (metrics.json trust)
-            parts.append(f"<p class='trust-note'>Untrusted: {_e(why)}</p><div class='untrusted'>")
-        if title == "Editor":
-            parts.append(_realism_section(metrics))
-        if block:
-            parts.append(_table(block if isinstance(block, dict) else {"value": block}))
-        parts.extend(_figure(f) for f in sec)
-        parts.append("</div>" if why else "")
-        used.update(sec)
-    if compare is not None:
-        if not (Path(compare) / "metrics.json").is_file():
-            raise UserError(f"{str(compare)!r} is not a finished mxplain run (no metrics.json)")
-        parts.append(_comparison_section(run_dir, Path(compare), metrics))
-    parts.append(_lot_sections(run_dir))
-    rest = [f for f in figs if f not in used]
-    if rest:
-        parts.append("<h2>Other figures</h2>" + "".join(_figure(f) for f in rest))
-    parts.append("<h2>Resolved config</h2><pre>" +
-                 _e(json.dumps(prov.get("config", {}), indent=1)) + "</pre></body></html>")
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    write_atomic(out / "index.html", _utf8("\n".join(parts)))
-    return out / "index.html"
+
+def _write_recorded(run_dir: Path, rel: str, text: str) -> Path:
+    """Write ``rel`` into a run folder under its lock, refusing a file mxplain did not write, and
+    record it (``state.json`` ``written``); a folder without a state is written to plainly."""
+    from mxplain.review import locked
+    from mxplain.runfolder import may_write, read_state, record_written
+
+    target = run_dir / rel
+    if read_state(run_dir) is None:
+        target.parent.mkdir(exist_ok=True)
+        write_atomic(target, text)
+        return target
+    with locked(run_dir):
+        if not may_write(run_dir, rel):
+            raise UserError(f"{str(target)!r} exists and was not written by mxplain; move it "
+                            f"away (mxplain never replaces a file it did not write)")
+        target.parent.mkdir(exist_ok=True)
+        write_atomic(target, text)
+        record_written(run_dir, [rel])
+    return target

@@ -130,8 +130,10 @@ def test_compare_two_runs_side_by_side(tmp_path):
     assert poro["truth_sign_agreement_this"] == pytest.approx(2 / 3)
     assert poro["sign_agreement_between_runs"] == pytest.approx(2 / 3)
     assert comp["mean_truth_sign_agreement_this"] == pytest.approx(5 / 6)
-    html = write_report(this, compare=other).read_text()
-    assert "Compared with" in html and "sign_agreement_between_runs" in html
+    page = write_report(this, compare=other)
+    assert page.name == "compare-run.html"  # its own page; the run's report is not replaced
+    html = page.read_text()
+    assert "Compared with" in html and "lots where the runs agree in sign" in html
     assert html.count("data:image/png;base64,") == 3  # the two run figures + the comparison
     with pytest.raises(UserError, match="no forward sensitivities|no results.zarr"):
         sensitivity_comparison(this, make_run(tmp_path / "c"))
