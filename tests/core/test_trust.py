@@ -266,5 +266,7 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
     assert cube.attrs["trust_verdict"] == "untrusted"
     assert set(cube.trust_attribute_verdict.values.tolist()) == {"untrusted"}
     html = (run / "report" / "index.html").read_text()
-    assert html.index("Trust gates") < html.index("Run summary")
-    assert "class='untrusted'" in html and "attribute_probe" not in html.split("Trust gates")[0]
+    assert "<h2>Trust gates</h2>" in html and "Run verdict: untrusted" in html
+    assert html.index("Trust gates") < html.index("<img")  # the gates before any figure
+    assert "class='untrusted'" in html  # the forward numbers greyed, with the reason
+    assert "forward fails its trust gates for" in html
