@@ -355,9 +355,11 @@ class ForwardSweep(Explainer):
         fig = plt.figure(figsize=(6, 6.5 if imgs else 4))
         gs = fig.add_gridspec(2 if imgs else 1, 3, height_ratios=[1.6, 1] if imgs else [1])
         ax = fig.add_subplot(gs[0, :])
+        spread = property_spread(cube, mask)
+        u = ctx.property_units
         ax.plot(values, curve, "o-", color="C0", label="tile 0")
-        if np.isfinite(prop[li]):
-            ax.axhline(prop[li], ls=":", color="k", label=f"measured {ctx.property_name}")
+        honest_axis(ax, *_finite_range(curve), spread, prop[li],
+                    float(curve[len(curve) // 2]) if len(curve) else np.nan, u)
         ax.set_xlabel(f"{aname} attribute value")
         ax.set_ylabel(ylabel)
         ax.set_title(f'"{aname}" sensitivity of one tile, lot {lot_label(cube, li)}')
@@ -374,27 +376,39 @@ class ForwardSweep(Explainer):
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.boxplot([c[np.isfinite(c)] for c in data.T], showfliers=True)
         ax.set_xticks(range(1, len(values) + 1), ticks)
-        if np.isfinite(prop[li]):
-            ax.axhline(prop[li], ls=":", color="k")
+        honest_axis(ax, *_finite_range(data), spread, prop[li], _mid_median(data), u)
         ax.set_xlabel(f"{aname} attribute value")
         ax.set_ylabel(ylabel)
         draw_slope(ax, values, data, *self._lot_ci(cube, li, k_attr), legend=True)
         ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
         names.append(save_figure(fig, out, "forward_fig4b_lot_boxplot.png"))
 
-        # Figure 5: four-attribute panel for the high, median and low lots
+        # Figure 5: four-attribute panel for the high, median and low lots, on one y scale
+        fig = self._figure5(cube, ctx, attrs, mask, lots, prop, spread)
+        names.append(save_figure(fig, out, "forward_fig5_attribute_panel.png"))
+        return names
+
+    def _figure5(self, cube, ctx, attrs, mask, lots, prop, spread):
+        import matplotlib.pyplot as plt
+
+        fp = cube["forward_prediction"]
+        values = self._cube_values(cube)
+        ticks = [f"{v:.1f}" for v in values]
+        u = ctx.property_units
         rows = [(r, lots[r]) for r in ("high", "median", "low")]
         fig, axes = plt.subplots(len(rows), len(attrs), figsize=(3.2 * len(attrs), 2.6 * len(rows)),
-                                 squeeze=False, sharey="row")
+                                 squeeze=False, sharey=True)  # one scale: the lots compare
+        blocks = [np.asarray(fp.isel(lot=lj).values, np.float64)[mask[lj]] for _, lj in rows]
+        lo, hi = _finite_range(np.concatenate([b.ravel() for b in blocks]))
         for r, (label, lj) in enumerate(rows):
-            block = np.asarray(fp.isel(lot=lj).values, np.float64)[mask[lj]]  # (n, K, S)
+            block = blocks[r]  # (n, K, S)
             for k, a in enumerate(attrs):
                 ax = axes[r, k]
                 ax.boxplot([c[np.isfinite(c)] for c in block[:, k].T], showfliers=False)
                 ax.set_xticks(range(1, len(values) + 1),
                               [t if i % 5 == 0 else "" for i, t in enumerate(ticks)])
-                if np.isfinite(prop[lj]):
-                    ax.axhline(prop[lj], ls=":", color="k")
+                honest_axis(ax, lo, hi, spread, prop[lj], _mid_median(block[:, k]), u,
+                            note=r == 0 and k == 0)
                 draw_slope(ax, values, block[:, k], *self._lot_ci(cube, lj, k))
                 if r == 0:
                     ax.set_title(a)
@@ -403,8 +417,7 @@ class ForwardSweep(Explainer):
                 if k == 0:
                     ax.set_ylabel(f"{label}: lot {lot_label(cube, lj)}\n{ctx.property_name}")
         fig.suptitle(f"forward explanations ({ctx.property_name} vs attribute value)")
-        names.append(save_figure(fig, out, "forward_fig5_attribute_panel.png"))
-        return names
+        return fig
 
 
 def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
@@ -426,6 +439,66 @@ def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
             out["sign_stability_median"] = {a: float(np.nanmedian(st[:, k]))
                                             for k, a in enumerate(attrs)}
     return out
+
+
+def property_spread(cube, mask: np.ndarray) -> float:
+    """The property's spread across lots: the range of the measured property, else of the lots'
+    mean predictions (NaN where neither is known)."""
+    for name in ("measured_property", "prediction"):
+        if name not in cube:
+            continue
+        v = np.asarray(cube[name].values, np.float64)
+        if v.ndim == 2:
+            v = np.where(mask, v, np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                v = np.nanmean(v, 1)
+        v = v[np.isfinite(v)]
+        if v.size > 1 and np.ptp(v) > 0:
+            return float(np.ptp(v))
+    return float("nan")
+
+
+def honest_axis(ax, lo: float, hi: float, spread: float, measured: float = float("nan"),
+                zero: float = float("nan"), units: str = "", note: bool = True) -> None:
+    """y limits at least as wide as the property's ``spread`` across lots (a change of 0.7 HV does
+    not look steep where the lots span 60 HV), a dashed no-effect line at ``zero``, the measured
+    value drawn where it lies on the axis and written where not (it never stretches the axis),
+    and the axis span relative to the spread noted in the corner."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return
+    span = max(hi - lo, 1e-9) * 1.15
+    want = max(span, spread) if np.isfinite(spread) and spread > 0 else span
+    mid = (lo + hi) / 2
+    ax.set_ylim(mid - want / 2, mid + want / 2)
+    u = f" {units}" if units else ""
+    if np.isfinite(zero):
+        ax.axhline(zero, ls="--", color="0.55", lw=0.8, label="no effect")
+    if np.isfinite(measured):
+        if abs(measured - mid) <= want / 2:
+            ax.axhline(measured, ls=":", color="k", label="measured")
+        else:
+            up = measured > mid
+            ax.text(0.99, 0.98 if up else 0.02, f"measured {measured:.4g}{u} {'above' if up else 'below'}"
+                    f" the axis", transform=ax.transAxes, ha="right", va="top" if up else "bottom",
+                    fontsize=6, color="0.3")
+    if note and np.isfinite(spread) and spread > 0:
+        ax.text(0.01, 0.98, f"axis {want:.3g}{u} = {100 * want / spread:.0f} % of the lots' range",
+                transform=ax.transAxes, ha="left", va="top", fontsize=6, color="0.4")
+
+
+def _mid_median(data) -> float:
+    """The median prediction at the middle step (the no-effect level of a sweep)."""
+    d = np.asarray(data, np.float64)
+    col = d[:, d.shape[1] // 2] if d.ndim == 2 and d.shape[1] else np.array([])
+    col = col[np.isfinite(col)]
+    return float(np.median(col)) if col.size else float("nan")
+
+
+def _finite_range(data) -> tuple[float, float]:
+    d = np.asarray(data, np.float64)
+    d = d[np.isfinite(d)]
+    return (float(d.min()), float(d.max())) if d.size else (float("nan"), float("nan"))
 
 
 def draw_slope(ax, values, data, slope: float, ci, legend: bool = False) -> None:

@@ -136,3 +136,31 @@ def test_bad_params_are_user_errors():
         ForwardSweep(steps=1).variables(make_ctx())
     with pytest.raises(UserError, match="predictor"):
         ForwardSweep().explain_lot(make_lots(1, 2)[0], make_ctx().__class__(editor=FakeEditor()))
+
+
+def test_honest_axes_span_the_lots_range_and_draw_no_effect():
+    """Issue 19 item 3: a 0.7 HV sweep on lots spanning 60 HV is drawn on at least 60 HV, the
+    no-effect line is drawn, and a measured value far off the data is written, not plotted (it
+    never stretches the axis so that curves look flat)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mxplain_attribute.forward import honest_axis
+
+    fig, ax = plt.subplots()
+    honest_axis(ax, 331.2, 331.9, 60.0, measured=1000.0, zero=331.5, units="HV")
+    lo, hi = ax.get_ylim()
+    assert hi - lo == pytest.approx(60.0) and lo < 331.2 and hi > 331.9
+    assert any(ln.get_linestyle() == "--" and ln.get_ydata()[0] == 331.5 for ln in ax.lines)
+    assert not any(ln.get_linestyle() == ":" for ln in ax.lines)  # measured off the axis
+    texts = [t.get_text() for t in ax.texts]
+    assert any("measured 1000 HV above the axis" in t for t in texts)
+    assert any("% of the lots' range" in t for t in texts)
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    honest_axis(ax, 300.0, 400.0, 60.0, measured=350.0)  # wider data than the spread: kept
+    assert ax.get_ylim()[1] - ax.get_ylim()[0] == pytest.approx(115.0)
+    assert any(ln.get_linestyle() == ":" for ln in ax.lines)
+    plt.close(fig)
