@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from mxplain.simulate import Simulator
     from mxplain.store import TileStore
 
 Latent = Any  # a Tensor or a tuple of Tensors, batch dimension first
@@ -310,6 +311,8 @@ class ExplainContext(RunContext):
     property_units: str = ""
     #: the ground-truth effect of each attribute where the dataset knows it (synthetic lots)
     true_sensitivity: dict[str, float] | None = None
+    #: the dataset's simulator (:meth:`Dataset.simulator`), ``None`` where it has none
+    simulator: Simulator | None = None
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,13 @@ class Dataset(Component):
 
     def true_sensitivity(self) -> dict[str, float] | None:
         """Ground-truth effect of each attribute on the property, where the dataset knows it."""
+        return None
+
+    def simulator(self) -> Simulator | None:
+        """The physics that computes this data's property from a tile (:class:`mxplain.simulate.
+        Simulator`: batched, deterministic, numpy in and out), where the dataset has one (synthetic
+        lots: the pore space's effective diffusivity); explainers reach it as
+        :attr:`ExplainContext.simulator`. The default: none."""
         return None
 
     def reference_editor(self, store: TileStore) -> Editor | None:

@@ -295,6 +295,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     ctx.attributes = store.attributes
     ctx.property_name, ctx.property_units = store.property_name, store.property_units
     ctx.true_sensitivity = truth
+    ctx.simulator = dataset.simulator()
 
     if "predictor" in cfg:
         ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,

@@ -6,6 +6,8 @@ Layout (readable with ``xarray.open_zarr``)::
     tile_count      (lot)             int32   real tiles per lot
     lot_attributes  (lot, attribute)  float32 lot labels in [0, 1] (NaN where unlabelled)
     property        (lot)             float64 measured (or ground-truth) lot property
+    tile_property   (lot, tile)       float64 optional: per-tile property (NaN-padded), e.g. a
+                                              simulated one; the lot property is then its mean
     lot_written     (lot)             bool    set after a lot's tiles are written
     lot_digest      (lot, digest_variable) uint64  digest of the lot's stored tiles, written with
                                               the flag; every read checks it (damage is an error)
@@ -130,6 +132,12 @@ class TileStore:
         self.counts = self._ds["tile_count"].values.astype(int)
         self.lot_attributes = self._ds["lot_attributes"].values.astype(np.float32)
         self.properties = self._ds["property"].values.astype(np.float64)
+        #: per-tile properties ``(lot, tile)`` (NaN past a lot's tiles) where the store has them
+        #: (a synthetic store with ``property = "simulated"``: each tile's own simulated value, the
+        #: lot property their mean); ``None`` in stores of lot labels only
+        self.tile_properties: np.ndarray | None = (
+            self._ds["tile_property"].values.astype(np.float64) if "tile_property" in self._ds
+            else None)
         self.property_name: str = a.get("property_name", "property")
         self.property_units: str = a.get("property_units", "")
         self.tile_size: int = int(a["tile_size"])

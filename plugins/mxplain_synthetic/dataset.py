@@ -33,6 +33,7 @@ from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
 
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
 SAMPLINGS = ("lhs", "uniform")
+PROPERTIES = ("law", "simulated")
 
 
 def sample_attributes(n_lots: int, seed, method: str = "lhs") -> np.ndarray:
@@ -80,7 +81,7 @@ class SyntheticLots(Dataset):
                  property_std: float = 150.0, lot_noise: float = 0.05,
                  property_name: str = "peak_stress", property_units: str = "psi",
                  workers: int = 1, attribute_sampling: str = "lhs",
-                 attribute_descriptions: dict | None = None):
+                 attribute_descriptions: dict | None = None, property: str = "law"):
         self.n_lots = n_lots
         self.tiles_per_lot = tiles_per_lot
         self.tile_size = tile_size
@@ -94,6 +95,7 @@ class SyntheticLots(Dataset):
         self.workers = workers
         self.attribute_sampling = attribute_sampling
         self.attribute_descriptions = attribute_descriptions
+        self.property = property
         self.validate()
 
     # ---- parameters -----------------------------------------------------------------------
@@ -125,6 +127,8 @@ class SyntheticLots(Dataset):
                 bad(key, "must be a string")
         if not self.property_name:
             bad("property_name", "must not be empty")
+        if self.property not in PROPERTIES:
+            bad("property", f"use one of {list(PROPERTIES)}")
         if self.attribute_sampling not in SAMPLINGS:
             bad("attribute_sampling", f"use one of {list(SAMPLINGS)}")
         self.resolved_law()
@@ -175,15 +179,28 @@ class SyntheticLots(Dataset):
             out[key] = float(value)
         return out
 
-    def true_sensitivity(self) -> dict[str, float]:
-        """``{attribute: d property / d attribute}`` in property units per unit attribute."""
+    def true_sensitivity(self) -> dict[str, float] | None:
+        """``{attribute: d property / d attribute}`` in property units per unit attribute (``None``
+        with ``property = "simulated"``: the physics has no known law in the attributes)."""
+        if self.property == "simulated":
+            return None
         return {a: v * float(self.property_std) for a, v in self.resolved_law().items()}
+
+    def simulator(self):
+        """The pore space's effective diffusivity (:mod:`mxplain_synthetic.physics`), whatever
+        ``property`` is: with ``"law"`` it judges designed tiles by physics, with ``"simulated"``
+        it also labels the tiles."""
+        from mxplain_synthetic.physics import pore_diffusivity_simulator
+
+        return pore_diffusivity_simulator()
 
     def _source(self) -> dict:
         params = self.get_params()
         params["law"] = self.resolved_law()
         params.pop("workers")  # does not change the tiles
         params.pop("attribute_descriptions")  # nor do the words a review page shows
+        if params["property"] == "law":
+            params.pop("property")  # as stores written before the key (they still resume)
         return json.loads(json.dumps({"dataset": self.name, "params": params}))
 
     # ---- lots -----------------------------------------------------------------------------
@@ -208,7 +225,15 @@ class SyntheticLots(Dataset):
                 + float(self.lot_noise) * std * eps[: len(a)])
 
     def lot_table(self) -> LotTable:
+        """The lots' ids, attributes and properties; with ``property = "simulated"`` the properties
+        are placeholders (0) until :meth:`build` has simulated the tiles, and the name and units
+        are the simulator's."""
         attrs = self.lot_attributes()
+        if self.property == "simulated":
+            sim = self.simulator()
+            return LotTable(lot_ids=self.lot_ids(), attributes=ATTRIBUTES, values=attrs,
+                            property=np.zeros(self.n_lots), property_name=sim.property_name,
+                            property_units=sim.property_units)
         return LotTable(lot_ids=self.lot_ids(), attributes=ATTRIBUTES, values=attrs,
                         property=self.lot_properties(attrs), property_name=self.property_name,
                         property_units=self.property_units)
@@ -276,6 +301,10 @@ class SyntheticLots(Dataset):
                      "law": self.resolved_law(),
                      "law_formula": "property = property_mean + property_std * sum_a law[a] * "
                                     "(A_a - 0.5) + lot_noise * property_std * eps_lot"}
+            if self.property == "simulated":
+                extra = {"source": source, "simulator": self.simulator().describe(),
+                         "property_rule": "each tile's property simulated from its pixels "
+                                          "(tile_property); a lot's property is their mean"}
             TileStore.create(path, table, [self.tiles_per_lot] * self.n_lots, self.tile_size,
                              attrs=extra)
         done = TileStore.lots_written(path)
@@ -283,8 +312,23 @@ class SyntheticLots(Dataset):
         for i in tqdm(todo, desc="synthetic lots", unit="lot", disable=not ctx.progress):
             tiles = self.lot_tiles(i, table.values[i])
             TileStore.write_lot(path, i, tiles, self.tiles_per_lot)
+        if self.property == "simulated":
+            self._write_simulated(path, ctx)
         TileStore.mark_complete(path)
         return TileStore.open(path)
+
+    def _write_simulated(self, path: Path, ctx: RunContext) -> None:
+        """Simulate every stored tile (so a resumed build gives the same values), then write
+        ``tile_property`` ``(lot, tile)`` (NaN past a lot's tiles) and the lot means as
+        ``property``."""
+        from tqdm.auto import tqdm
+
+        store, sim = TileStore(path), self.simulator()
+        values = np.full((store.n_lots, store.max_tiles), np.nan)
+        for i in tqdm(range(store.n_lots), desc="simulated property", unit="lot",
+                      disable=not ctx.progress):
+            values[i, : store.counts[i]] = sim.simulate(store.tiles(i))
+        write_tile_properties(path, values)
 
     # ---- the measurement module -----------------------------------------------------------
     def measure(self, tiles) -> np.ndarray:
@@ -299,6 +343,18 @@ class SyntheticLots(Dataset):
 
         t = _as_uint8(tile)
         return segment(t[0] if t.ndim == 3 else t)
+
+
+def write_tile_properties(path: Path, values: np.ndarray) -> None:
+    """Store per-tile properties ``(lot, tile)`` as ``tile_property`` and their lot means (NaN
+    ignored) as the lot ``property`` (:attr:`mxplain.store.TileStore.tile_properties`)."""
+    import xarray as xr
+
+    from mxplain import zarrio
+
+    values = np.asarray(values, np.float64)
+    zarrio.write_small(path, "tile_property", xr.DataArray(values, dims=("lot", "tile")))
+    zarrio.write_small(path, "property", xr.DataArray(np.nanmean(values, axis=1), dims=("lot",)))
 
 
 def _as_uint8(tiles) -> np.ndarray:
