@@ -52,6 +52,7 @@ true property's mean rise over tiles with a 95 % percentile bootstrap interval, 
 whose true property rose and the true-to-predicted rise ratio, plus the paired latent-minus-pixel
 difference (metrics ``simulated``; figure ``latent_design_simulated.png``). So "the latent path
 raises the real property, the pixel path only the prediction" is measured, not argued.
+``simulate = false`` switches it off (about 20 ms per 64 px image: 0.45 s per tile at 10 steps).
 """
 
 from __future__ import annotations
@@ -132,13 +133,15 @@ class LatentDesign(Explainer):
     test_params: ClassVar[dict] = {"steps": 3, "max_tiles": 2, "figure_lots": 0}
 
     def __init__(self, steps: int = 10, lr_latent: float = 0.05, lr_pixel: float | None = None,
-                 max_tiles: int = 8, measure: bool = True, figure_lots: int = 2):
+                 max_tiles: int = 8, measure: bool = True, figure_lots: int = 2,
+                 simulate: bool = True):
         self.steps = steps
         self.lr_latent = lr_latent
         self.lr_pixel = lr_pixel
         self.max_tiles = max_tiles
         self.measure = measure
         self.figure_lots = figure_lots
+        self.simulate = simulate
         self._check()
 
     @classmethod
@@ -156,6 +159,8 @@ class LatentDesign(Explainer):
                 bad(key, "must be a positive integer")
         if not isinstance(self.figure_lots, int) or self.figure_lots < 0:
             bad("figure_lots", "must be an integer >= 0")
+        if not isinstance(self.simulate, bool):
+            bad("simulate", "must be true or false")
         if not isinstance(self.lr_latent, (int, float)) or not self.lr_latent > 0:
             bad("lr_latent", "must be a number > 0")
         if self.lr_pixel is not None and (not isinstance(self.lr_pixel, (int, float))
@@ -176,10 +181,14 @@ class LatentDesign(Explainer):
             "design_measured_valid": Variable(("lot", "tile", "path", "design_step", "attribute"),
                                               "bool", False),
             **({"design_simulated": Variable(("lot", "tile", "path", "design_step"))}
-               if ctx.simulator is not None else {}),
+               if self._simulator(ctx) is not None else {}),
         }
 
     # ---- one lot ------------------------------------------------------------------------------
+    def _simulator(self, ctx: ExplainContext):
+        """The dataset's simulator when ``simulate`` is on (``None``: none, or switched off)."""
+        return ctx.simulator if self.simulate else None
+
     def _decode_fn(self, editor, attrs: torch.Tensor):
         gen = getattr(editor, "generate", None)
         if callable(gen):
@@ -264,7 +273,8 @@ class LatentDesign(Explainer):
             "design_measured": np.zeros((n_all, 2, S, K), np.float32),
             "design_measured_valid": np.zeros((n_all, 2, S, K), bool),
         }
-        if ctx.simulator is not None:
+        simulator = self._simulator(ctx)
+        if simulator is not None:
             out["design_simulated"] = np.zeros((n_all, 2, S), np.float32)
         if n == 0:
             return out
@@ -282,8 +292,8 @@ class LatentDesign(Explainer):
             for s, im in enumerate(imgs):
                 out["design_pixel_change"][:n, j, s] = \
                     (im - base).pow(2).flatten(1).mean(1).sqrt().numpy()
-        if ctx.simulator is not None:  # the true property of every designed tile, by physics
-            sim = ctx.simulator.simulate(_u8(torch.cat([torch.cat(limgs), torch.cat(pimgs)])))
+        if simulator is not None:  # the true property of every designed tile, by physics
+            sim = simulator.simulate(_u8(torch.cat([torch.cat(limgs), torch.cat(pimgs)])))
             out["design_simulated"][:n] = np.transpose(
                 np.asarray(sim, np.float64).reshape(2, S, n), (2, 0, 1))
         measure, m_names = _measure_fn() if self.measure else (None, ())

@@ -253,6 +253,8 @@ def test_simulated_property_of_each_designed_tile(tmp_path):
     np.testing.assert_allclose(sim[:3, :, -1], [[0.0023183, 0.00806], [0.0025065, 0.0069183],
                                                 [0.002825, 0.0075174]], rtol=1e-4)
     assert "design_simulated" not in exp.variables(context(FakeEditor()))  # no simulator
+    off = LatentDesign(steps=4, max_tiles=3, measure=False, simulate=False)
+    assert "design_simulated" not in off.explain_lot(lot, ctx)
 
 
 def test_summarize_reports_true_rise_with_intervals(tmp_path):
