@@ -590,8 +590,9 @@ class BackwardCounterfactual(Explainer):
             pred = np.asarray(cube["backward_prediction"].isel(lot=li, tile=0).values)
             conv = np.asarray(cube["backward_converged"].isel(lot=li, tile=0).values, bool)
             regen = self._regenerate(ctx, li, xa)
-            titles = ["original"] + [f"{d} ({pred[j]:.3g})" + ("" if conv[j] else
-                                                               ", target not reached")
+            unit = f" {ctx.property_units}" if ctx.property_units else ""
+            titles = ["original"] + [f"{d}: predicted {pred[j]:.3g}{unit}" +
+                                     ("" if conv[j] else ", target not reached")
                                      for j, d in enumerate(DIRECTIONS)]
             for j in range(3):
                 ax = axes[r, j]

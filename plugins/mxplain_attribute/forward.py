@@ -34,6 +34,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from mxplain.errors import UserError
+from mxplain.figures import finite_range as _finite_range
+from mxplain.figures import honest_axis, property_spread
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
 from mxplain.store import to_uint8
 from mxplain.truth import sign_agreement
@@ -441,64 +443,12 @@ def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
     return out
 
 
-def property_spread(cube, mask: np.ndarray) -> float:
-    """The property's spread across lots: the range of the measured property, else of the lots'
-    mean predictions (NaN where neither is known)."""
-    for name in ("measured_property", "prediction"):
-        if name not in cube:
-            continue
-        v = np.asarray(cube[name].values, np.float64)
-        if v.ndim == 2:
-            v = np.where(mask, v, np.nan)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                v = np.nanmean(v, 1)
-        v = v[np.isfinite(v)]
-        if v.size > 1 and np.ptp(v) > 0:
-            return float(np.ptp(v))
-    return float("nan")
-
-
-def honest_axis(ax, lo: float, hi: float, spread: float, measured: float = float("nan"),
-                zero: float = float("nan"), units: str = "", note: bool = True) -> None:
-    """y limits at least as wide as the property's ``spread`` across lots (a change of 0.7 HV does
-    not look steep where the lots span 60 HV), a dashed no-effect line at ``zero``, the measured
-    value drawn where it lies on the axis and written where not (it never stretches the axis),
-    and the axis span relative to the spread noted in the corner."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return
-    span = max(hi - lo, 1e-9) * 1.15
-    want = max(span, spread) if np.isfinite(spread) and spread > 0 else span
-    mid = (lo + hi) / 2
-    ax.set_ylim(mid - want / 2, mid + want / 2)
-    u = f" {units}" if units else ""
-    if np.isfinite(zero):
-        ax.axhline(zero, ls="--", color="0.55", lw=0.8, label="no effect")
-    if np.isfinite(measured):
-        if abs(measured - mid) <= want / 2:
-            ax.axhline(measured, ls=":", color="k", label="measured")
-        else:
-            up = measured > mid
-            ax.text(0.99, 0.98 if up else 0.02, f"measured {measured:.4g}{u} {'above' if up else 'below'}"
-                    f" the axis", transform=ax.transAxes, ha="right", va="top" if up else "bottom",
-                    fontsize=6, color="0.3")
-    if note and np.isfinite(spread) and spread > 0:
-        ax.text(0.01, 0.98, f"axis {want:.3g}{u} = {100 * want / spread:.0f} % of the lots' range",
-                transform=ax.transAxes, ha="left", va="top", fontsize=6, color="0.4")
-
-
 def _mid_median(data) -> float:
     """The median prediction at the middle step (the no-effect level of a sweep)."""
     d = np.asarray(data, np.float64)
     col = d[:, d.shape[1] // 2] if d.ndim == 2 and d.shape[1] else np.array([])
     col = col[np.isfinite(col)]
     return float(np.median(col)) if col.size else float("nan")
-
-
-def _finite_range(data) -> tuple[float, float]:
-    d = np.asarray(data, np.float64)
-    d = d[np.isfinite(d)]
-    return (float(d.min()), float(d.max())) if d.size else (float("nan"), float("nan"))
 
 
 def draw_slope(ax, values, data, slope: float, ci, legend: bool = False) -> None:

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mxplain.figures import finite_range, honest_axis, property_spread  # noqa: E402
 from mxplain.interfaces import ExplainContext  # noqa: E402
 
 CMAP = "RdBu_r"  # signed maps: red = toward a higher prediction, blue = toward a lower one
@@ -140,6 +141,13 @@ def overlay_figures(cube, ctx: ExplainContext, out_dir: Path, overlay_tiles: int
             vals = np.asarray(cube["value"].values, np.float64)
             for a, name in enumerate(attrs[: fp.shape[0]]):
                 ax.plot(vals, fp[a], marker=".", label=name)
+            mask = np.asarray(cube["tile_mask"].values, bool) if "tile_mask" in have else \
+                np.ones(cube["prediction"].shape, bool) if "prediction" in have else None
+            level = "reconstruction_prediction" if "reconstruction_prediction" in have \
+                else "prediction"  # the edited tile at its own attributes: no effect
+            own = float(cube[level].values[i, tile]) if level in have else np.nan
+            spread = property_spread(cube, mask) if mask is not None else np.nan
+            honest_axis(ax, *finite_range(fp), spread, zero=own, units=ctx.property_units)
             ax.set_xlabel("attribute value")
             units = f" ({ctx.property_units})" if ctx.property_units else ""
             ax.set_ylabel(f"{ctx.property_name}{units}")
@@ -155,8 +163,11 @@ def overlay_figures(cube, ctx: ExplainContext, out_dir: Path, overlay_tiles: int
             dirs = [str(d) for d in cube["backward_attributes"]["direction"].values]
             x = np.arange(len(attrs))
             wdt = 0.8 / max(len(dirs), 1)
-            for d, dname in enumerate(dirs):
-                ax.bar(x + d * wdt, ba[d] - la, wdt, label=dname)
+            conv = np.asarray(cube["backward_converged"].values[i, tile], bool) \
+                if "backward_converged" in have else np.ones(len(dirs), bool)
+            for d, dname in enumerate(dirs):  # a missed target is no advice: no bar
+                ax.bar(x + d * wdt, np.where(conv[d], ba[d] - la, 0.0), wdt,
+                       label=dname if conv[d] else f"{dname}: target not reached")
             ax.set_xticks(x + 0.4 - wdt / 2, attrs, rotation=30, fontsize=8)
             ax.axhline(0, color="k", lw=0.5)
             ax.set_ylabel("A' - A")

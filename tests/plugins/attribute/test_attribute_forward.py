@@ -147,7 +147,7 @@ def test_honest_axes_span_the_lots_range_and_draw_no_effect():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mxplain_attribute.forward import honest_axis
+    from mxplain.figures import honest_axis
 
     fig, ax = plt.subplots()
     honest_axis(ax, 331.2, 331.9, 60.0, measured=1000.0, zero=331.5, units="HV")
