@@ -267,12 +267,38 @@ def backward_answers(cube, metrics: dict) -> str:
             "</table></div>")
 
 
+def predictions_only(cube, metrics: dict) -> str:
+    """Without attribute explanations: per lot the measured and predicted property."""
+    import numpy as np
+
+    if "prediction" not in cube or "tile_mask" not in cube:
+        return ""
+    units = property_units(metrics, cube)
+    rows = []
+    for i, lot in enumerate(str(x) for x in cube["lot"].values):
+        mask = np.asarray(cube["tile_mask"].values[i], bool)
+        pred = np.asarray(cube["prediction"].values[i], np.float64)[mask]
+        measured = float(cube["measured_property"].values[i]) if "measured_property" in cube \
+            else None
+        rows.append(f"<tr><th>{_esc(lot)}</th><td>{_esc(with_units(measured, units))}</td>"
+                    f"<td>{_esc(with_units(float(pred.mean()) if pred.size else None, units))}"
+                    f" (SD {_esc(sig(float(pred.std()) if pred.size else None))}, "
+                    f"{int(mask.sum())} tiles)</td></tr>")
+    return ("<p>No attribute explanations in this run ([explain.forward] and [explain.backward] "
+            "did not run): which attributes move the property is not answered.</p>"
+            "<h3>Per lot: measured and predicted</h3><div class='wide'><table><tr><th>lot</th>"
+            "<th>measured</th><th>predicted (tile mean)</th></tr>" + "".join(rows) +
+            "</table></div>")
+
+
 def answers_section(run_dir: Path, metrics: dict) -> str:
     """The report's first section ("" where the run has no cube with explanations)."""
     cube = load_cube(Path(run_dir))
     if cube is None:
         return ""
     body = forward_answers(cube, metrics) + backward_answers(cube, metrics)
+    if not body:
+        body = predictions_only(cube, metrics)
     if not body:
         return ""
     verdict = (metrics.get("trust") or {}).get("verdict") if isinstance(

@@ -227,3 +227,20 @@ def test_report_fits_1280_px_and_every_image_decodes(tmp_path):
     assert res["scroll_width"] <= 1280, res
     assert res["images"] == 4 and res["decoded"] == 4, res
     assert (tmp_path / "top.png").stat().st_size > 10_000
+
+
+def test_run_without_attribute_explanations_still_lists_lots(tmp_path):
+    run = tiny_run(tmp_path)
+    import xarray as xr
+
+    cube = xr.open_zarr(run / "results.zarr").load()
+    keep = ["tile_mask", "prediction", "measured_property", "lot_attributes"]
+    cube[keep].to_zarr(run / "results2.zarr", mode="w")
+    import shutil
+
+    shutil.rmtree(run / "results.zarr")
+    (run / "results2.zarr").rename(run / "results.zarr")
+    html = write_report(run).read_text(encoding="utf-8")
+    answers = html[html.index("<h2>Answers"):]
+    assert "No attribute explanations in this run" in answers
+    assert "Per lot: measured and predicted" in answers and "<th>L2</th>" in answers
