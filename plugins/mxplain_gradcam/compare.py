@@ -175,7 +175,7 @@ class Compare(Explainer):
             "insertion_auc": Variable(("lot", "tile", "pixel_method"), f32),
             "deletion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
             "insertion_curve": Variable(("lot", "pixel_method", "curve_fraction"), f32),
-            "pixel_cost_ms": Variable(("lot", "pixel_method"), f32),
+            "pixel_cost_ms": Variable(("lot", "pixel_method"), f32, units="ms"),
             "pixel_scale": Variable(("lot",), f32),
             "overlay_image": Variable(("lot", "y", "x"), f32),
             "overlay_gradcam": Variable(("lot", "y", "x"), f32),
@@ -183,13 +183,14 @@ class Compare(Explainer):
             "gradcam_mean": Variable(("lot", "y", "x"), f32),
         }
         attribute_part, structure_part = self._parts(ctx)
+        slope = f"{ctx.property_units} per unit attribute" if ctx.property_units else ""
         if attribute_part:
             out.update({
-                "edit_slope": Variable(("lot", "attribute"), f32),
+                "edit_slope": Variable(("lot", "attribute"), f32, units=slope),
                 "attribute_top": Variable(("lot",), "int32", -1),
-                "attribute_gain_top": Variable(("lot",), f32),
-                "attribute_gain_random": Variable(("lot",), f32),
-                "attribute_cost_ms": Variable(("lot",), f32),
+                "attribute_gain_top": Variable(("lot",), f32, units=ctx.property_units),
+                "attribute_gain_random": Variable(("lot",), f32, units=ctx.property_units),
+                "attribute_cost_ms": Variable(("lot",), f32, units="ms"),
             })
         if structure_part:
             out.update({
