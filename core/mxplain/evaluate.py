@@ -29,6 +29,21 @@ def error_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "mape_percent": float(100 * np.mean(np.abs(err) / np.abs(truth)))}
 
 
+def tile_truth_metrics(preds: list[np.ndarray], tile_properties: np.ndarray) -> dict:
+    """Predictions scored against each tile's own property (a store with ``tile_property``, e.g.
+    simulated): RMSE, Pearson r and R^2 over all tiles."""
+    pred = np.concatenate(preds).astype(np.float64)
+    truth = np.concatenate([tile_properties[i, : len(p)] for i, p in enumerate(preds)])
+    ok = np.isfinite(truth)
+    pred, truth = pred[ok], truth[ok]
+    if len(truth) < 3 or np.var(truth) <= 0:
+        return {"tiles": int(len(truth))}
+    res = float(np.sum((pred - truth) ** 2))
+    return {"tiles": int(len(truth)), "rmse": float(np.sqrt(res / len(truth))),
+            "pearson_r": float(np.corrcoef(pred, truth)[0, 1]),
+            "r2": float(1.0 - res / np.sum((truth - truth.mean()) ** 2))}
+
+
 def evaluate_predictor(predictor: Predictor, store: TileStore, ctx: RunContext) -> dict:
     preds = predict_lots(predictor, store, ctx)
     truth = [np.full(len(p), store.properties[i]) for i, p in enumerate(preds)]
@@ -41,6 +56,8 @@ def evaluate_predictor(predictor: Predictor, store: TileStore, ctx: RunContext) 
     lot_means = np.array([p.mean() for p in preds])
     r = float(np.corrcoef(lot_means, store.properties)[0, 1]) if store.n_lots > 2 else float("nan")
     metrics = {"all_tiles": overall, "lot_mean_pearson_r": r, "per_lot": per_lot}
+    if store.tile_properties is not None:
+        metrics["per_tile_truth"] = tile_truth_metrics(preds, store.tile_properties)
     if ctx.figures_dir is not None:
         _figures(per_lot, store, Path(ctx.figures_dir))
     return metrics

@@ -55,3 +55,12 @@ def test_pore_phase_rule():
     pores = pore_phase(tile)
     assert not pores[12:20, 12:20].any() and pores[:4].all()
     assert pore_phase(np.full((8, 8), 0.2)).all()  # a flat dark tile is all pore
+
+
+def test_predictor_scored_against_each_tile():
+    from mxplain.evaluate import tile_truth_metrics
+
+    truth = np.array([[1.0, 2.0, np.nan], [3.0, 5.0, 4.0]])
+    m = tile_truth_metrics([np.array([1.0, 2.0]), np.array([3.0, 5.0, 5.0])], truth)
+    assert m["tiles"] == 5 and m["rmse"] == pytest.approx(np.sqrt(1 / 5))
+    assert m["r2"] == pytest.approx(1 - 1 / np.sum((truth[np.isfinite(truth)] - 3) ** 2))
