@@ -329,8 +329,8 @@ class LatentDesign(Explainer):
         lim = max(float((pimgs[-1] - pimgs[0])[0].abs().max()), 1e-3)
         fig, axes = plt.subplots(3, len(cols), figsize=(1.5 * len(cols) + 0.6, 5.0), squeeze=False)
         for j, s in enumerate(cols):
-            rows = [(limgs[s][0, 0].numpy(), f"{lp[0, s]:.0f}", "gray", (0, 1)),
-                    (pimgs[s][0, 0].numpy(), f"{pp[0, s]:.0f}", "gray", (0, 1)),
+            rows = [(limgs[s][0, 0].numpy(), f"{lp[0, s]:.4g}", "gray", (0, 1)),
+                    (pimgs[s][0, 0].numpy(), f"{pp[0, s]:.4g}", "gray", (0, 1)),
                     ((pimgs[s] - pimgs[0])[0, 0].numpy(), "", "RdBu_r", (-lim, lim))]
             for i, (img, title, cmap, (lo, hi)) in enumerate(rows):
                 ax = axes[i, j]
