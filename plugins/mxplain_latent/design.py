@@ -365,7 +365,11 @@ class LatentDesign(Explainer):
         figures = []
         if "design_simulated" in cube and done.any():
             sim = np.asarray(cube["design_simulated"].values, np.float64)[done]  # (T, 2, S)
-            out["simulated"] = simulated_rise(sim, pred, seed=int(ctx.seed))
+            # the prediction is of the simulated property only where the data's labels are it
+            same = (ctx.simulator is not None
+                    and ctx.property_name == getattr(ctx.simulator, "property_name", None))
+            out["simulated"] = simulated_rise(sim, pred, seed=int(ctx.seed),
+                                              compare_prediction=same)
             out["simulated"]["property"] = _simulated_name(ctx)
             if ctx.figures_dir is not None:
                 try:
@@ -424,13 +428,14 @@ def _boot_ci(x: np.ndarray, rng: np.random.Generator, n_boot: int) -> list[float
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def simulated_rise(sim: np.ndarray, pred: np.ndarray, seed: int = 0,
-                   n_boot: int = 1000) -> dict:
+def simulated_rise(sim: np.ndarray, pred: np.ndarray, seed: int = 0, n_boot: int = 1000,
+                   compare_prediction: bool = True) -> dict:
     """The true (simulated) property along each path: ``sim`` and ``pred`` ``(T, P, S)`` (tiles,
     paths in :data:`PATHS` order, steps). Per path the mean rise from step 0 to the last step with
     a 95 % percentile bootstrap interval over tiles, the share of tiles whose true property rose,
-    the mean true property per step, and the ratio of the true to the predicted mean rise; and the
-    paired difference latent minus pixel (the same tiles resampled for both)."""
+    the mean true property per step, and the ratio of the true to the predicted mean rise (with
+    ``compare_prediction``: only where the predictor predicts the simulated property, else
+    ``None``); and the paired difference latent minus pixel (the same tiles resampled for both)."""
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(21,)))
     rise = sim[:, :, -1] - sim[:, :, 0]  # (T, P)
     prise = pred[:, :, -1] - pred[:, :, 0]
@@ -442,7 +447,8 @@ def simulated_rise(sim: np.ndarray, pred: np.ndarray, seed: int = 0,
                      "rise_mean": float(r.mean()), "rise_ci": _boot_ci(r, rng, n_boot),
                      "rise_positive_share": float(np.mean(r > 0)),
                      "mean_by_step": [float(v) for v in sim[:, j].mean(0)],
-                     "true_over_predicted_rise": float(r.mean() / pm) if pm != 0 else None}
+                     "true_over_predicted_rise": (float(r.mean() / pm)
+                                                  if pm != 0 and compare_prediction else None)}
     if sim.shape[1] >= 2:
         diff = rise[:, 0] - rise[:, 1]
         out["latent_minus_pixel_rise"] = float(diff.mean())

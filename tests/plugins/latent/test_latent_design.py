@@ -275,6 +275,7 @@ def test_summarize_reports_true_rise_with_intervals(tmp_path):
         coords={"attribute": list(ATTRS), "design_step": np.arange(4),
                 "path": ["latent", "pixel"]})
     ctx.true_sensitivity = None
+    ctx.property_name = "grey"  # the labels are the simulated property: the ratio is reported
     m = exp.summarize(cube, ctx)["simulated"]
     rise = sim[:, 0, :, -1] - sim[:, 0, :, 0]
     assert m["tiles"] == T and m["property"] == "grey"
@@ -288,3 +289,7 @@ def test_summarize_reports_true_rise_with_intervals(tmp_path):
     assert m["latent_minus_pixel_rise_ci"][0] > 0
     assert m == exp.summarize(cube, ctx)["simulated"]  # seeded: the same intervals
     assert (tmp_path / "figures" / "latent_design_simulated.png").is_file()
+    ctx.property_name = "peak_stress"  # a law's property: no ratio across units
+    other = exp.summarize(cube, ctx)["simulated"]
+    assert other["latent"]["true_over_predicted_rise"] is None
+    assert other["latent"]["rise_ci"] == m["latent"]["rise_ci"]
