@@ -63,6 +63,10 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
 * ``upsample`` (default ``"transpose"``): ``"resize"`` decodes with nearest-neighbour x2 +
   3x3 convolutions instead of 4x4 stride-2 transposed convolutions (Odena et al., Distill 2016),
   which leave checkerboard artefacts a realism critic reads (:func:`.model.upsample_conv`);
+* ``noise`` (default False): StyleGAN noise inputs (Karras et al., CVPR 2019) in the last decoder
+  block, so the generator can render detector noise instead of blur (:class:`.model.Generator`);
+  at inference each tile's noise image is drawn from a seed of its grey levels
+  (:func:`tile_noise`): deterministic, the same for every edit of the tile;
 * ``diffaug`` (default ``""``): DiffAugment (Zhao et al., NeurIPS 2020) policies, e.g.
   ``"translation,cutout"``, applied to every image the critic and its classifier see during
   training (real, generated, and in the warm-up), differentiably, so the generator learns through
@@ -77,6 +81,7 @@ Loss history (one entry per generator step) and the Figure-10 style figure of th
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -143,6 +148,18 @@ def single_attribute_targets(a: torch.Tensor, gen: torch.Generator,
     return b
 
 
+def tile_noise(tiles: torch.Tensor) -> torch.Tensor:
+    """A standard normal image per tile ``(N, 1, H, W)``, seeded by the BLAKE2b digest of the
+    tile's grey levels (rounded to uint8): the same tile gets the same noise on any machine and in
+    any batch."""
+    u8 = np.rint(tiles.detach().float().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
+    out = torch.empty(u8.shape[0], 1, *u8.shape[-2:])
+    for i, t in enumerate(u8):
+        seed = int.from_bytes(hashlib.blake2b(t.tobytes(), digest_size=8).digest(), "little")
+        out[i] = torch.randn(1, *u8.shape[-2:], generator=torch.Generator().manual_seed(seed))
+    return out.to(tiles.device)
+
+
 class AttGANEditor(Editor):
     """AttGAN attribute editor for SEM tiles (encode/decode with attribute vectors in [0, 1])."""
 
@@ -165,7 +182,7 @@ class AttGANEditor(Editor):
                  cls_dropout: float = 0.0, cls_crop: int | None = None,
                  cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
                  dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
-                 upsample: str = "transpose"):
+                 upsample: str = "transpose", noise: bool = False):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -204,6 +221,7 @@ class AttGANEditor(Editor):
         self.res_blocks = res_blocks
         self.diffaug = diffaug
         self.upsample = upsample
+        self.noise = noise
         self.generator: Generator | None = None
         self.generator_ema: Generator | None = None
         self.provenance: dict = {}
@@ -259,6 +277,8 @@ class AttGANEditor(Editor):
     def _check_recipe(self) -> None:
         """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``,
         ``upsample``."""
+        if not isinstance(self.noise, bool):
+            raise UserError(f"[editor] attgan: noise must be true or false, got {self.noise!r}")
         if self.upsample not in UPSAMPLES:
             raise UserError(f"[editor] attgan: upsample must be one of {list(UPSAMPLES)}, "
                             f"got {self.upsample!r}")
@@ -293,7 +313,8 @@ class AttGANEditor(Editor):
         self.tile_size = int(tile_size)
         self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                    self.shortcut_layers, self.inject_layers,
-                                   res_blocks=self.res_blocks, upsample=self.upsample)
+                                   res_blocks=self.res_blocks, upsample=self.upsample,
+                                   noise=self.noise)
         self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
                                            self.n_layers, self.dis_norm,
                                            cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
@@ -329,7 +350,7 @@ class AttGANEditor(Editor):
         """``(N, 1, H, W)`` tiles in [0, 1] -> the encoder features (tuple, batch first)."""
         g = self._eval()
         x = tiles.to(self.device, torch.float32) * 2.0 - 1.0
-        return g.encode(x)
+        return g.encode(x, tile_noise(tiles) if g.noise else None)
 
     def decode(self, latent, attributes: torch.Tensor) -> torch.Tensor:
         """Encoder features + ``(N, K)`` attributes in [0, 1] -> tiles in [0, 1] (differentiable
@@ -384,8 +405,9 @@ class AttGANEditor(Editor):
                 raise ValueError(
                     f"{part} architecture differs from this configuration (n_layers="
                     f"{self.n_layers}, shortcut_layers={self.shortcut_layers}, inject_layers="
-                    f"{self.inject_layers}, res_blocks={self.res_blocks}, upsample="
-                    f"{self.upsample!r}): missing {missing[:3]}, unexpected {extra[:3]}")
+                    f"{self.inject_layers}, res_blocks={self.res_blocks}, noise={self.noise}, "
+                    f"upsample={self.upsample!r}): missing {missing[:3]}, "
+                    f"unexpected {extra[:3]}")
             for k, v in own.items():
                 if tuple(theirs[k].shape) != tuple(v.shape):
                     raise ValueError(

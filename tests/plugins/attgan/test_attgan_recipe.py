@@ -200,3 +200,31 @@ def test_killed_training_with_the_recipe_resumes_bit_identically(store, tmp_path
     for part in ("generator", "discriminator"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
     assert a["history"] == b["history"]
+
+
+def test_noise_inputs_start_silent_and_are_deterministic_per_tile(store):
+    from mxplain_attgan.editor import tile_noise
+
+    torch.manual_seed(0)
+    g = Generator(4, 4, 4, n_layers=3, noise=True, upsample="resize")
+    plain = Generator(4, 4, 4, n_layers=3, upsample="resize")
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if not k.startswith("noise")})
+    g.eval(), plain.eval()
+    x, c = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 4)
+    zs = g.encode(x)
+    assert len(zs) == 4 and zs[-1].shape == (2, 1, 32, 32)  # 3 features + the noise image
+    with torch.no_grad():  # zero-initialised weights: the noise-free generator
+        assert torch.allclose(g.decode(zs, c), plain.decode(plain.encode(x), c), atol=1e-6)
+        g.noise_out.fill_(0.5)
+        assert not torch.allclose(g.decode(zs, c), plain.decode(plain.encode(x), c), atol=1e-3)
+    t = torch.rand(3, 1, 32, 32)
+    n = tile_noise(t)
+    assert torch.equal(n, tile_noise(t)) and torch.equal(n[1:], tile_noise(t[1:]))  # per tile
+    assert abs(float(n.mean())) < 0.1 and abs(float(n.std()) - 1) < 0.1
+    assert not torch.equal(n[0], n[1])
+    ed = AttGANEditor(**TINY, epochs=1, n_critic=1, noise=True, upsample="resize")
+    ed.fit(store, RunContext(progress=False))
+    a = torch.rand(3, 4)
+    assert torch.equal(ed.edit(t, a), ed.edit(t, a))  # reproducible: the tile's own noise
+    with pytest.raises(UserError, match="noise"):
+        AttGANEditor(noise="yes")._check_params()
