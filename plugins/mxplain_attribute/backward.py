@@ -35,11 +35,11 @@ Reachability probe (every mode, cheap): each tile is decoded and predicted at it
 ends of the forward sweep) and, for ``K <= 6`` attributes, at the ``2^K`` corners of the box. The
 lowest and highest of these predictions estimate the tile's reachable range; a target is
 *reachable* (``backward_reachable``) when it lies inside that range widened by the tolerance
-``tol * |p|`` (for ``"reachable"`` targets, also only when the range in that direction exceeds the
-tolerance: a direction in which no attribute moves the prediction is unreachable, not trivially
-reached). ``summarize`` reports the reached share over
-reachable tile-directions only and counts the unreachable ones (and any of them reached anyway:
-the probe's range is an estimate) separately.
+``tol * |p|`` (for ``"reachable"`` targets, also only when the target lies farther than the
+tolerance from the start ``p0``: a share ``|t|`` of a range the attributes barely move would be
+met by ``A' = A``; such a direction is unreachable, not trivially reached). ``summarize`` reports
+the reached share over reachable tile-directions only and counts the unreachable ones (and any
+of them reached anyway: the probe's range is an estimate) separately.
 
 A tile has *converged* when ``|R(G(I; A')) - p| <= tol * |p|``; it stops then, or when its step
 vanishes (a stationary point), or after ``max_iter`` iterations.
@@ -430,8 +430,8 @@ class BackwardCounterfactual(Explainer):
         ext = torch.where(target >= p0[:, None], high[:, None], low[:, None])
         thr = self.tol * target.abs()  # reached within the tolerance counts as reached
         reach = (target >= low[:, None] - thr) & (target <= high[:, None] + thr)
-        if self.target_mode == "reachable":  # a direction the attributes cannot move
-            reach &= (ext - p0[:, None]).abs() > self.tol * target.abs()
+        if self.target_mode == "reachable":  # a target met at the start is no counterfactual
+            reach &= (target - p0[:, None]).abs() > thr
         return target, ext, reach
 
     # -- one lot -------------------------------------------------------------------------------
@@ -589,11 +589,15 @@ class BackwardCounterfactual(Explainer):
             change = xa - base[li][None]
             pred = np.asarray(cube["backward_prediction"].isel(lot=li, tile=0).values)
             conv = np.asarray(cube["backward_converged"].isel(lot=li, tile=0).values, bool)
+            reach = (np.asarray(cube["backward_reachable"].isel(lot=li, tile=0).values, bool)
+                     if "backward_reachable" in cube.data_vars else np.ones_like(conv))
             regen = self._regenerate(ctx, li, xa)
             unit = f" {ctx.property_units}" if ctx.property_units else ""
             titles = ["original"] + [f"{d}: predicted {pred[j]:.3g}{unit}" +
-                                     ("" if conv[j] else ", target not reached")
+                                     ("" if conv[j] and reach[j] else ", target not reached"
+                                      if reach[j] else ", unreachable")
                                      for j, d in enumerate(DIRECTIONS)]
+            conv = conv & reach  # an unreachable target is no counterfactual: no bar
             for j in range(3):
                 ax = axes[r, j]
                 ax.axis("off")

@@ -298,3 +298,14 @@ def test_config_refuses_bad_keys_before_training():
     raw["explain"]["backward"] = {"target_mode": "reachable", "targets": [0.5, -0.5],
                                   "restarts": 1}
     assert config.resolve(raw)["explain"]["backward"]["restart_tiles"] == 2
+
+
+def test_a_reachable_target_met_at_the_start_is_not_counted_reachable():
+    b = BackwardCounterfactual(targets=(0.5, -0.5), target_mode="reachable", tol=0.01)
+    p0 = torch.tensor([100.0, 100.0])
+    low, high = torch.tensor([99.5, 90.0]), torch.tensor([101.5, 110.0])
+    target, ext, reach = b._targets(p0, low, high)
+    torch.testing.assert_close(target, torch.tensor([[100.75, 99.75], [105.0, 95.0]]))
+    # tile 0: its range up (1.5) exceeds the tolerance (1.0) but half of it (0.75) does not:
+    # A' = A would "reach" that target, so it is not a counterfactual
+    assert reach.tolist() == [[False, False], [True, True]]
