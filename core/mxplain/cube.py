@@ -87,7 +87,11 @@ class CubeWriter:
             if var.dims[0] != "lot" or unknown:
                 raise UserError(f"cube variable {name!r} has dims {var.dims}: the first must be "
                                 f"'lot' and {unknown} are not cube dimensions")
+        var_attrs = variable_attrs(variables, str(attrs.get("property_units") or ""))
         if resume and self._resumable(attrs, owned):
+            # the attributes follow the atomic creation: a run killed between the two resumes
+            # to the same cube (idempotent)
+            write_variable_attrs(self.path, var_attrs)
             return
         outputs.prepare_store(self.path, "mxplain_results_cube", "results cube", resume=False)
         zarrio.create_template(
@@ -96,8 +100,7 @@ class CubeWriter:
             sizes, coords, {"mxplain_results_cube": FORMAT_VERSION, "complete": False, **attrs},
             FLAG, chunks={"tile": sizes.get("tile", 1)}, data=lot_tables,
         )
-        write_variable_attrs(self.path, variable_attrs(variables,
-                                                       str(attrs.get("property_units") or "")))
+        write_variable_attrs(self.path, var_attrs)
 
     def _resumable(self, attrs: dict, owned: bool) -> bool:
         if not self.path.exists():
