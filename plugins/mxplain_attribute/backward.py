@@ -594,8 +594,8 @@ class BackwardCounterfactual(Explainer):
             regen = self._regenerate(ctx, li, xa)
             unit = f" {ctx.property_units}" if ctx.property_units else ""
             titles = ["original"] + [f"{d}: predicted {pred[j]:.3g}{unit}" +
-                                     ("" if conv[j] and reach[j] else ", target not reached"
-                                      if reach[j] else ", unreachable")
+                                     ("" if conv[j] and reach[j] else "\n(target not reached)"
+                                      if reach[j] else "\n(unreachable)")
                                      for j, d in enumerate(DIRECTIONS)]
             conv = conv & reach  # an unreachable target is no counterfactual: no bar
             for j in range(3):
