@@ -189,14 +189,23 @@ def _lot_rows(cube, metrics: dict, units: str) -> list[str]:
                  f"(SD {_esc(sig(float(pred.std()) if pred.size else None))}, "
                  f"{int(mask.sum())} tiles)</td>"]
         for k, a in enumerate(attrs):
-            text = sig(float(c["sensitivity"].values[k]), signed=True)
-            if "sensitivity_ci" in c:
-                text += " " + interval(*np.asarray(c["sensitivity_ci"].values[k], np.float64))
+            text = _estimate(c, "sensitivity", "sensitivity_ci", k)
             if "sensitivity_sign_stability" in c:
                 text += f", sign {percent(float(c['sensitivity_sign_stability'].values[k]))}"
             cells.append(_cell(text, *attribute_trust(metrics, "forward", a)))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return rows
+
+
+def _estimate(c, name: str, ci_name: str, k: int) -> str:
+    """Attribute ``k``'s estimate ``name`` of one lot's cube, signed, with its interval
+    ``ci_name`` where the cube has one."""
+    import numpy as np
+
+    text = sig(float(c[name].values[k]), signed=True)
+    if ci_name in c:
+        text += " " + interval(*np.asarray(c[ci_name].values[k], np.float64))
+    return text
 
 
 def forward_answers(cube, metrics: dict) -> str:
@@ -241,9 +250,7 @@ def _backward_row(cube, i: int, d: int, attrs, metrics: dict, units: str) -> str
              f"<td>{_esc(with_units(float(np.mean(step)) if step is not None else None, units, True))}"
              f"</td>"]
     for k, a in enumerate(attrs):
-        text = sig(float(c["backward_mean_change"].values[k]), signed=True)
-        if "backward_change_ci" in c:
-            text += " " + interval(*np.asarray(c["backward_change_ci"].values[k], np.float64))
+        text = _estimate(c, "backward_mean_change", "backward_change_ci", k)
         cells.append(_cell(text, *attribute_trust(metrics, "backward", a)))
     return "".join(cells)
 
