@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from mxplain.errors import UserError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -77,7 +79,7 @@ def _trained_state(run: Path, params: dict) -> tuple[dict, dict]:
                        "train_seconds": float(fit["train_seconds"])}
     partial = run / "models" / "editor.training.pt"
     if not partial.is_file():
-        raise SystemExit(f"error: {run} holds neither models/editor.pt nor a training checkpoint")
+        raise UserError(f"{run} holds neither models/editor.pt nor a training checkpoint")
     ckpt = torch.load(partial, map_location="cpu", weights_only=True)
     editor = AttGANEditor(**{k: v for k, v in params.items() if k in AttGANEditor.param_defaults()})
     editor._build(int(params["n_attributes"]), int(params["tile_size"]))
@@ -110,6 +112,9 @@ def export_run(run: str | Path, out: str | Path, note: str = "") -> dict:
     from .editor import AttGANEditor
 
     run, out = Path(run), Path(out)
+    refuse_foreign(out)
+    if not (run / "config.toml").is_file() or not (run / "tiles.zarr").is_dir():
+        raise UserError(f"{run} is not an mxplain run folder (no config.toml or tiles.zarr)")
     cfg = tomllib.loads((run / "config.toml").read_text())
     store = TileStore.open(run / "tiles.zarr")
     params = {k: v for k, v in cfg["editor"].items() if k in AttGANEditor.param_defaults()}
@@ -136,13 +141,49 @@ def export_run(run: str | Path, out: str | Path, note: str = "") -> dict:
     state = {**_half(state), "provenance": prov}
     payload = {"format": FORMAT, "kind": "editor", "name": "attgan", "params": params,
                "state": state, "provenance": prov}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, out)
-    torch.load(out, map_location="cpu", weights_only=True)  # plain data only
-    if out.stat().st_size > MAX_BYTES:
-        raise SystemExit(f"error: {out} is {out.stat().st_size / 2**20:.1f} MB (limit 20 MB)")
-    out.with_suffix(".json").write_text(json.dumps(prov, indent=1, default=str) + "\n")
+    _write_export(out, payload, prov)
     return prov
+
+
+def _is_earlier_export(path: Path) -> bool:
+    """A file this command wrote before: a plain checkpoint whose provenance names the command."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return payload.get("provenance", {}).get("command") == COMMAND
+    except Exception:  # noqa: BLE001 - unreadable, not a checkpoint, not ours: not replaceable
+        return False
+
+
+def refuse_foreign(out: Path) -> None:
+    """Replace only an earlier export (and its sidecar); any other file at ``out`` is the user's."""
+    side = out.with_suffix(".json")
+    if out.exists() and not (out.is_file() and _is_earlier_export(out)):
+        raise UserError(f"{out} exists and is not an earlier `{COMMAND}` export: mxplain does not "
+                        "replace it; choose another --out or move the file")
+    if side.exists() and not out.exists():
+        raise UserError(f"{side} exists without its checkpoint {out.name}: mxplain does not "
+                        "replace it; choose another --out or move the file")
+
+
+def _write_export(out: Path, payload: dict, prov: dict) -> None:
+    """Both files through temporaries and renames: an interrupted or refused export leaves the
+    previous files as they were."""
+    from mxplain.runfolder import write_atomic
+
+    refuse_foreign(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        torch.load(tmp, map_location="cpu", weights_only=True)  # plain data only
+        size = tmp.stat().st_size
+        if size > MAX_BYTES:
+            raise UserError(f"the export would be {size / 2**20:.1f} MB (limit 20 MB); "
+                            f"{out} is left as it was")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_atomic(out.with_suffix(".json"), json.dumps(prov, indent=1, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "data" / "quickstart_attgan.pt"))
     ap.add_argument("--note", default="", help="a remark recorded in the provenance")
     args = ap.parse_args(argv)
-    prov = export_run(args.run, args.out, args.note)
+    try:
+        prov = export_run(args.run, args.out, args.note)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out} ({prov['epochs_done']}/{prov['epochs_planned']} epochs, "
           f"{prov['generator_steps']} generator steps, store {prov['tile_store_content_hash'][:16]})")
     return 0

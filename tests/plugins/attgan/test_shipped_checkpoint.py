@@ -117,3 +117,26 @@ def test_store_hash_mismatch_is_one_clear_error(store, tmp_path):
     m = json.loads((folder / "metrics.json").read_text())["editor"]
     assert m["provenance"]["tile_store_content_hash"] == store.content_hash(include_property=False)
     assert not (folder / "models" / "editor.pt").exists()
+
+
+def test_export_never_replaces_a_file_it_did_not_write(store, tmp_path):
+    from mxplain_attgan.export import main
+
+    run, _ = _run_folder(tmp_path, store)
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"a user's own file")
+    with pytest.raises(UserError, match="not an earlier `make quickstart-models` export"):
+        export_run(run, mine)
+    assert mine.read_bytes() == b"a user's own file"
+    assert not mine.with_suffix(".json").exists() and not (tmp_path / "mine.pt.tmp").exists()
+    lone = tmp_path / "lone.json"
+    lone.write_text("{}")
+    assert main([str(run), "--out", str(tmp_path / "lone.pt")]) == 2
+    assert lone.read_text() == "{}" and not (tmp_path / "lone.pt").exists()
+    assert main([str(tmp_path / "no-run"), "--out", str(tmp_path / "x.pt")]) == 2
+    out = tmp_path / "q.pt"  # an earlier export is replaced, sidecar and all
+    first = export_run(run, out, note="first")
+    second = export_run(run, out, note="second")
+    assert (first["note"], second["note"]) == ("first", "second")
+    assert json.loads(out.with_suffix(".json").read_text())["note"] == "second"
+    assert torch.load(out, weights_only=True)["provenance"]["note"] == "second"
