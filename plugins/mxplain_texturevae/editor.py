@@ -28,18 +28,12 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, RunContext
-from mxplain.training import TrainingCheckpoint
 from mxplain_texturevae.model import (
     ENCODER_LAYER,
     STYLE_LAYERS,
     Decoder,
     Heads,
     encoder_features,
-    gram,
-    kl_divergence,
-    layer_style_loss,
-    sliding_patches,
-    style_loss,
 )
 
 PROBES = ("ridge", "linear")
@@ -157,7 +151,7 @@ class TextureVAEEditor(Editor):
 
     # ---- construction -------------------------------------------------------------------------
     def _load_vgg(self):
-        from mxplain_vgg.vgg import load_vgg
+        from mxplain.vgg import load_vgg
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -281,7 +275,7 @@ class TextureVAEEditor(Editor):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        from mxplain_vgg.vgg import VGG
+        from mxplain.vgg import VGG
 
         for key in ("heads", "decoder", "probe_w", "attributes", "tile_size", "patch",
                     "vgg_source"):
@@ -321,118 +315,25 @@ class TextureVAEEditor(Editor):
         tiles, lots = store.all_tiles(max_per_lot=self.max_tiles_per_lot or 0, seed=self.seed)
         return torch.from_numpy(tiles).float().div_(255.0)[:, None], lots
 
-    def _batched(self, fn, x: torch.Tensor, bs: int) -> torch.Tensor:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), bs):
-                out.append(fn(x[i:i + bs].to(self.device)))
-        return torch.cat(out)
-
-    def _calibrate_scales(self, patches: torch.Tensor, gen: torch.Generator, bs: int) -> None:
-        """Per-layer style-loss scale: the mean loss between random pairs of training patches."""
-        self.layer_scales = {k: 1.0 for k in STYLE_LAYERS}
-        if not self.normalize_layers or len(patches) < 2:
-            return
-        n = min(len(patches), 64)
-        idx = torch.randperm(len(patches), generator=gen)[:n]
-        perm = torch.roll(torch.arange(n), 1)
-        sums = {k: 0.0 for k in STYLE_LAYERS}
-        with torch.no_grad():
-            for i in range(0, n, bs):
-                xa = patches[idx[i:i + bs]].to(self.device)
-                xb = patches[idx[perm[i:i + bs]]].to(self.device)
-                fa = self.vgg(xa, STYLE_LAYERS)
-                fb = self.vgg(xb, STYLE_LAYERS)
-                for k in STYLE_LAYERS:
-                    sums[k] += float(layer_style_loss(fa[k], gram(fb[k])).sum())
-        for k in STYLE_LAYERS:
-            s = sums[k] / n
-            self.layer_scales[k] = s if s > 0 and math.isfinite(s) else 1.0
+    def prepare(self, n_attributes: int, tile_size: int, device) -> None:
+        """Build the networks for ``tile_size`` tiles and load the frozen VGG19 (before training)."""
+        self._check_params()
+        self.device = torch.device(device)
+        self._build(n_attributes, tile_size)
+        self._load_vgg()
 
     def fit(self, store, ctx: RunContext) -> dict:
-        from tqdm.auto import tqdm
+        from mxplain_texturevae.train import train_vae
 
         t0 = time.perf_counter()
         self._check_params()
-        self.device = torch.device(ctx.device)
-        gen = torch.Generator().manual_seed(int(self.seed))
         self.attributes = tuple(store.attributes)
         if not np.isfinite(store.lot_attributes).all():
             raise UserError(f"tile store {str(store.path)!r}: texturevae's attribute probe needs "
                             f"every lot's attributes (some are missing)")
-        self._build(len(self.attributes), store.tile_size)
-        self._load_vgg()
+        self.prepare(len(self.attributes), store.tile_size, ctx.device)
         x, lot_idx = self._load_tiles(store)
-        patches = sliding_patches(x, self.patch, self.stride)
-        bs = int(self.batch_size)
-        weights = self._weights()
-        self._calibrate_scales(patches, gen, bs)
-        # the encoder trunk is frozen: its features are computed once
-        raw = self._batched(lambda b: encoder_features(self.vgg, b, self.patch), patches, bs)
-        self.feat_mean = raw.mean(0)
-        std = raw.std(0)
-        self.feat_std = std + 1e-3 * float(std.mean()) + 1e-8
-        feats = (raw - self.feat_mean) / self.feat_std
-        params = list(self.heads.parameters()) + list(self.decoder.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr)
-        self.heads.train()
-        self.decoder.train()
-        w_eff = {k: weights[k] / self.layer_scales[k] for k in STYLE_LAYERS if weights[k] > 0}
-        self.history = {"loss": [], "kl": [], "style": []}
-        n = len(patches)
-        probe_idx = torch.randperm(n, generator=gen)[:32]
-        initial = self.evaluate_loss(patches[probe_idx], feats[probe_idx], w_eff)
-        steps = max(1, math.ceil(n / bs))
-        # a per-epoch checkpoint (ctx.training_state_path) lets a killed training continue exactly
-        ckpt = TrainingCheckpoint.for_run(ctx, self.name, signature={
-            **self.get_params(), "patches": int(n), "tile_size": int(self.tile_size)})
-        ckpt.bind(modules={"heads": self.heads, "decoder": self.decoder}, optimizers={"adam": opt},
-                  generators={"gen": gen})
-        start = 0
-        resumed = ckpt.restore()
-        if resumed is not None:
-            start = resumed.epoch
-            self.history = {k: [float(v) for v in resumed.extra["history"][k]]
-                            for k in ("loss", "kl", "style")}
-        hint = f"lower [editor] lr (now {self.lr})"
-        bar = tqdm(total=self.epochs * steps, initial=start * steps, desc="texturevae",
-                   unit="step", disable=not ctx.progress)
-        for epoch in range(start + 1, self.epochs + 1):
-            order = torch.randperm(n, generator=gen)
-            sums = np.zeros(3)
-            for s in range(steps):
-                idx = order[s * bs:(s + 1) * bs]
-                xb = patches[idx].to(self.device)
-                with torch.no_grad():
-                    tf = self.vgg(xb, tuple(w_eff))
-                    targets = {k: gram(v) for k, v in tf.items()}
-                mu, logvar = self.heads(feats[idx].to(self.device))
-                eps = torch.randn(mu.shape, generator=gen).to(self.device)
-                z = mu + torch.exp(0.5 * logvar) * eps
-                xh = self.decoder(z)
-                st, _ = style_loss(self.vgg(xh, tuple(w_eff)), targets, w_eff)
-                kl = kl_divergence(mu, logvar).mean()
-                loss = self.kl_weight * kl + st
-                loss_value = loss.item()
-                ckpt.check_loss(loss_value, epoch, s + 1, hint)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums += np.array([loss_value, kl.item(), float(st.detach())]) * len(idx)
-                bar.update(1)
-            for k, v in zip(("loss", "kl", "style"), sums / n):
-                self.history[k].append(float(v))
-            bar.set_postfix(loss=f"{self.history['loss'][-1]:.4f}")
-            ckpt.save(epoch, extra={"history": self.history})
-        bar.close()
-        self._eval()
-        final = self.evaluate_loss(patches[probe_idx], feats[probe_idx], w_eff)
-        t_train = time.perf_counter() - t0
-        metrics = {"train_seconds": t_train, "patches": int(n), "patch_size": int(self.patch),
-                   "vgg": self.vgg_source,
-                   "final": {k: v[-1] for k, v in self.history.items() if v},
-                   "layer_scales": dict(self.layer_scales),
-                   "eval_loss_initial": initial, "eval_loss_final": final}
+        metrics = train_vae(self, x, ctx)
         metrics["probe"] = self.fit_probe(x, lot_idx, store.lot_attributes)
         from mxplain_texturevae.evaluate import texture_scores
 
@@ -451,23 +352,10 @@ class TextureVAEEditor(Editor):
 
     def evaluate_loss(self, patches: torch.Tensor, feats: torch.Tensor | None = None,
                       weights: dict[str, float] | None = None) -> dict:
-        """Deterministic loss on ``patches`` (``z = mu``, no sampling): ``style`` (weighted by
-        ``weights`` / the calibrated layer scales), ``kl`` (nats per patch) and ``loss``."""
-        if weights is None:
-            weights = {k: w / self.layer_scales[k] for k, w in self._weights().items() if w > 0}
-        bs = int(self.batch_size)
-        st = kl = 0.0
-        with torch.no_grad():
-            for i in range(0, len(patches), bs):
-                xb = patches[i:i + bs].to(self.device)
-                h = feats[i:i + bs].to(self.device) if feats is not None else self._features(xb)
-                mu, logvar = self.heads(h)
-                targets = {k: gram(v) for k, v in self.vgg(xb, tuple(weights)).items()}
-                s, _ = style_loss(self.vgg(self.decoder(mu), tuple(weights)), targets, weights)
-                st += float(s) * len(xb)
-                kl += float(kl_divergence(mu, logvar).sum())
-        n = max(len(patches), 1)
-        return {"style": st / n, "kl": kl / n, "loss": (st + self.kl_weight * kl) / n}
+        """Deterministic loss on ``patches`` (:func:`mxplain_texturevae.train.evaluate_loss`)."""
+        from mxplain_texturevae.train import evaluate_loss
+
+        return evaluate_loss(self, patches, feats, weights)
 
     def fit_probe(self, x: torch.Tensor, lot_idx: np.ndarray, lot_attributes: np.ndarray) -> dict:
         """Fit the attribute probe ``a = W mu + b`` on tiles ``x`` of lots ``lot_idx``; returns its
@@ -476,7 +364,9 @@ class TextureVAEEditor(Editor):
         from sklearn.metrics import r2_score
         from sklearn.model_selection import GroupKFold, cross_val_predict
 
-        mu = self._batched(self.encode, x, int(self.batch_size)).cpu().double().numpy()
+        from mxplain_texturevae.train import batched
+
+        mu = batched(self, self.encode, x, int(self.batch_size)).cpu().double().numpy()
         y = np.asarray(lot_attributes, dtype=np.float64)[lot_idx]
 
         def model():

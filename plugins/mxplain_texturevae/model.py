@@ -1,6 +1,6 @@
 """TextureVAE networks and losses (seed 003, Sardeshmukh et al. 2021).
 
-* Encoder: the frozen VGG19 trunk (``mxplain_vgg``) up to ``pool5``; its flattened features feed
+* Encoder: the frozen VGG19 trunk (:mod:`mxplain.vgg`) up to ``pool5``; its flattened features feed
   two fully connected heads, trained from scratch, for the posterior mean ``mu`` and log variance
   ``log sigma^2`` (seed 003 §3.3: "the last two fully connected layers of the encoder that compute
   mu and sigma of the posterior are trained from scratch").

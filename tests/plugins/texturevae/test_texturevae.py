@@ -258,7 +258,7 @@ def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch, o
 
 
 def test_nan_loss_is_a_one_line_user_error(store, tmp_path, monkeypatch, one_thread):
-    import mxplain_texturevae.editor as tv
+    import mxplain_texturevae.train as tv
 
     real = tv.style_loss
     monkeypatch.setattr(tv, "style_loss", lambda *a: (real(*a)[0] * float("nan"), None))
