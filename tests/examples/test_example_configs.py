@@ -8,8 +8,10 @@ from mxplain import config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "examples").rglob("*.toml"))
-# the custom predictor's config needs its package installed (tests/examples/test_examples.py)
-CONFIGS = [p for p in CONFIGS if p.name != "pyproject.toml" and "custom_predictor" not in p.parts]
+# the custom predictor's config needs its package installed (tests/examples/test_examples.py),
+# the new user's its tile store made and ingested first (tests/examples/test_new_user.py)
+CONFIGS = [p for p in CONFIGS if p.name != "pyproject.toml" and "custom_predictor" not in p.parts
+           and "new_user" not in p.parts]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
