@@ -1,0 +1,174 @@
+"""The augmentation study (mxplain.studies.augmentation) at CPU test size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mxplain import plugins
+from mxplain.studies import augmentation as aug
+from mxplain.studies.generators import ThresholdedGRF, two_point
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    return plugins.create("dataset", "synthetic").simulator()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("augment") / "study"
+    results = aug.run_study(aug.quick_config(seed=3), out, progress=False)
+    return out, results
+
+
+def test_quick_study_writes_table_figure_json(quick_run):
+    out, results = quick_run
+    for rel in ("table.csv", "table.md", "results.json", "study.json", "generated.npz",
+                "figures/augmentation.png", "figures/augmentation_samples.png",
+                "models/texturevae.pt"):
+        assert (out / rel).is_file(), rel
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["summary"] == results["summary"]
+    assert json.loads((out / "study.json").read_text())["status"] == "done"
+    # 2 generators x 2 sizes, 2 draws each; M = 0 is one training per draw shared by both
+    assert [(r["generator"], r["m"], r["draws"]) for r in results["summary"]] == [
+        ("texturevae", 0, 2), ("texturevae", 8, 2), ("grf", 0, 2), ("grf", 8, 2)]
+    zero = {g: [r["test_r2"] for r in results["draws"] if r["generator"] == g and r["m"] == 0]
+            for g in aug.GENERATORS}
+    assert zero["texturevae"] == zero["grf"]
+    assert all(np.isfinite(r["test_r2"]) for r in results["draws"])
+    lines = (out / "table.csv").read_text().strip().splitlines()
+    assert lines[0].startswith("generator,m,test_r2_mean") and len(lines) == 5
+    assert (out / "table.md").read_text().count("\n| grf |") == 2
+    assert set(results["ks"]) == {"texturevae", "grf"}
+    for ks in results["ks"].values():
+        assert 0.0 <= ks["ks_vs_authentic"] <= 1.0 and 0.0 <= ks["p_vs_authentic"] <= 1.0
+    assert results["editor"]["train_seconds"] > 0 and results["wall_seconds"] > 0
+    assert results["config"]["sizes"] == [0, 8] and results["config"]["pool"] == 8
+
+
+def test_generated_labels_are_the_simulators(quick_run, simulator):
+    out, results = quick_run
+    pools = np.load(out / "generated.npz")
+    for gen in aug.GENERATORS:
+        tiles = pools[f"{gen}_tiles"]
+        assert tiles.shape == (8, 32, 32) and tiles.dtype == np.uint8
+        np.testing.assert_array_equal(pools[f"{gen}_labels"], simulator.simulate(tiles))
+        np.testing.assert_array_equal(results["properties"][f"generated_{gen}"],
+                                      simulator.simulate(tiles))
+
+
+def test_ks_statistic_is_scipys(quick_run):
+    from scipy.stats import ks_2samp
+
+    _out, results = quick_run
+    p = results["properties"]
+    authentic = np.concatenate([p["authentic_train"], p["authentic_val"], p["authentic_test"]])
+    for gen in aug.GENERATORS:
+        expect = ks_2samp(authentic, p[f"generated_{gen}"]).statistic
+        assert results["ks"][gen]["ks_vs_authentic"] == pytest.approx(expect)
+
+
+def test_same_seed_same_pools_and_r2(quick_run):
+    """The saved editor and the seed give the same generated tiles; a CNN draw is repeatable."""
+    from mxplain.store import TileStore
+
+    out, results = quick_run
+    cfg = aug.quick_config(seed=3)
+    editor = plugins.get("editor", "texturevae").load(out / "models" / "texturevae.pt")
+    dataset = plugins.create("dataset", "synthetic")
+    sets = {k: aug._store_tiles(TileStore.open(out / "stores" / f"{k}.zarr"))
+            for k in ("train", "val", "test")}
+    pools = aug.generate_pools(cfg, editor, dataset.simulator(), sets["train"])
+    saved = np.load(out / "generated.npz")
+    for gen in aug.GENERATORS:
+        np.testing.assert_array_equal(pools[gen][0], saved[f"{gen}_tiles"])
+    idx = aug.draw_indices(cfg, "grf", 8, 1)
+    np.testing.assert_array_equal(idx, np.arange(8))  # M = pool: the whole pool
+    x = np.concatenate([sets["train"][0], pools["grf"][0][idx]])
+    y = np.concatenate([sets["train"][1], pools["grf"][1][idx]])
+    again = aug.train_once(cfg, x, y, sets["val"][:2], sets["test"][:2], draw=1)
+    first = next(r for r in results["draws"] if r["generator"] == "grf" and r["m"] == 8
+                 and r["draw"] == 1)
+    assert again["test_r2"] == first["test_r2"] and again["epochs_run"] == first["epochs_run"]
+
+
+def test_draws_differ_below_the_pool_and_are_seeded():
+    cfg = aug.StudyConfig(sizes=(0, 50, 1000), draws=3)
+    a = aug.draw_indices(cfg, "texturevae", 50, 0)
+    assert len(a) == 50 and len(np.unique(a)) == 50 and a.max() < 1000
+    np.testing.assert_array_equal(a, aug.draw_indices(cfg, "texturevae", 50, 0))
+    assert not np.array_equal(a, aug.draw_indices(cfg, "texturevae", 50, 1))
+    assert not np.array_equal(a, aug.draw_indices(cfg, "grf", 50, 0))
+
+
+def test_grf_hits_its_volume_fraction(simulator):
+    rng = np.random.default_rng(0)
+    grf = ThresholdedGRF(fraction=0.4, correlation=2.0)
+    authentic = plugins.create("dataset", "synthetic", n_lots=2, tiles_per_lot=4, tile_size=32,
+                               seed=5).lot_tiles(0)
+    grf.fit(authentic, simulator)
+    maps = grf.sample_maps(12, rng)
+    assert maps.shape == (12, 32, 32)
+    np.testing.assert_array_equal(maps.reshape(12, -1).sum(1), round(0.4 * 1024))
+    tiles = grf.render(maps)
+    # the simulator's own phase map of the rendered tiles is the GRF's pore space
+    seen = simulator.phases(tiles)
+    assert np.mean(seen == maps) > 0.97
+    assert abs(seen.mean() - 0.4) < 0.02
+    # fitted without a fraction: the authentic tiles' mean pore fraction, for every tile
+    free = ThresholdedGRF().fit(authentic, simulator)
+    assert free.fraction_ == pytest.approx(simulator.phases(authentic).mean())
+    k = round(free.fraction_ * 1024)
+    np.testing.assert_array_equal(free.sample_maps(5, rng).reshape(5, -1).sum(1), k)
+
+
+def test_grf_fit_recovers_a_known_correlation_length(simulator):
+    truth = ThresholdedGRF(fraction=0.5, correlation=3.0)
+    truth.size_, truth.fraction_, truth.correlation_ = 32, 0.5, 3.0
+    truth.pore_grey_, truth.solid_grey_ = 0.1, 0.6
+    tiles = truth.sample(32, np.random.default_rng(1))
+    fitted = ThresholdedGRF(seed=2).fit(tiles, simulator)
+    assert abs(fitted.correlation_ - 3.0) <= 0.5
+    assert fitted.fraction_ == pytest.approx(0.5, abs=0.02)
+    assert two_point(np.zeros((2, 8, 8), bool)).tolist() == [0.0] * 8
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--draws", "0"], "draws"),
+    (["--sizes", "0,a"], "--sizes"),
+    (["--sizes", "50,100"], "including 0"),
+    (["--vae-epochs", "0"], "epochs"),
+    (["--seed", "-1"], "seed"),
+])
+def test_bad_arguments_exit_2_before_anything(tmp_path, capsys, args, words):
+    out = tmp_path / "study"
+    assert aug.main(["--out", str(out), "--quick", "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
+    assert not out.exists()
+
+
+def test_foreign_folder_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert aug.main(["--out", str(out), "--quick", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert aug.main(["--quiet"]) == 2  # --out is required
+    assert "error:" in capsys.readouterr().err
+
+
+def test_study_imports_no_plugin():
+    code = ("import sys, mxplain.studies.augmentation, mxplain.studies.augmentation_report, "
+            "mxplain.studies.generators, mxplain.studies.cnn; "
+            "print([m for m in sys.modules if m.startswith('mxplain_')])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
