@@ -3,8 +3,9 @@ per attribute and per lot, which way each attribute moves the property and by ho
 forward sensitivity in the property's units per unit attribute, with its bootstrap interval and
 sign stability), and what change of the attributes reaches a target (backward counterfactuals,
 over converged tiles only; a lot where none converged says so and shows no numbers). Answers the
-trust gates fail (``metrics.json``'s ``trust``) are greyed (CSS class ``untrusted``) with the
-reason. Also the number formatting shared by the report: 3 significant digits, units."""
+trust gates fail (``metrics.json``'s ``trust``) are greyed (CSS class ``untrusted``), those a
+gate warns on orange (``trust-caution``), each with the reason. Also the number formatting
+shared by the report: 3 significant digits, units."""
 
 from __future__ import annotations
 
@@ -127,9 +128,15 @@ def _backward_fallback(cube):
     return cube.drop_vars(["backward_attributes"])
 
 
+#: the CSS class of an answer by its trust level: greyed (a gate failed) or orange (one warned)
+MARK = {"untrusted": "untrusted", "caution": "trust-caution"}
+#: the words before an answer sentence by its trust level
+PREFIX = {"untrusted": "Untrusted, not advice", "caution": "Caution, not confirmed"}
+
+
 def _cell(text: str, level: str, reason: str) -> str:
-    if level == "untrusted":
-        return (f"<td class='untrusted' title='{_esc('untrusted: ' + reason)}'>{_esc(text)}"
+    if level in MARK:
+        return (f"<td class='{MARK[level]}' title='{_esc(level + ': ' + reason)}'>{_esc(text)}"
                 f"</td>")
     return f"<td>{_esc(text)}</td>"
 
@@ -160,14 +167,14 @@ def _slope_rows(cube, metrics: dict, units: str) -> tuple[list[str], list[str]]:
         stab = percent(float(np.nanmedian(st[:, k]))) if st is not None else "–"
         level, reason = attribute_trust(metrics, "forward", a)
         way = "raises" if med > 0 else "lowers" if med < 0 else "does not move"
-        cls = " class='untrusted'" if level == "untrusted" else ""
+        cls = f" class='{MARK[level]}'" if level in MARK else ""
         rows.append(f"<tr{cls}><th>{_esc(a)}</th><td>{_esc(with_units(med, units, True))}</td>"
                     f"<td>{_esc(lots)}</td><td>{_esc(stab)}</td>"
                     f"<td>{_esc(level or 'not gated')}</td></tr>")
         sentence = (f"{a} {way} {prop}: median {with_units(med, units, True)} per unit {a} "
                     f"(0 → 1 spans the labels' range); lots: {lots}.")
-        if level == "untrusted":
-            sentence = f"Untrusted, not advice ({reason}): " + sentence
+        if level in PREFIX:
+            sentence = f"{PREFIX[level]} ({reason}): " + sentence
         words.append(f"<li{cls}>{_esc(sentence)}</li>")
     return rows, words
 
@@ -313,6 +320,8 @@ def answers_section(run_dir: Path, metrics: dict) -> str:
     note = ""
     if verdict and verdict != "trusted":
         note = (f"<p class='trust-note'>Run trust verdict: {_esc(verdict)}. Greyed numbers "
-                f"are untrusted (a quality gate failed; hover for the reason): they are shown "
-                f"as evidence, never as advice. The gates are in the next section.</p>")
+                f"are untrusted (a quality gate failed), orange ones unconfirmed (a gate "
+                f"warned: it could not check them or they are borderline); hover for the "
+                f"reason. Neither is advice: they are shown as evidence. The gates are in the "
+                f"next section.</p>")
     return "<h2>Answers</h2>" + note + body
