@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean bench-gpu bench-cpu quickstart-models
+.PHONY: install demo test lint clean bench-gpu bench-cpu quickstart-models study-augment
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ quickstart-models: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/mxplain run examples/quickstart-train.toml --out $(QS_EDITOR_RUN) --resume
 	OMP_NUM_THREADS=1 $(PY) -m mxplain_attgan.export $(QS_EDITOR_RUN) \
 		--out plugins/mxplain_attgan/data/quickstart_attgan.pt
+
+# issue 21 item 2: seed 001's small-data augmentation study (docs/augmentation.md); one CPU thread
+AUGMENT_OUT ?= runs/augment
+study-augment: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m mxplain.studies.augmentation --out $(AUGMENT_OUT)
 
 # issue 9's benchmarks in one command (make bench-gpu PYTHON=/path/to/python); table: benchmarks/results-<device>.md
 bench-gpu:
