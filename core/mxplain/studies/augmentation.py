@@ -288,10 +288,11 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> dict:
     simulator = dataset.simulator()
     editor, editor_info = train_editor(cfg, sets["train"][3], out, progress)
     pools = generate_pools(cfg, editor, simulator, sets["train"])
+    report.write_pools(out, sets, pools)
     rows = run_draws(cfg, sets, pools, progress)
     results = report.assemble(cfg, sets, pools, rows, editor_info, simulator,
                               wall_seconds=time.perf_counter() - t_start)
-    report.write_outputs(out, results, sets, pools)
+    report.write_outputs(out, results)
     _write_marker(out, cfg, "done")
     return results
 

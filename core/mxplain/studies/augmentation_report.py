@@ -180,7 +180,17 @@ def samples_figure(sets: dict, pools: dict, path: Path, n: int = 8) -> Path:
     return save_figure(fig, path)
 
 
-def write_outputs(out: Path, results: dict, sets: dict, pools: dict) -> None:
+def write_pools(out: Path, sets: dict, pools: dict) -> None:
+    """The generated pools and their example figure (written as soon as they exist)."""
+    out = Path(out)
+    samples_figure(sets, pools, out / "figures" / "augmentation_samples.png")
+    tmp = out / "generated.tmp.npz"
+    np.savez_compressed(tmp, **{f"{g}_tiles": pools[g][0] for g in GENERATORS},
+                        **{f"{g}_labels": pools[g][1] for g in GENERATORS})
+    tmp.replace(out / "generated.npz")
+
+
+def write_outputs(out: Path, results: dict) -> None:
     from mxplain.runfolder import write_atomic
 
     out = Path(out)
@@ -188,8 +198,3 @@ def write_outputs(out: Path, results: dict, sets: dict, pools: dict) -> None:
     write_atomic(out / "table.md", table_markdown(results["summary"]))
     write_atomic(out / "table.csv", table_csv(results["summary"]))
     figure(results, out / "figures" / "augmentation.png")
-    samples_figure(sets, pools, out / "figures" / "augmentation_samples.png")
-    tmp = out / "generated.tmp.npz"
-    np.savez_compressed(tmp, **{f"{g}_tiles": pools[g][0] for g in GENERATORS},
-                        **{f"{g}_labels": pools[g][1] for g in GENERATORS})
-    tmp.replace(out / "generated.npz")
