@@ -19,7 +19,7 @@ ANSWER_VARIABLES = ("tile_mask", "prediction", "reconstruction_prediction", "lot
                     "measured_property", "sensitivity", "sensitivity_ci",
                     "sensitivity_sign_stability", "true_sensitivity", "backward_reached_share",
                     "backward_mean_change", "backward_change_ci", "backward_target",
-                    "backward_converged")
+                    "backward_converged", "backward_reachable")
 #: gate names in the reasons, in words (the machine names stay in the trust section)
 GATE_WORDS = {"editor_realism": "editor realism", "reconstruction_shift": "reconstruction shift",
               "attribute_probe": "independent attribute probe", "editor_health": "editor health",
@@ -118,7 +118,7 @@ def _backward_fallback(cube):
 
     if "backward_mean_change" in cube or "backward_attributes" not in cube or \
             "backward_converged" not in cube:
-        return cube.drop_vars(["backward_attributes"], errors="ignore")
+        return cube
     mask = cube["tile_mask"] & cube["backward_converged"]
     change = (cube["backward_attributes"] - cube["lot_attributes"]).where(mask)
     n = cube["tile_mask"].sum("tile")
@@ -236,7 +236,15 @@ def forward_answers(cube, metrics: dict) -> str:
             f"</th>{head}</tr>" + "".join(_lot_rows(cube, metrics, units)) + "</table></div>")
 
 
+def _none_row(lot: str, shown: str, attrs, why: str) -> str:
+    return (f"{lot}<td>{_esc(shown)}</td><td colspan='{len(attrs) + 1}' class='none'>"
+            f"{_esc(why)}: no advice for this lot and direction</td>")
+
+
 def _backward_row(cube, i: int, d: int, attrs, metrics: dict, units: str) -> str:
+    """One lot and direction over its counterfactuals: reached ones of reachable targets only
+    (``backward_reachable``; a target within the tolerance of the start is met by A′ = A and
+    is no counterfactual, though the cube counts it as converged)."""
     import numpy as np
 
     c = cube.isel(lot=i, direction=d)
@@ -245,19 +253,30 @@ def _backward_row(cube, i: int, d: int, attrs, metrics: dict, units: str) -> str
     share = float(c["backward_reached_share"]) if "backward_reached_share" in c else float("nan")
     conv = np.asarray(c["backward_converged"].values, bool) & mask \
         if "backward_converged" in c else mask
+    reach = np.asarray(c["backward_reachable"].values, bool) & mask \
+        if "backward_reachable" in c else mask
+    ok, n, n_reach = conv & reach, int(mask.sum()), int(reach.sum())
     start = "reconstruction_prediction" if "reconstruction_prediction" in c else "prediction"
     lot = f"<th>{_esc(cube['lot'].values[i])}</th><td>{_esc(direction)}</td>"
-    if not share > 0 or not conv.any():
-        return (f"{lot}<td>0 of {int(mask.sum())}</td><td colspan='{len(attrs) + 1}' "
-                f"class='none'>no counterfactual reached its target: no advice for this lot and "
-                f"direction</td>")
-    step = np.asarray(c["backward_target"].values, np.float64)[conv] - \
-        np.asarray(c[start].values, np.float64)[conv] if "backward_target" in c else None
-    cells = [lot, f"<td>{_esc(percent(share))} of {int(mask.sum())}</td>",
+    if n and not n_reach:
+        return _none_row(lot, f"no reachable target of {n}", attrs,
+                         "every target lay within the tolerance of the start (A′ = A meets it: "
+                         "the edits barely move the prediction), so there is no counterfactual")
+    if not share > 0 or not ok.any():
+        return _none_row(lot, f"0 of {n_reach}", attrs, "no counterfactual reached its target")
+    step = np.asarray(c["backward_target"].values, np.float64)[ok] - \
+        np.asarray(c[start].values, np.float64)[ok] if "backward_target" in c else None
+    reached = f"{percent(ok.sum() / n_reach)} of {n_reach}" + (
+        f" reachable ({n - n_reach} unreachable)" if n_reach < n else "")
+    cells = [lot, f"<td>{_esc(reached)}</td>",
              f"<td>{_esc(with_units(float(np.mean(step)) if step is not None else None, units, True))}"
              f"</td>"]
+    exact = n_reach == n or "backward_attributes" not in c
+    change = None if exact else np.asarray(c["backward_attributes"].values, np.float64)[ok] - \
+        np.asarray(c["lot_attributes"].values, np.float64)[None]
     for k, a in enumerate(attrs):
-        text = _estimate(c, "backward_mean_change", "backward_change_ci", k)
+        text = _estimate(c, "backward_mean_change", "backward_change_ci", k) if exact else \
+            f"{sig(float(change[:, k].mean()), signed=True)} (reachable tiles; no interval)"
         cells.append(_cell(text, *attribute_trust(metrics, "backward", a)))
     return "".join(cells)
 

@@ -206,3 +206,25 @@ def test_a_warning_gate_marks_the_answer_too(scenario):
                           r"probe: unknown", answers)) == 4  # grain_size of each lot
     assert "<tr class='trust-caution'><th>grain_size</th>" in answers
     assert "<tr><th>density</th>" in answers
+
+
+def test_trivially_met_targets_are_no_counterfactuals(scenario):
+    """The weak editor barely moves the prediction: a target within the tolerance of the start
+    is met by A′ = A (the cube counts it converged); the report shows no change for it."""
+    from mxplain.cube import open_results
+
+    cube = open_results(scenario["run"])
+    html = scenario["html"]
+    block = html[html.index("What change reaches a target"):html.index("<h2>Trust")]
+    rows = re.findall(r"<tr><th>(L0\d)</th><td>(\w+)</td>(.*?)</tr>", block)
+    assert len(rows) == 4 * 2
+    for lot, direction, cells in rows:
+        c = cube.sel(lot=lot, direction=direction)
+        reach = c.backward_reachable.values & c.tile_mask.values
+        if not reach.any():
+            assert "no reachable target of 2" in cells and "no advice" in cells
+            assert not re.search(r"[+-]\d", cells), cells
+        else:
+            assert f"of {int(reach.sum())}" in cells
+    assert any(not (cube.backward_reachable & cube.tile_mask).sel(lot=lot, direction=d).any()
+               for lot, d, _ in rows)  # this weak editor: some lot and direction has none
