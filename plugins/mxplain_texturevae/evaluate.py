@@ -1,6 +1,6 @@
 """TextureVAE evaluation: texture similarity of reconstructions (seed 003 Table 1), latent
-traversals (Figure 6), reconstructions / random samples (Figures 4-5) and the structure-property
-regressions from latent codes (Tables 2-3).
+traversals (Figure 6) and reconstructions / random samples (Figures 4-5); the structure-property
+regressions (Tables 2-3) are :mod:`mxplain_texturevae.study` (the ``latent_krr`` predictor's).
 
 Texture similarity. DISTS and STSIM-2 (the seed's metrics) are not computed: DISTS needs its
 authors' learned weights and ImageNet VGG16 weights, STSIM-2 a steerable-pyramid implementation;
@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mxplain.figures import save_figure
-from mxplain_texturevae.model import STYLE_LAYERS, encoder_features, gram
+from mxplain_texturevae.model import STYLE_LAYERS, gram
 
 
 # ---- texture similarity ------------------------------------------------------------------------
@@ -173,88 +172,6 @@ def save_figures(editor, x: torch.Tensor, folder: Path, seed: int = 0, prefix: s
     return out
 
 
-# ---- structure-property linkage ----------------------------------------------------------------
-def _mape(y, p) -> float:
-    return float(np.mean(np.abs((p - y) / y)) * 100.0)
-
-
-def _regressors(seed: int):
-    from sklearn.compose import TransformedTargetRegressor
-    from sklearn.linear_model import LinearRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
-    def wrap(m):
-        return TransformedTargetRegressor(make_pipeline(StandardScaler(), m),
-                                          transformer=StandardScaler())
-
-    return {"linreg": lambda: wrap(LinearRegression()),
-            "svr_rbf": lambda: wrap(SVR(kernel="rbf", C=10.0, gamma="scale", epsilon=0.05))}
-
-
-def latent_and_vgg_features(editor, store, max_tiles_per_lot: int | None = 32, seed: int = 0,
-                            batch_size: int = 32):
-    """Posterior means and raw frozen-VGG19 ``pool5`` features of (up to ``max_tiles_per_lot``)
-    tiles of every lot, with the tiles' lot index: ``(z, v, lot)``."""
-    rng = np.random.default_rng(seed)
-    zs, vs, lots = [], [], []
-    for i in range(store.n_lots):
-        t = store.tiles(i)
-        if max_tiles_per_lot is not None and len(t) > max_tiles_per_lot:
-            t = t[np.sort(rng.choice(len(t), max_tiles_per_lot, replace=False))]
-        x = torch.from_numpy(t).float().div(255.0)[:, None]
-        for j in range(0, len(x), batch_size):
-            xb = x[j:j + batch_size].to(editor.device)
-            with torch.no_grad():
-                zs.append(editor.encode(xb).cpu().numpy())
-                vs.append(encoder_features(editor.vgg, xb, editor.patch).cpu().numpy())
-        lots.append(np.full(len(x), i))
-    return np.concatenate(zs), np.concatenate(vs), np.concatenate(lots)
-
-
-def structure_property(editor, store, max_tiles_per_lot: int | None = 32, seed: int = 0,
-                       test_fraction: float = 0.2) -> dict:
-    """Seed 003 Tables 2 and 3 on a tile store.
-
-    * ``validation``: tiles carry their lot's property; a random ``test_fraction`` of the tiles is
-      held out; linear regression and RBF-SVR from latent codes (and from raw VGG19 features):
-      R^2 and MAPE (%) on the held-out tiles.
-    * ``leave_one_lot_out``: for every lot, RBF-SVR trained on the other lots' tiles predicts the
-      lot's tiles; the lot's prediction is their mean; MAPE (%) over lots, for latent codes and for
-      raw VGG19 features.
-    """
-    from sklearn.metrics import r2_score
-
-    z, v, lots = latent_and_vgg_features(editor, store, max_tiles_per_lot, seed)
-    y = np.asarray(store.properties, dtype=np.float64)[lots]
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(y), bool)
-    test[rng.choice(len(y), max(1, int(round(test_fraction * len(y)))), replace=False)] = True
-    regs = _regressors(seed)
-    out: dict = {"tiles": int(len(y)), "lots": int(store.n_lots), "validation": {},
-                 "leave_one_lot_out": {}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for fname, feats in (("texturevae", z), ("vgg19", v)):
-            res = {}
-            for rname, make in regs.items():
-                p = make().fit(feats[~test], y[~test]).predict(feats[test])
-                res[rname] = {"r2": float(r2_score(y[test], p)), "mape": _mape(y[test], p)}
-            out["validation"][fname] = res
-            per_lot = []
-            for i in range(store.n_lots):
-                m = lots == i
-                if m.all() or not m.any():
-                    continue
-                p = regs["svr_rbf"]().fit(feats[~m], y[~m]).predict(feats[m])
-                per_lot.append((float(store.properties[i]), float(p.mean())))
-            t, p = np.array(per_lot).T
-            out["leave_one_lot_out"][fname] = {"svr_rbf_mape": _mape(t, p),
-                                               "r2": float(r2_score(t, p))}
-    return out
-
-
 def latent_size_table(store, sizes=(8, 16, 32, 64), ctx=None, n_tiles: int = 100,
                       models: dict | None = None, **params) -> list[dict]:
     """Seed 003 Table 1 analogue: train one TextureVAE per latent size and report the Gram
@@ -318,7 +235,9 @@ def main(argv=None) -> None:
     print(format_table(rows), flush=True)
     ed = models[max(a.sizes)]
     probe = rows[a.sizes.index(max(a.sizes))]["probe_r2_heldout"]
-    sp = structure_property(ed, store)
+    from mxplain_texturevae.study import structure_property
+
+    sp = structure_property(store, ctx, editor=ed)
     print(json.dumps({"probe_r2_heldout_lots": probe, "structure_property": sp}, indent=1))
     if a.figures:
         x = torch.from_numpy(store.all_tiles()[0][:: max(1, store.n_tiles // 64)]).float()

@@ -130,9 +130,12 @@ class LatentRegressor(Predictor):
 
     # ---- parameters ---------------------------------------------------------------------------
     def grids(self) -> tuple[list, list, list]:
-        return (list(self.alphas or (1e-3, 1e-2, 0.1, 1.0, 10.0)),
-                list(self.gammas or (0.1, 0.3, 1.0, 3.0)),
-                list(self.svr_c or (1.0, 10.0, 100.0)))
+        """The ridge ``alphas``, RBF ``gammas`` and SVR ``svr_c`` the CV tries (unset: defaults)."""
+        def given(v, default):
+            return list(default if v is None else v)
+
+        return (given(self.alphas, (1e-3, 1e-2, 0.1, 1.0, 10.0)),
+                given(self.gammas, (0.1, 0.3, 1.0, 3.0)), given(self.svr_c, (1.0, 10.0, 100.0)))
 
     def vae_params(self) -> dict:
         return {**VAE_DEFAULTS, "seed": int(self.seed), "vgg_weights": self.vgg_weights,

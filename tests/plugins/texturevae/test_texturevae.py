@@ -13,7 +13,6 @@ from mxplain.interfaces import RunContext
 from mxplain_texturevae.editor import TextureVAEEditor
 from mxplain_texturevae.evaluate import (
     gram_similarity,
-    structure_property,
     texture_scores,
     traversal,
 )
@@ -181,13 +180,17 @@ def test_gram_similarity_and_scores(fitted, store):
     assert math.isclose(again["reconstruction"], t["reconstruction"], rel_tol=1e-5)
 
 
-def test_structure_property_tables(fitted, store):
+def test_structure_property_tables_from_an_editor(fitted, store):
+    from mxplain_texturevae.study import structure_property
+
     ed, _ = fitted
-    sp = structure_property(ed, store, max_tiles_per_lot=3)
-    assert sp["tiles"] == 18
-    for feats in ("texturevae", "vgg19"):
-        assert set(sp["validation"][feats]) == {"linreg", "svr_rbf"}
-        assert sp["leave_one_lot_out"][feats]["svr_rbf_mape"] >= 0
+    sp = structure_property(store, editor=ed, max_tiles_per_lot=3, cv_folds=2,
+                            alphas=[0.1, 1.0], gammas=[1.0], svr_c=[1.0])
+    assert sp["tiles"] == 18 and sp["n_train"] + sp["n_val"] == 18
+    rows = {(r["features"], r["regression"]): r for r in sp["rows"]}
+    assert rows[("texturevae", "rbf")]["n_features"] == ed.latent_dim
+    assert rows[("vgg19", "svr")]["n_features"] == 512
+    assert all(r["leave_one_lot_out"]["lot_mape"] >= 0 for r in sp["rows"])
 
 
 def test_bad_parameters_are_user_errors(store):
