@@ -85,6 +85,13 @@ class FeatureRegressorNet(nn.Module):
         return reg.predict(self.regression(), self.features(x)).float()
 
 
+def _positive_numbers(values) -> bool:
+    """A non-empty list of finite numbers > 0."""
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+        for v in values)
+
+
 def _plain(sd: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
@@ -102,8 +109,9 @@ class LatentRegressor(Predictor):
 
     def __init__(self, features: str = "texturevae", regression: str = "rbf", vae: dict | None = None,
                  texturevae_checkpoint: str | None = None, vgg_weights: str | None = None,
-                 alphas: list | None = None, gammas: list | None = None,
-                 svr_c: list | None = None, svr_epsilon: float = 0.1, cv_folds: int = 5,
+                 alphas: list | tuple = (0.001, 0.01, 0.1, 1.0, 10.0),
+                 gammas: list | tuple = (0.1, 0.3, 1.0, 3.0), svr_c: list | tuple = (1.0, 10.0, 100.0),
+                 svr_epsilon: float = 0.1, cv_folds: int = 5,
                  split: str = "tile", val_fraction: float = 0.2, leave_one_lot_out: bool = True,
                  max_tiles_per_lot: int = 0, batch_size: int = 32, seed: int = 0):
         self.features = features
@@ -130,12 +138,8 @@ class LatentRegressor(Predictor):
 
     # ---- parameters ---------------------------------------------------------------------------
     def grids(self) -> tuple[list, list, list]:
-        """The ridge ``alphas``, RBF ``gammas`` and SVR ``svr_c`` the CV tries (unset: defaults)."""
-        def given(v, default):
-            return list(default if v is None else v)
-
-        return (given(self.alphas, (1e-3, 1e-2, 0.1, 1.0, 10.0)),
-                given(self.gammas, (0.1, 0.3, 1.0, 3.0)), given(self.svr_c, (1.0, 10.0, 100.0)))
+        """The ridge ``alphas``, RBF ``gammas`` and SVR ``svr_c`` the CV tries."""
+        return list(self.alphas), list(self.gammas), list(self.svr_c)
 
     def vae_params(self) -> dict:
         return {**VAE_DEFAULTS, "seed": int(self.seed), "vgg_weights": self.vgg_weights,
@@ -162,9 +166,9 @@ class LatentRegressor(Predictor):
             bad("cv_folds", "must be an integer >= 2")
         if not float(self.svr_epsilon) >= 0:
             bad("svr_epsilon", "must be >= 0")
-        for key, values in zip(("alphas", "gammas", "svr_c"), self.grids()):
-            if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                     and np.isfinite(v) and v > 0 for v in values):
+        for key in ("alphas", "gammas", "svr_c"):
+            values = getattr(self, key)
+            if not _positive_numbers(values):
                 bad(key, "must be a non-empty list of numbers > 0")
         for key in ("texturevae_checkpoint", "vgg_weights"):
             path = getattr(self, key)
