@@ -150,6 +150,25 @@ class LatentRegressor(Predictor):
         """Every ``[predictor]`` value, when the config is resolved."""
         cls(**{**cls.param_defaults(), **params})._check_params()
 
+    @classmethod
+    def footprint(cls, params: dict, data) -> list:
+        """The training tiles' kernel matrix (rbf, svr: float64, with the solve's copy) and the
+        tiles themselves (uint8, plus float32 for the feature batches' input)."""
+        from mxplain.interfaces import Footprint
+
+        if data is None:
+            return []
+        p = {**cls.param_defaults(), **params}
+        limit = int(p["max_tiles_per_lot"] or 0)
+        n = min(data.n_tiles, limit * data.n_lots) if limit else data.n_tiles
+        n_train = int(n * (1.0 - float(p["val_fraction"]))) + 1
+        out = [Footprint("every training tile in memory", ("max_tiles_per_lot",),
+                         memory=5 * n * data.tile_size ** 2)]
+        if p["regression"] != "linear":
+            out.append(Footprint("the kernel matrix of the training tiles",
+                                 ("max_tiles_per_lot", "regression"), memory=16 * n_train ** 2))
+        return out
+
     def _check_params(self) -> None:
         def bad(key, why):
             raise UserError(f"[predictor] latent_krr: {key} = {getattr(self, key)!r}: {why}")

@@ -287,3 +287,13 @@ def test_study_reports_both_feature_sets_and_every_regression(store):
         assert np.isfinite(r["val"]["mape"]) and np.isfinite(r["leave_one_lot_out"]["lot_mape"])
     table = format_table(res)
     assert table.count("\n") == 7 and "| TextureVAE mu (4) | rbf |" in table
+
+
+def test_footprint_counts_the_kernel_matrix():
+    from mxplain.interfaces import DataShape
+
+    big = DataShape(n_lots=100, n_tiles=100_000, max_tiles_per_lot=1000, tile_size=64)
+    kernel = {f.what: f.memory for f in LatentRegressor.footprint({}, big)}
+    assert kernel["the kernel matrix of the training tiles"] == 16 * 80_001 ** 2  # ~100 GB
+    capped = LatentRegressor.footprint({"max_tiles_per_lot": 10, "regression": "linear"}, big)
+    assert [f.memory for f in capped] == [5 * 1000 * 64 ** 2]  # ridge: no kernel
