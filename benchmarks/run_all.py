@@ -165,9 +165,10 @@ def main(argv=None) -> int:
     rows = kept_rows(out, skip) + rows
     name = (torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"CPU ({platform.processor() or platform.machine()})")
+    sizes = "small" if args.small else "paper (256 px, AttGAN 5x64, WideResNet-28-1)"
     lines = [f"# mxplain benchmarks on {name}", "",
              f"{datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
-             f"sizes: {'small' if args.small else 'paper (256 px, AttGAN 5x64, WideResNet-28-1)'}"
+             f"sizes of (a)-(e): {sizes}; (f): the packaged quickstart's"
              f"{'; torch.compile' if args.compile else ''}", "",
              "| benchmark | measured | result | target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
