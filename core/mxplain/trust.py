@@ -10,9 +10,11 @@ Every run with an editor computes, after its explainers (:func:`trust_gates`), `
 ``reconstruction_shift``  the predictor's mean absolute shift on the editor's reconstructions at the
                           lot's own attributes, in percent of its prediction on the tile;
 ``attribute_probe``       per attribute, the share of the editor's +/-delta edits that the
-                          independent probe (:mod:`mxplain.probe`) sees moving the requested way;
-                          an attribute the probe cannot see (held-out Spearman below
-                          ``probe_min_spearman``) is ``warn`` with ``judged = false``;
+                          independent probe (:mod:`mxplain.probe`) sees moving the requested way,
+                          and their effect ratio (how far they move its reading, over how far a
+                          real lot difference of delta does): the worse of the two; an attribute
+                          the probe cannot see (held-out Spearman below ``probe_min_spearman``)
+                          is ``warn`` with ``judged = false``;
 ``editor_health``         the editor's own training losses against its plugin's known failure
                           signs (:meth:`mxplain.interfaces.Editor.health`);
 ``backward_convergence``  the lowest reached share of reachable counterfactual targets over the
@@ -41,6 +43,7 @@ TRUST_DEFAULTS: dict[str, Any] = {
     "realism_auc_pass": 0.70, "realism_auc_warn": 0.85,
     "shift_percent_pass": 1.5, "shift_percent_warn": 5.0,
     "probe_share_pass": 0.75, "probe_share_warn": 0.6,
+    "probe_effect_pass": 0.5, "probe_effect_warn": 0.33,
     "reached_share_pass": 0.9, "reached_share_warn": 0.6,
     "probe_min_spearman": 0.5, "probe_tiles": 24,
 }
@@ -54,6 +57,12 @@ TRUST_DOC = {
     "probe_share_pass": "attribute probe gate: pass where at least this share of an attribute's "
                         "±0.35 edits move the independent probe's reading the requested way",
     "probe_share_warn": "attribute probe gate: warn down to this share, fail below",
+    "probe_effect_pass": "attribute probe gate: pass where an attribute's ±0.35 edits move the "
+                         "probe's reading by at least this fraction of what a real lot difference "
+                         "of 0.35 moves it (the effect ratio: the mean change per unit requested "
+                         "over the probe's held-out calibration slope; 1: like real lots)",
+    "probe_effect_warn": "attribute probe gate: warn down to this effect ratio, fail below (both "
+                         "the share and the ratio must pass)",
     "reached_share_pass": "backward convergence gate: pass where at least this share of "
                           "reachable counterfactual targets was reached (in each direction)",
     "reached_share_warn": "backward convergence gate: warn down to this share, fail below",
@@ -66,6 +75,7 @@ TRUST_DOC = {
 _PAIRS = (("editor_realism", "realism_auc", False, 0.0, 1.0),
           ("reconstruction_shift", "shift_percent", False, 0.0, math.inf),
           ("attribute_probe", "probe_share", True, 0.0, 1.0),
+          ("attribute_probe", "probe_effect", True, 0.0, 10.0),
           ("backward_convergence", "reached_share", True, 0.0, 1.0))
 
 
@@ -169,37 +179,49 @@ def shift_gate(ev: dict, cfg: dict) -> dict | None:
                   "predictor shift on reconstructions (mean |Δ|, %)", "{:.2f} %")
 
 
+def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
+    """One attribute's probe verdict: the worst of its direction share and its effect ratio, where
+    the probe sees it (held-out rho at least ``probe_min_spearman``); else ``warn``, not judged."""
+    rho = block.get("heldout_spearman")
+    judged = isinstance(rho, (int, float)) and math.isfinite(rho) and \
+        rho >= cfg["probe_min_spearman"]
+    share = _judge(block.get("direction_share"), cfg, "probe_share", True,
+                   f"probe: share of {a} edits moving the requested way")
+    ratio = block.get("effect_ratio")
+    effect = _judge(ratio, cfg, "probe_effect", True, f"probe: {a} edits move its reading by "
+                    f"this fraction of a real lot difference of the same size")
+    g = {**share, "verdict": worst([share["verdict"], effect["verdict"]]),
+         "reason": "; ".join(p["reason"] for p in (share, effect) if p["verdict"] != "pass")
+         or f"{share['reason']}; {effect['reason']}",
+         "effect_ratio": ratio, "parts": {"direction_share": share, "effect_ratio": effect},
+         "heldout_spearman": rho, "resolution": block.get("resolution"), "judged": bool(judged)}
+    if not judged:
+        g["verdict"] = "warn"
+        g["reason"] = (f"unknown: the probe cannot see {a} (held-out Spearman "
+                       f"{rho if rho is None else format(rho, '.2f')} < "
+                       f"{cfg['probe_min_spearman']:g}); its edits are not judged")
+    return g
+
+
 def probe_gate(ev: dict, cfg: dict) -> dict | None:
-    """Per attribute: the probe's direction share where its held-out Spearman reaches
-    ``probe_min_spearman``, else ``warn`` (not judged); the gate: the worst judged attribute
-    (``warn`` when none is judged)."""
+    """Per attribute (:func:`_probe_attribute`): the probe's direction share and effect ratio
+    where its held-out Spearman reaches ``probe_min_spearman``, else ``warn`` (not judged); the
+    gate: the worst judged attribute (``warn`` when none is judged)."""
     probe = _get(ev, "probe")
     if not isinstance(probe, dict) or "skipped" in probe:
         return None
-    attrs = {}
-    for a, block in (probe.get("attributes") or {}).items():
-        rho = block.get("heldout_spearman")
-        share = block.get("direction_share")
-        judged = isinstance(rho, (int, float)) and math.isfinite(rho) and \
-            rho >= cfg["probe_min_spearman"]
-        g = _judge(share, cfg, "probe_share", True, f"probe: share of {a} edits moving the "
-                                                    f"requested way")
-        g.update(heldout_spearman=rho, judged=bool(judged))
-        if not judged:
-            g["verdict"] = "warn"
-            g["reason"] = (f"unknown: the probe cannot see {a} (held-out Spearman "
-                           f"{rho if rho is None else format(rho, '.2f')} < "
-                           f"{cfg['probe_min_spearman']:g}); its edits are not judged")
-        attrs[a] = g
+    attrs = {a: _probe_attribute(a, block, cfg)
+             for a, block in (probe.get("attributes") or {}).items()}
     judged = [g for g in attrs.values() if g["judged"]]
     shares = [g["value"] for g in judged if isinstance(g["value"], (int, float))]
+    sh, ef = _threshold(cfg, "probe_share", True), _threshold(cfg, "probe_effect", True)
     v = worst(g["verdict"] for g in judged) if judged else "warn"
     bad = [a for a, g in attrs.items() if g["verdict"] != "pass"]
     reason = (f"{len(judged)} of {len(attrs)} attributes judged by the probe"
               + (f"; not passing: {', '.join(bad)}" if bad else "; all pass"))
     return {"value": min(shares) if shares else None, "verdict": v,
-            "threshold": _threshold(cfg, "probe_share", True), "reason": reason,
-            "attributes": attrs}
+            "threshold": {k: f"share {sh[k]}, effect ratio {ef[k]}" for k in ("pass", "warn")},
+            "reason": reason, "attributes": attrs}
 
 
 def health_gate(checks) -> dict | None:

@@ -19,7 +19,7 @@ from mxplain import config, hookimpl, plugins, trust
 from mxplain.cli import main
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor, NoLearnedState, Predictor
-from mxplain.probe import FEATURE_NAMES, fit_probe, probe_edits, texture_features
+from mxplain.probe import FEATURE_NAMES, fit_probe, probe_edits, tile_features
 from mxplain.store import LotTable, TileStore
 
 ATTRS = ("grey", "stripes", "hidden")
@@ -90,9 +90,9 @@ class ToyLaw(Identity):
 
 def test_features_are_fixed_and_finite(store):
     tiles, _ = store.all_tiles()
-    f = texture_features(tiles[:5])
+    f = tile_features(tiles[:5])
     assert f.shape == (5, len(FEATURE_NAMES)) and np.isfinite(f).all()
-    np.testing.assert_array_equal(f, texture_features(tiles[:5]))
+    np.testing.assert_array_equal(f, tile_features(tiles[:5]))
 
 
 def test_probe_recovers_the_rendered_attributes_leave_lots_out(store):
@@ -100,21 +100,41 @@ def test_probe_recovers_the_rendered_attributes_leave_lots_out(store):
     rho = {a: info["attributes"][a]["heldout_spearman"] for a in ATTRS}
     assert rho["grey"] > 0.9 and rho["stripes"] > 0.6, rho
     assert rho["hidden"] < 0.5, rho  # not rendered: the probe must not see it
-    assert info["folds"] == 5 and info["n_lots"] == N_LOTS and info["seconds"] < 30
+    assert info["folds"] == 5 and info["n_lots"] == N_LOTS
+    grey = info["attributes"]["grey"]
+    assert grey["calibration_slope"] > 0.7 and grey["resolution"] > 0.9, grey
+    assert len(grey["features"]) <= 4 and set(grey["features"]) <= set(FEATURE_NAMES)
     again = fit_probe(store, n_tiles_per_lot=8, seed=0)[1]
     assert again["attributes"] == info["attributes"]  # deterministic
     assert probe.measure(store.all_tiles()[0][:3]).shape == (3, len(ATTRS))
 
 
+class Faint(ToyLaw):
+    """Moves the tile a fifth of the way to what ToyLaw renders: every edit goes the requested
+    way, but by a fifth of a real lot difference (the shortcut a direction share cannot see)."""
+
+    name = "trust-faint"
+
+    def decode(self, latent, attributes):
+        return latent + 0.2 * (super().decode(latent, attributes) - latent)
+
+
 @pytest.mark.parametrize("editor,want", [(ToyLaw(), "pass"), (Identity(), "fail"),
-                                         (Ignores(), "fail")])
+                                         (Ignores(), "fail"), (Faint(), "fail")])
 def test_probe_gate_judges_edits(store, editor, want):
     probe, info = fit_probe(store, n_tiles_per_lot=8, seed=0)
     ev = {"probe": probe_edits(editor, store, probe, info, n_tiles_per_lot=3, seed=0)}
     gate = trust.probe_gate(ev, trust.resolve_trust(None))
     assert gate["verdict"] == want, gate
     for a in ("grey", "stripes"):
-        assert gate["attributes"][a]["judged"] and gate["attributes"][a]["verdict"] == want
+        g = gate["attributes"][a]
+        assert g["judged"] and g["verdict"] == want, g
+        ratio = ev["probe"]["attributes"][a]["effect_ratio"]
+        if isinstance(editor, Faint):  # the right way, but a fraction of the change
+            assert g["parts"]["direction_share"]["verdict"] == "pass", g
+            assert 0.05 < ratio < 0.33, ratio
+        elif isinstance(editor, ToyLaw):
+            assert 0.7 < ratio < 1.5, ratio
     hidden = gate["attributes"]["hidden"]
     assert not hidden["judged"] and hidden["verdict"] == "warn"
     assert hidden["reason"].startswith("unknown: the probe cannot see hidden")
@@ -135,6 +155,7 @@ def test_trust_defaults_documented():
     assert cfg["realism_auc_pass"] == 0.70 and cfg["realism_auc_warn"] == 0.85
     assert cfg["shift_percent_pass"] == 1.5 and cfg["shift_percent_warn"] == 5.0
     assert cfg["probe_share_pass"] == 0.75 and cfg["probe_share_warn"] == 0.6
+    assert cfg["probe_effect_pass"] == 0.5 and cfg["probe_effect_warn"] == 0.33
     assert cfg["reached_share_pass"] == 0.9 and cfg["reached_share_warn"] == 0.6
     assert set(cfg) == set(trust.TRUST_DOC)
 
@@ -142,6 +163,8 @@ def test_trust_defaults_documented():
 @pytest.mark.parametrize("table,needle", [
     ({"realism_auc_pass": 0.9, "realism_auc_warn": 0.8}, "realism_auc_warn = 0.8 must be >="),
     ({"probe_share_pass": 0.5}, "probe_share_warn = 0.6 must be <="),
+    ({"probe_effect_pass": 0.2}, "probe_effect_warn = 0.33 must be <="),
+    ({"probe_effect_warn": -0.1}, "probe_effect_warn = -0.1: needs a number in [0, 10]"),
     ({"shift_percent_pass": -1}, "shift_percent_pass = -1: needs a number"),
     ({"reached_share_warn": "high"}, "reached_share_warn = 'high'"),
     ({"probe_share_pass": float("nan")}, "probe_share_pass = nan"),
@@ -168,13 +191,15 @@ def test_bad_threshold_one_error_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def _metrics(probe_share=0.9, rho=0.8, auc=0.6, shift=1.0, reached=0.95):
+def _metrics(probe_share=0.9, rho=0.8, auc=0.6, shift=1.0, reached=0.95, ratio=0.9):
     return {"editor": {"evaluation": {
         "realism": {"reconstruction": {"auc": auc}, "edits": {
             "auc": auc, "by_attribute": {"a": auc, "b": 0.95}}},
         "reconstruction_prediction_shift": {"mean_abs_percent": shift},
-        "probe": {"attributes": {"a": {"heldout_spearman": rho, "direction_share": probe_share},
-                                 "b": {"heldout_spearman": 0.1, "direction_share": 0.9}}}}},
+        "probe": {"attributes": {"a": {"heldout_spearman": rho, "direction_share": probe_share,
+                                       "effect_ratio": ratio},
+                                 "b": {"heldout_spearman": 0.1, "direction_share": 0.9,
+                                       "effect_ratio": 1.0}}}}},
         "explain": {"forward": {}, "backward": {"reached_share": {"increase": reached,
                                                                    "decrease": 1.0}},
                     "gradcam": {}}}
@@ -209,6 +234,11 @@ def test_gates_and_explanation_verdicts():
     assert bad["gates"]["editor_health"]["verdict"] == "fail"
     assert bad["gates"]["attribute_probe"]["verdict"] == "fail"
     assert bad["explanations"]["forward"]["trust"] == "untrusted"
+    faint = trust.trust_gates(_metrics(ratio=0.1), cfg, ("a",), ("forward",))
+    probe_a = faint["gates"]["attribute_probe"]["attributes"]["a"]
+    assert probe_a["verdict"] == "fail" and probe_a["value"] == 0.9  # share passes, effect fails
+    assert "fraction of a real lot difference" in probe_a["reason"]
+    assert faint["explanations"]["forward"]["attributes"]["a"]["trust"] == "untrusted"
 
 
 # ---- a tiny pipeline run: identity editor, the verdicts in metrics, cube and report -------------
