@@ -20,6 +20,7 @@ W = torch.tensor([2.0, -1.0, 0.0])  # the fake prediction's slope per attribute
 
 
 class FakeEditor:
+    kind, name = "editor", "fake"
     device = torch.device("cpu")
     attributes = ("a", "b", "c")
 
@@ -35,6 +36,7 @@ class FakeEditor:
 
 
 class FakePredictor:
+    kind, name = "predictor", "fake"
     device = torch.device("cpu")
 
     def forward(self, tiles):
@@ -166,3 +168,26 @@ def test_solvers_reach_a_linear_target_and_keep_a_dead_attribute():
         assert (iters > 0).all()
     x, *_ = adam(editor, predictor, latent, a, target, lam, thr, 50)
     assert x[0, 0] > 0.5 and x[1, 0] < 0.5  # the strongest attribute, the target's way
+
+
+def test_fused_proximal_gives_the_explainers_iterates_with_one_pass_an_iteration():
+    from backward_solvers import fused
+
+    from mxplain_attribute.backward import BackwardCounterfactual
+
+    editor, predictor, counter = FakeEditor(), FakePredictor(), _limits.Counter()
+    bw = BackwardCounterfactual(max_iter=30)
+    latent = editor.encode(torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1)))
+    a = torch.full((4, 3), 0.5)
+    target = 100 * (latent[0][:, 0] + 0.05) + torch.tensor([8.0, -6.0, 3.0, -9.0])
+    scale = target.abs()
+    lam, thr = 1 / (bw.tol * scale) ** 2, bw.tol * scale
+    x0, p0, c0, i0 = bw.optimize(editor, predictor, latent, a, target, "gradient")
+    _limits.instrument(editor, predictor, counter)
+    counter.active = True
+    x1, p1, c1, i1 = fused(editor, predictor, latent, a, target, lam, thr, 30, bw.lr)
+    assert torch.allclose(x0, x1, atol=1e-6) and torch.equal(c0, c1) and torch.equal(i0, i1)
+    assert c1.all() and (i1 > 1).all()  # several steps a row
+    grad_rows = sum(r for (_, op, g), r in counter.rows.items() if op == "decode" and g)
+    assert grad_rows == 4 + int(i1.sum())  # the start, then one pass a row and iteration
+    assert not any(op == "decode" and not g for (_, op, g) in counter.rows)
