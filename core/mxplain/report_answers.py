@@ -82,6 +82,15 @@ def attribute_trust(metrics: dict, explainer: str, attribute: str) -> tuple[str,
     return str(level), "; ".join(reasons)
 
 
+def gates_not_passed(metrics: dict, explainer: str, attribute: str) -> list[str]:
+    """The gates, in words and in order, behind one explainer's trust on one attribute."""
+    t = metrics.get("trust") if isinstance(metrics.get("trust"), dict) else {}
+    per = ((((t.get("explanations") or {}).get(explainer) or {}).get("attributes") or {})
+           .get(attribute) or {})
+    names = [str(r).split(":", 1)[0] for r in per.get("reasons") or []]
+    return [GATE_WORDS.get(n, n) for n in dict.fromkeys(names)]
+
+
 def property_units(metrics: dict, cube=None) -> str:
     data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
     units = data.get("units") or (cube.attrs.get("property_units") if cube is not None else "")
@@ -173,9 +182,12 @@ def _slope_rows(cube, metrics: dict, units: str) -> tuple[list[str], list[str]]:
                     f"<td>{_esc(level or 'not gated')}</td></tr>")
         sentence = (f"{a} {way} {prop}: median {with_units(med, units, True)} per unit {a} "
                     f"(0 → 1 spans the labels' range); lots: {lots}.")
+        title = ""
         if level in PREFIX:
-            sentence = f"{PREFIX[level]} ({reason}): " + sentence
-        words.append(f"<li{cls}>{_esc(sentence)}</li>")
+            names = ", ".join(gates_not_passed(metrics, "forward", a))
+            sentence = f"{PREFIX[level]} (not passed: {names}; hover for why): " + sentence
+            title = f" title='{_esc(reason)}'"
+        words.append(f"<li{cls}{title}>{_esc(sentence)}</li>")
     return rows, words
 
 

@@ -131,6 +131,9 @@ def test_report_says_so_before_any_number(scenario):
     assert banner < html.index("<img")
 
 
+GATES = {"editor_realism": "editor realism", "reconstruction_shift": "reconstruction shift",
+         "attribute_probe": "independent attribute probe", "editor_health": "editor health",
+         "backward_convergence": "backward convergence"}
 MARK = {"untrusted": ("untrusted", "Untrusted, not advice"),
         "caution": ("trust-caution", "Caution, not confirmed")}
 
@@ -148,8 +151,13 @@ def test_forward_sensitivities_marked_untrustworthy(scenario):
         css, words = MARK[levels[a]]
         row = re.search(rf"<tr([^>]*)><th>{a}</th>.*?</tr>", block)
         assert row.group(1) == f" class='{css}'" and f"<td>{levels[a]}</td>" in row.group(0)
-        assert re.search(rf"<li class='{css}'>{words} \(.*?\): {a} "
-                         rf"(raises|lowers|does not move) hardness: median [+-]?[\d.]+ HV", block)
+        gates = [GATES[r.split(":", 1)[0]] for r in trust["explanations"]["forward"][
+            "attributes"][a]["reasons"]]
+        li = re.search(rf"<li class='{css}' title='([^']+)'>{words} \(not passed: ([^;]+); "
+                       rf"hover for why\): {a} (raises|lowers|does not move) hardness: median "
+                       rf"[+-]?[\d.]+ HV", block)
+        assert li and li.group(2) == ", ".join(dict.fromkeys(gates))
+        assert all(g in li.group(1) for g in gates)  # the reasons, on hover
         cells = [re.findall(r"<td[^>]*>", r)[2 + k] for r in re.findall(
             r"<tr><th>L0\d</th>.*?</tr>", per_lot)]
         assert len(cells) == 4
@@ -199,8 +207,9 @@ def test_a_warning_gate_marks_the_answer_too(scenario):
     html = render_report(scenario["run"], metrics)
     answers = html[html.index("<h2>Answers</h2>"):html.index("What change reaches a target")]
     assert "Run trust verdict: caution" in answers and "orange ones unconfirmed" in answers
-    assert re.search(r"<li class='trust-caution'>Caution, not confirmed \(independent attribute "
-                     r"probe: unknown: the probe cannot see grain_size\): grain_size ", answers)
+    assert re.search(r"<li class='trust-caution' title='independent attribute probe: unknown: "
+                     r"the probe cannot see grain_size'>Caution, not confirmed \(not passed: "
+                     r"independent attribute probe; hover for why\): grain_size ", answers)
     assert re.search(r"<li>density (raises|lowers|does not move) hardness", answers)
     assert len(re.findall(r"<td class='trust-caution' title='caution: independent attribute "
                           r"probe: unknown", answers)) == 4  # grain_size of each lot
