@@ -109,7 +109,7 @@ class ReviewRun:
         data = self.cfg["data"]
         dataset = plugins.get("dataset", data["name"])(
             **{k: v for k, v in data.items() if k != "name"})
-        return getattr(dataset, "measure", None)
+        return dataset.measure if "measure" in type(dataset).provides() else None
 
 
 def set_id(run_id: str, n_pairs: int, seed: int, delta: float) -> str:
