@@ -20,11 +20,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mxplain import plugins
+from mxplain.cube import cube_layout
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, RunContext
 from mxplain.store import TileStore
@@ -53,15 +55,17 @@ class Tiny:
     root: Path
     store: TileStore
     ctx: RunContext
+    dataset: Any = None
     _models: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, root: str | Path) -> Tiny:
         root = Path(root)
         ctx = RunContext(out_dir=root, progress=False, batch_size=16)
-        store = plugins.create("dataset", "synthetic", n_lots=4, tiles_per_lot=6, tile_size=32,
-                               seed=1).build(root / "tiles.zarr", ctx)
-        return cls(root, store, ctx)
+        dataset = plugins.create("dataset", "synthetic", n_lots=4, tiles_per_lot=6, tile_size=32,
+                                 seed=1)
+        store = dataset.build(root / "tiles.zarr", ctx)
+        return cls(root, store, ctx, dataset)
 
     def model(self, kind: str):
         if kind not in self._models:
@@ -88,6 +92,39 @@ def check_dataset(name: str, tiny: Tiny, tmp: Path) -> None:
                "lot attributes outside [0, 1]")
         expect(np.all(np.isfinite(s.properties)), "non-finite lot properties")
     expect(np.array_equal(stores[0].tiles(1), stores[1].tiles(1)), "build() is not deterministic")
+    check_dataset_knowledge(make("dataset", name, **extra), stores[0])
+
+
+def check_dataset_knowledge(ds, store: TileStore) -> None:
+    """What :meth:`~mxplain.interfaces.Dataset.provides` declares returns what the interface
+    promises: ``measure`` ``(N, K)`` floats, ``segment`` one ``(N, H, W)`` bool mask per name of
+    ``structures`` (and ``structures`` naming the store's attributes or ``None``); what it does not
+    declare returns ``None``."""
+    provides = type(ds).provides()
+    tiles = store.tiles(0)[:3]
+    m = ds.measure(tiles)
+    if "measure" in provides:
+        m = np.asarray(m)
+        expect(m.shape == (len(tiles), len(store.attributes)) and m.dtype.kind == "f",
+               f"measure() of {len(tiles)} tiles gives {m.dtype} {m.shape}, not float "
+               f"({len(tiles)}, {len(store.attributes)})")
+    else:
+        expect(m is None, "measure() returns a value but the class does not override it")
+    masks = ds.segment(tiles)
+    if "segment" not in provides:
+        expect(masks is None and not type(ds).structures,
+               "segment() returns masks or structures are declared, but segment is not overridden")
+        return
+    structures = type(ds).structures
+    expect(bool(structures), "segment() is overridden but structures declares none")
+    expect(set(masks) >= set(structures), f"segment() returns {sorted(masks)}, structures "
+           f"declares {sorted(structures)}")
+    for sname, attr in structures.items():
+        mk = np.asarray(masks[sname])
+        expect(mk.dtype == bool and mk.shape == tiles.shape, f"segment()[{sname!r}] is {mk.dtype} "
+               f"{mk.shape}, not bool {tiles.shape}")
+        expect(attr is None or attr in store.attributes, f"structure {sname!r} carries "
+               f"{attr!r}, not an attribute of the store {store.attributes}")
 
 
 def check_predictor(name: str, tiny: Tiny, tmp: Path) -> None:
@@ -113,6 +150,12 @@ def check_predictor(name: str, tiny: Tiny, tmp: Path) -> None:
         xg = x.clone().requires_grad_(True)
         p.forward(xg).sum().backward()
         expect(xg.grad.abs().sum() > 0, "differentiable, but every gradient is zero")
+    layer = type(p).gradcam_layer
+    if layer is not None:
+        module = p.torch_module()
+        names = {n for n, _ in module.named_modules()} if module is not None else set()
+        expect(isinstance(layer, str) and layer in names, f"gradcam_layer {layer!r} is not a "
+               f"module of torch_module()")
     p.save(tmp / "p.pt")
     q = type(p).load(tmp / "p.pt")
     with torch.no_grad():
@@ -145,6 +188,12 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
         ag = a.clone().requires_grad_(True)
         e.decode(e.encode(x), ag).sum().backward()
         expect(ag.grad.abs().sum() > 0, "differentiable, but every gradient is zero")
+    if "generate" in type(e).capabilities(e.get_params()):
+        with torch.no_grad():
+            g = e.generate(e.encode(x))
+        expect(isinstance(g, torch.Tensor) and g.shape == x.shape and g.min() >= 0
+               and g.max() <= 1, f"generate() gives {tuple(getattr(g, 'shape', ()))}, not tiles "
+               f"in [0, 1] of shape {tuple(x.shape)}")
     e.save(tmp / "e.pt")
     f = type(e).load(tmp / "e.pt")
     with torch.no_grad():
@@ -152,14 +201,16 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
 
 
 def check_explainer(name: str, tiny: Tiny, tmp: Path) -> None:
-    """explain_lot of 3 tiles returns every declared variable, of its declared dims, finite."""
+    """explain_lot of 3 tiles returns every declared variable, of its declared dims, finite; the
+    context holds what the synthetic dataset knows (measurement, segmentation)."""
+    from mxplain.pipeline import dataset_knowledge
+
     store = tiny.store
     exp = make("explainer", name)
     ctx = ExplainContext(out_dir=tiny.root, progress=False, batch_size=16,
-                         predictor=tiny.model("predictor"), editor=tiny.model("editor"),
-                         attributes=store.attributes, true_sensitivity=store.true_sensitivity())
-    sizes = {"tile": 3, "attribute": len(store.attributes), "direction": 2,
-             "y": store.tile_size, "x": store.tile_size}
+                         predictor=tiny.model("predictor"), editor=tiny.model("editor"))
+    dataset_knowledge(ctx, tiny.dataset, store)
+    sizes, _ = cube_layout(store, 3, ctx)
     sizes.update({d: len(v) for d, v in exp.extra_dims().items()})
     variables = exp.variables(ctx)
     lot = store.lot(0)

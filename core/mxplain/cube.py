@@ -24,6 +24,7 @@ DIRECTIONS = ("increase", "decrease")
 BASE_VARIABLES: dict[str, Variable] = {
     "tile_mask": Variable(("lot", "tile"), "bool"),
     "prediction": Variable(("lot", "tile"), "float32"),
+    "example_tile": Variable(("lot", "y", "x"), "uint8", 0),
 }
 EDITOR_VARIABLES: dict[str, Variable] = {
     "reconstruction_prediction": Variable(("lot", "tile"), "float32"),
@@ -32,6 +33,7 @@ EDITOR_VARIABLES: dict[str, Variable] = {
 #: units (the store's ``property_units``, the cube attribute of the same name)
 PIPELINE_ATTRS: dict[str, tuple[str, str]] = {
     "tile_mask": ("", "true where a real tile is stored"),
+    "example_tile": ("", "the lot's first tile (uint8 grey levels): the figures' example"),
     "tile_count": ("1", "real tiles covered per lot"),
     "prediction": ("{p}", "predictor on the original tile"),
     "reconstruction_prediction": ("{p}", "predictor on the editor's reconstruction at the lot's "
@@ -40,6 +42,21 @@ PIPELINE_ATTRS: dict[str, tuple[str, str]] = {
     "measured_property": ("{p}", "the lot's measured (or ground-truth) property"),
     "true_sensitivity": ("{p} per unit attribute", "synthetic data only: the law's effect"),
 }
+
+
+def cube_layout(store, n_tiles: int, ctx) -> tuple[dict, dict]:
+    """The cube's own dimensions (sizes) and coordinates, before the explainers' extra ones:
+    ``lot``, ``tile``, ``attribute``, ``direction``, ``y``, ``x`` and, where the dataset segments
+    its tiles, ``structure`` (``ctx.structures``)."""
+    sizes = {"lot": store.n_lots, "tile": n_tiles, "attribute": len(store.attributes),
+             "direction": len(DIRECTIONS), "y": store.tile_size, "x": store.tile_size}
+    coords = {"lot": np.array(store.lot_ids, dtype=str),
+              "attribute": np.array(store.attributes, dtype=str),
+              "direction": np.array(DIRECTIONS, dtype=str)}
+    if ctx.structures:
+        sizes["structure"] = len(ctx.structures)
+        coords["structure"] = np.array(list(ctx.structures), dtype=str)
+    return sizes, coords
 
 
 def variable_attrs(variables: dict[str, Variable], property_units: str) -> dict[str, dict]:

@@ -40,9 +40,6 @@ from mxplain.resources import resolve_checkpoint
 
 #: how long ``--scheduler`` waits for the scheduler to answer
 CONNECT_TIMEOUT_S = 10.0
-#: explainer attributes holding per-lot state that ``summarize`` reads (one example tile per lot for
-#: the figures); a worker sends a lot's entry back so that the main process's figures are the same
-LOT_STATE_ATTRS = ("_examples",)
 
 
 def _require_distributed():
@@ -157,6 +154,7 @@ def worker_device(spec: str, worker_name=None):
 def _load_state(job: LotJob) -> _WorkerState:
     from mxplain import plugins
     from mxplain.cube import CubeWriter
+    from mxplain.pipeline import build_explainers
     from mxplain.store import TileStore
 
     device = worker_device(job.device_spec, _worker_name())
@@ -166,15 +164,14 @@ def _load_state(job: LotJob) -> _WorkerState:
     for kind, path in _model_paths(job.cfg, Path(job.folder)).items():
         cls = plugins.get(kind, job.cfg[kind]["name"])
         setattr(ctx, kind, cls.load(path, device=device))
-    explainers = {name: plugins.get("explainer", name)(**params)
-                  for name, params in job.cfg["explain"].items()}
+    explainers = build_explainers(job.cfg["explain"])
     writer = CubeWriter.reopen(Path(job.cube_path), job.variables, job.sizes)
     return _WorkerState(TileStore.open(job.store_path), ctx, explainers, writer)
 
 
 def explain_lot_task(job: LotJob, index: int) -> dict:
-    """Dask task: explain lot ``index`` and write its region of the cube. Returns the seconds spent
-    per explainer and the lot's per-lot explainer state (see :data:`LOT_STATE_ATTRS`)."""
+    """Dask task: explain lot ``index`` and write its region of the cube (everything the summaries
+    and figures read is in it). Returns the seconds spent per explainer."""
     import dask
 
     from mxplain.pipeline import explain_lot_values
@@ -190,14 +187,8 @@ def explain_lot_task(job: LotJob, index: int) -> dict:
         values = explain_lot_values(index, state.store, state.ctx, state.explainers, job.variables,
                                     job.n_tiles, per)
         state.writer.write_lot(index, values)
-        lot_state = {}
-        for name, exp in state.explainers.items():
-            for attr in LOT_STATE_ATTRS:
-                d = getattr(exp, attr, None)
-                if isinstance(d, dict) and index in d:
-                    lot_state.setdefault(name, {})[attr] = d.pop(index)
         return {"index": index, "seconds": per, "lot_seconds": time.perf_counter() - t0,
-                "lot_state": lot_state, "worker": str(_worker_name())}
+                "worker": str(_worker_name())}
 
 
 # ---- main process side ------------------------------------------------------------------------
@@ -263,10 +254,10 @@ class DaskExplain:
             if self.cluster is not None:
                 self.cluster.close()
 
-    def explain(self, cfg: dict, folder: Path, store, ctx, explainers: dict, variables: dict,
+    def explain(self, cfg: dict, folder: Path, store, ctx, variables: dict,
                 sizes: dict, n_tiles: int, cube_path: Path, lots: list[int],
                 per_explainer: dict, bar=None) -> dict:
-        """Explain ``lots`` on the workers; per-lot state comes back into ``explainers``. Returns
+        """Explain ``lots`` on the workers, each writing its lots' regions of the cube. Returns
         ``{worker: lots explained}``."""
         from distributed import as_completed
 
@@ -287,9 +278,6 @@ class DaskExplain:
                 res = fut.result()  # a worker's exception (UserError included) is raised here
                 for name, sec in res["seconds"].items():
                     per_explainer[name] = per_explainer.get(name, 0.0) + sec
-                for name, attrs in res["lot_state"].items():
-                    for attr, value in attrs.items():
-                        getattr(explainers[name], attr)[res["index"]] = value
                 by_worker[res["worker"]] = by_worker.get(res["worker"], 0) + 1
                 if bar is not None:
                     bar.update(1)

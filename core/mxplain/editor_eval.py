@@ -2,8 +2,9 @@
 
 An editor is good for explanations when an edit of one attribute changes *that* attribute of the
 tile, as an independent measurement sees it, in the requested direction, and leaves the others
-alone. With ``measure(uint8 tiles (N, H, W)) -> (N, M)`` (for synthetic lots
-``mxplain_synthetic.measure.measure_tiles``, columns ``measure_attributes``):
+alone. With ``measure(uint8 tiles (N, H, W)) -> (N, M)`` (the dataset's own,
+:meth:`mxplain.interfaces.Dataset.measure`, columns ``measure_attributes``: by default the tile
+store's attributes):
 
 * :func:`edit_fidelity` - per attribute: Spearman correlation between the requested value (a sweep
   over [0, 1], others at the lot's values) and the measured value; the share of +/-``delta`` edits
@@ -35,6 +36,8 @@ from mxplain.figures import save_figure
 from mxplain.interfaces import Editor, RunContext
 from mxplain.store import to_tensor, to_uint8
 
+#: the synthetic lots' measurement columns (``mxplain.review`` reads them); :func:`edit_fidelity`
+#: takes the tile store's attributes where it is given no columns
 DEFAULT_MEASURE_ATTRIBUTES = ("size", "porosity", "polydispersity", "facetness")
 
 Measure = Callable[[np.ndarray], np.ndarray]
@@ -97,9 +100,36 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
+def _delta_edits(editor: Editor, latent, measure: Measure, a0: torch.Tensor, j: int, col: int,
+                 delta: float, m_rec: np.ndarray, spread: np.ndarray, batch_size: int):
+    """The -/+``delta`` edits of attribute ``j`` (measurement column ``col``) against the
+    reconstruction's measurement ``m_rec``: per edit whether it counts (``ok``), moved the right
+    way, its own standardised effect per unit of requested change, the mean |standardised
+    change| of the other columns, and whether the measure failed on it."""
+    n = len(a0)
+    ok, moved, own, other, unmeasured = [], [], [], [], []
+    for sign in (-1.0, 1.0):
+        a = a0.clone()
+        a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
+        step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
+        m = _measure(measure, _edit_batched(editor, latent, a, batch_size))
+        change = (m - m_rec) / spread
+        measured = np.isfinite(change[:, col])
+        valid = (np.abs(step) > 1e-6) & measured
+        unmeasured.append((np.abs(step) > 1e-6) & ~measured)
+        ok.append(valid)
+        moved.append(np.sign(change[:, col]) == sign)
+        own.append(np.where(valid, change[:, col] / np.where(valid, step, 1.0), np.nan))
+        oc = [c for c in range(m_rec.shape[1]) if c != col and c < change.shape[1]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            other.append(np.nanmean(np.abs(change[:, oc]), axis=1) if oc else np.zeros(n))
+    return tuple(np.concatenate(v) for v in (ok, moved, own, other, unmeasured))
+
+
 def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int = 8,
                   delta: float = 0.35, ctx: RunContext | None = None, n_steps: int = 5,
-                  measure_attributes: Sequence[str] = DEFAULT_MEASURE_ATTRIBUTES, seed: int = 0,
+                  measure_attributes: Sequence[str] | None = None, seed: int = 0,
                   batch_size: int = 64) -> dict:
     """How faithfully ``editor`` changes each attribute, judged by an independent ``measure``.
 
@@ -124,6 +154,8 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
 
     ctx = ctx or RunContext()
     attrs = list(editor.attributes or store.attributes)
+    if measure_attributes is None:  # Dataset.measure: columns in the store's attribute order
+        measure_attributes = tuple(store.attributes)
     mcols = {name: i for i, name in enumerate(measure_attributes)}
     targets = [(j, name, mcols[name]) for j, name in enumerate(attrs) if name in mcols]
     if not targets:
@@ -137,7 +169,6 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
     m_rec = _measure(measure, _edit_batched(editor, latent, a0, batch_size))
     spread = np.nanstd(m_orig, axis=0)
     spread = np.where(spread > 0, spread, 1.0)
-    others_cols = [c for c in range(m_orig.shape[1])]
     values = np.linspace(0.0, 1.0, n_steps)
 
     result: dict = {"n_tiles": int(n), "delta": float(delta), "attributes": {}}
@@ -152,27 +183,8 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
         req = np.repeat(values[:, None], n, axis=1)
         per_tile = [_spearman(values, sweep[:, i]) for i in range(n)]
         per_tile = [r for r in per_tile if np.isfinite(r)]
-        # +/- delta edits
-        ok, moved, own, other, unmeasured = [], [], [], [], []
-        for sign in (-1.0, 1.0):
-            a = a0.clone()
-            a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
-            step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
-            m = _measure(measure, _edit_batched(editor, latent, a, batch_size))
-            change = (m - m_rec) / spread
-            measured = np.isfinite(change[:, col])
-            valid = (np.abs(step) > 1e-6) & measured
-            unmeasured.append((np.abs(step) > 1e-6) & ~measured)
-            ok.append(valid)
-            moved.append(np.sign(change[:, col]) == sign)
-            own.append(np.where(valid, change[:, col] / np.where(valid, step, 1.0), np.nan))
-            oc = [c for c in others_cols if c != col and c < change.shape[1]]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                other.append(np.nanmean(np.abs(change[:, oc]), axis=1) if oc else np.zeros(n))
-        ok, moved = np.concatenate(ok), np.concatenate(moved)
-        own, other = np.concatenate(own), np.concatenate(other)
-        unmeasured = np.concatenate(unmeasured)
+        ok, moved, own, other, unmeasured = _delta_edits(editor, latent, measure, a0, j, col,
+                                                         delta, m_rec, spread, batch_size)
         result["attributes"][name] = {
             "spearman": _spearman(req.ravel(), sweep.ravel()),
             "spearman_per_tile": float(np.mean(per_tile)) if per_tile else float("nan"),

@@ -21,31 +21,26 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from mxplain.interface_types import (  # noqa: F401 (the interfaces' data, re-exported)
+    DataShape,
+    ExplainContext,
+    Footprint,
+    Lot,
+    RunContext,
+    Variable,
+)
+
 if TYPE_CHECKING:
     from mxplain.simulate import Simulator
     from mxplain.store import TileStore
 
 Latent = Any  # a Tensor or a tuple of Tensors, batch dimension first
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """The size of a dataset's tile store as its config sets it (before anything is built)."""
-
-    n_lots: int
-    n_tiles: int  # all lots together
-    max_tiles_per_lot: int
-    tile_size: int  # pixels (tiles are square)
-    #: the lots' attribute names, where known before the store is built (``None``: not known);
-    #: not part of the shape's equality
-    attributes: tuple[str, ...] | None = field(default=None, compare=False)
 
 
 #: What an explainer can need of the run (:meth:`Explainer.requirements`), each with the words a
@@ -60,43 +55,8 @@ NEEDS: dict[str, str] = {
     "torch_module": "a predictor with a torch module",  # torch_module(), for layer-based maps
     "editor_gradients": "a differentiable editor",  # w.r.t. its attributes and latent
     "attributes": "named attributes in the data",  # the lot labels an editor edits
+    "generate": "an editor that generates tiles from its latent alone",  # Editor.generate
 }
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """A rough estimate of what one stage of a component holds in memory at its peak and writes to
-    disk, in bytes, and the config keys that set it (named when it cannot fit)."""
-
-    what: str  # e.g. "the tile store", "the network's weights and Adam state"
-    keys: tuple[str, ...]
-    memory: int = 0
-    disk: int = 0
-    #: the memory is on the run's device (the GPU's, when the run has one), not the host's
-    on_device: bool = False
-
-
-@dataclass
-class RunContext:
-    """What a component needs to know about the run it is part of (``fit(store, ctx)``; every
-    field is described in docs/custom-predictor.md, section 2)."""
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    out_dir: Path | None = None
-    seed: int = 0
-    progress: bool = True
-    batch_size: int = 256
-    #: where ``fit`` keeps its per-epoch training checkpoint (:mod:`mxplain.training`); the pipeline
-    #: sets ``out/models/{kind}.training.pt`` while a model trains, ``None`` otherwise (no checkpoint)
-    training_state_path: Path | None = None
-
-    @property
-    def figures_dir(self) -> Path | None:
-        return None if self.out_dir is None else self.out_dir / "figures"
-
-    @property
-    def models_dir(self) -> Path | None:
-        return None if self.out_dir is None else self.out_dir / "models"
 
 
 class Component(ABC):
@@ -200,6 +160,9 @@ class Predictor(TrainableModel):
 
     kind: ClassVar[str] = "predictor"
     differentiable: ClassVar[bool] = True
+    #: the module path (in :meth:`torch_module`, e.g. ``"block3"``) whose activations layer-based
+    #: maps such as GradCAM use by default; ``None``: the explainer picks the last convolution
+    gradcam_layer: ClassVar[str | None] = None
 
     @abstractmethod
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -257,11 +220,25 @@ class Editor(TrainableModel):
     def edit(self, tiles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(tiles), attributes)
 
+    def generate(self, latent: Latent, size: int | None = None) -> torch.Tensor:
+        """The tiles of a latent as it is, without an attribute edit (a generative model's
+        decoder, e.g. TextureVAE's): ``(N, 1, H, W)`` in [0, 1], differentiable w.r.t. the latent
+        when ``differentiable``; ``size``: the tile size where the latent does not fix it. The
+        latent-space design explainer walks the latent through it where the editor offers it
+        (``"generate"`` in :meth:`capabilities`), through ``decode(latent, lot attributes)``
+        otherwise. The default: an editor whose decoder needs attributes has none."""
+        raise NotImplementedError(f"the editor {self.name!r} decodes only with attributes "
+                                  f"(decode); it does not generate from a latent alone")
+
     @classmethod
     def capabilities(cls, params: dict[str, Any]) -> frozenset[str]:
         """What this editor with ``params`` offers explainers (names of :data:`NEEDS`):
-        ``"editor_gradients"`` when ``differentiable``. Override it where the parameters decide."""
-        return frozenset({"editor_gradients"} if cls.differentiable else ())
+        ``"editor_gradients"`` when ``differentiable``, ``"generate"`` when the class overrides
+        :meth:`generate`. Override it where the parameters decide."""
+        caps = {"editor_gradients"} if cls.differentiable else set()
+        if cls.generate is not Editor.generate:
+            caps.add("generate")
+        return frozenset(caps)
 
     def health(self, metrics: dict, store: TileStore | None = None) -> list[tuple[str, str, str]]:
         """The editor's own training against its plugin's known failure signs: ``[(check,
@@ -283,50 +260,6 @@ def latent_take(latent: Latent, index: torch.Tensor | slice) -> Latent:
     if isinstance(latent, (tuple, list)):
         return type(latent)(latent_take(z, index) for z in latent)
     return latent[index]
-
-
-@dataclass
-class Lot:
-    """One lot's tiles and labels, as explainers receive them."""
-
-    index: int
-    lot_id: str
-    tiles: torch.Tensor  # (n, 1, H, W) float in [0, 1], on the CPU
-    attributes: np.ndarray  # (K,) in [0, 1]
-    property: float
-
-
-@dataclass
-class ExplainContext(RunContext):
-    """Run context plus the models and the cube's coordinates (``explain_lot(lot, ctx)``,
-    ``summarize(cube, ctx)``)."""
-
-    #: the run's trained predictor and editor (``None``: the config has none)
-    predictor: Predictor | None = None
-    editor: Editor | None = None
-    #: attribute names, in the order of the attribute vectors and the cube's ``attribute`` dim
-    attributes: tuple[str, ...] = ()
-    #: the lot property's name and units (``peak_stress``, ``psi``)
-    property_name: str = "property"
-    property_units: str = ""
-    #: the ground-truth effect of each attribute where the dataset knows it (synthetic lots)
-    true_sensitivity: dict[str, float] | None = None
-    #: the dataset's simulator (:meth:`Dataset.simulator`), ``None`` where it has none
-    simulator: Simulator | None = None
-
-
-@dataclass(frozen=True)
-class Variable:
-    """A results-cube variable an explainer writes: its dims (all but ``lot`` known to the cube or
-    given in ``Explainer.extra_dims``), dtype and the fill value of lots not written yet;
-    ``units`` and ``description`` (optional) become the variable's attributes in the cube (units
-    ``"1"`` for dimensionless values, e.g. attributes in [0, 1])."""
-
-    dims: tuple[str, ...]
-    dtype: str = "float32"
-    fill: Any = float("nan")
-    units: str = ""
-    description: str = ""
 
 
 class Explainer(Component):
@@ -379,9 +312,50 @@ class Explainer(Component):
 
 
 class Dataset(Component):
-    """A source of lots: writes (or references) a tile store."""
+    """A source of lots: writes (or references) a tile store.
+
+    What a dataset knows beyond its tiles reaches explainers through :class:`ExplainContext`,
+    never by importing its plugin: :meth:`true_sensitivity`, :meth:`simulator`, :meth:`measure`,
+    :meth:`segment` (with :attr:`structures`); :meth:`provides` says which of the optional ones a
+    class implements."""
 
     kind: ClassVar[str] = "dataset"
+    #: the labelled structures :meth:`segment` returns, in order (the cube's ``structure``
+    #: dimension), each with the attribute whose effect it carries (``None``: none); ``{}``: no
+    #: segmentation
+    structures: ClassVar[dict[str, str | None]] = {}
+
+    @classmethod
+    def provides(cls) -> frozenset[str]:
+        """The optional knowledge this class implements: ``"measure"``, ``"segment"``,
+        ``"edit_fidelity_ceiling"`` for each of those methods it overrides. The pipeline passes
+        them on (:class:`ExplainContext` ``measure`` and ``segment``; the editor evaluation's
+        fidelity and its ceiling); the conformance suite checks what they return."""
+        overridden = {"measure": cls.measure is not Dataset.measure,
+                      "segment": cls.segment is not Dataset.segment,
+                      "edit_fidelity_ceiling":
+                          cls.edit_fidelity_ceiling is not Dataset.edit_fidelity_ceiling}
+        return frozenset(n for n, yes in overridden.items() if yes)
+
+    def measure(self, tiles: np.ndarray) -> np.ndarray | None:
+        """An independent measurement of the attributes from the pixels alone: ``uint8`` tiles
+        ``(N, H, W)`` -> ``(N, K)`` raw measurements (any units, NaN where a tile cannot be
+        measured), columns in the order of the tile store's attributes. It judges the editor's
+        edits (:func:`mxplain.editor_eval.edit_fidelity`) and the images explainers design
+        (``ExplainContext.measure``). The default: no measurement (``None``)."""
+        return None
+
+    def segment(self, tiles: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Labelled structures of each tile: ``uint8`` tiles ``(N, H, W)`` -> ``{structure: (N, H,
+        W) bool}``, one mask per name of :attr:`structures` (``ExplainContext.segment``: where a
+        pixel map puts its mass). The default: no segmentation (``None``)."""
+        return None
+
+    def edit_fidelity_ceiling(self, store: TileStore, measure, **kwargs) -> dict | None:
+        """:func:`mxplain.editor_eval.edit_fidelity` (same ``measure`` and ``kwargs``) of the
+        data's own generating process used as the editor: what the protocol lets any editor reach
+        on these lots. The default: none (``None``)."""
+        return None
 
     @abstractmethod
     def build(self, path: Path, ctx: RunContext, resume: bool = False) -> TileStore:

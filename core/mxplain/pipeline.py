@@ -22,7 +22,7 @@ import xarray as xr
 import mxplain
 from mxplain import config as config_mod
 from mxplain import failpoints, outputs, plugins, preflight, resources, zarrio
-from mxplain.cube import BASE_VARIABLES, DIRECTIONS, EDITOR_VARIABLES, CubeWriter, open_results
+from mxplain.cube import BASE_VARIABLES, EDITOR_VARIABLES, CubeWriter, cube_layout, open_results
 from mxplain.device import auto_batch_size, resolve_device
 from mxplain.errors import UserError
 from mxplain.interfaces import NEEDS, ExplainContext, Lot, RunContext
@@ -88,7 +88,7 @@ def _probe_gradients(cfg: dict, store: TileStore, ctx: ExplainContext, component
     model = getattr(ctx, kind)
     found = {e: type(exp).requirements(exp.get_params()) for e, exp in
              components["explain"].items() if need in type(exp).uses(exp.get_params())}
-    if not found or not getattr(model, "differentiable", False):
+    if not found or not model.differentiable:
         return
     first = int(np.flatnonzero(store.counts > 0)[0])
     why = probe(model, store.lot(first).tiles[:2], kind, attributes=store.lot_attributes[first])
@@ -114,15 +114,22 @@ def _stage_seed(seed: int, stage: str | int) -> int:
 
 
 def _check_model_attributes(model, store: TileStore, kind: str) -> None:
-    attrs = tuple(getattr(model, "attributes", ()) or ())
-    if kind == "editor" and attrs and attrs != store.attributes:
+    if kind != "editor":
+        return
+    attrs = tuple(model.attributes or ())
+    if attrs and attrs != store.attributes:
         raise UserError(f"editor checkpoint edits attributes {list(attrs)}, the tile store has "
                         f"{list(store.attributes)}")
 
 
 def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+    from mxplain.store import to_uint8
+
+    size = lot.tiles.shape[-2:]
     out = {"tile_mask": np.ones(len(lot.tiles), bool),
-           "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size)}
+           "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size),
+           "example_tile": to_uint8(lot.tiles[:1])[0] if len(lot.tiles) else
+           np.zeros(tuple(size), np.uint8)}
     if ctx.editor is not None:
         rec = []
         attrs = torch.as_tensor(lot.attributes, dtype=torch.float32)
@@ -133,6 +140,19 @@ def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
                 rec.append(ctx.predictor.predict(ctx.editor.edit(t, a), batch_size=ctx.batch_size))
         out["reconstruction_prediction"] = np.concatenate(rec)
     return out
+
+
+def dataset_knowledge(ctx: ExplainContext, dataset, store: TileStore) -> None:
+    """What the dataset (and its tile store) knows, into the explainers' context: attribute and
+    property names, true effects, simulator, measurement, segmentation and its structures."""
+    ctx.attributes = store.attributes
+    ctx.property_name, ctx.property_units = store.property_name, store.property_units
+    ctx.true_sensitivity = dataset.true_sensitivity() or store.true_sensitivity()
+    ctx.simulator = dataset.simulator()
+    provides = type(dataset).provides()
+    ctx.measure = dataset.measure if "measure" in provides else None
+    ctx.segment = dataset.segment if "segment" in provides else None
+    ctx.structures = dict(type(dataset).structures) if ctx.segment is not None else {}
 
 
 def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
@@ -211,10 +231,16 @@ def build_components(cfg: dict, skip=()) -> dict:
             out[kind] = None
         else:
             out[kind] = cls(**params)
-    for ename, params in cfg.get("explain", {}).items():
-        if ename not in skip:
-            out["explain"][ename] = plugins.get("explainer", ename)(**params)
+    out["explain"] = build_explainers(cfg.get("explain", {}), skip)
     return out
+
+
+def build_explainers(tables: dict, skip=()) -> dict:
+    """The explainers of the config's ``[explain.*]`` tables, constructed (those in ``skip`` left
+    out): the one place both the pipeline and a Dask worker (:mod:`mxplain.distributed`) build
+    them."""
+    return {ename: plugins.get("explainer", ename)(**params) for ename, params in tables.items()
+            if ename not in skip}
 
 
 def _check_input_file(path, what: str) -> None:
@@ -291,11 +317,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
                        "tiles": store.n_tiles, "tile_size": store.tile_size,
                        "attributes": list(store.attributes),
                        "property": store.property_name, "units": store.property_units}
-    truth = dataset.true_sensitivity() or store.true_sensitivity()
-    ctx.attributes = store.attributes
-    ctx.property_name, ctx.property_units = store.property_name, store.property_units
-    ctx.true_sensitivity = truth
-    ctx.simulator = dataset.simulator()
+    dataset_knowledge(ctx, dataset, store)
 
     if "predictor" in cfg:
         ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
@@ -335,7 +357,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     if run_cfg["report"]:
         from mxplain.report import write_report
 
-        write_report(folder.path)
+        write_report(folder.path, redraw=False)  # the figures were drawn just now
 
 
 def _prepare_models(run_cfg: dict, store: TileStore, ctx: ExplainContext, info: dict,
@@ -382,14 +404,14 @@ def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> 
     n = int(ctx.editor_eval_tiles)
     out = {"reconstruction": editor_eval.reconstruction_error(editor, store, n_tiles_per_lot=n,
                                                               seed=ctx.seed)}
-    measure = getattr(dataset, "measure", None)
-    if measure is not None:
-        out["fidelity"] = editor_eval.edit_fidelity(editor, store, measure, n_tiles_per_lot=n,
-                                                    ctx=ctx, seed=ctx.seed)
-        ceiling = getattr(dataset, "edit_fidelity_ceiling", None)
-        if ceiling is not None:  # the same protocol with the dataset's own generator as the editor
-            out["fidelity_ceiling"] = ceiling(store, measure, n_tiles_per_lot=n, ctx=ctx,
-                                              seed=ctx.seed)
+    provides = type(dataset).provides()
+    if "measure" in provides:
+        kwargs = {"n_tiles_per_lot": n, "ctx": ctx, "seed": ctx.seed,
+                  "measure_attributes": store.attributes}
+        out["fidelity"] = editor_eval.edit_fidelity(editor, store, dataset.measure, **kwargs)
+        if "edit_fidelity_ceiling" in provides:  # the same protocol, the data's own generator
+            out["fidelity_ceiling"] = dataset.edit_fidelity_ceiling(store, dataset.measure,
+                                                                    **kwargs)
     n_real = int(ctx.editor_realism_tiles)
     if n_real:
         out["realism"] = editor_eval.realism(editor, store, n_per_class=n_real, seed=ctx.seed,
@@ -468,7 +490,7 @@ def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers
 def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None,
              explainers: dict | None = None) -> None:
     if explainers is None:
-        explainers = {e: plugins.get("explainer", e)(**p) for e, p in cfg["explain"].items()}
+        explainers = build_explainers(cfg["explain"])
     # what each explainer needs was checked when the config was resolved (mxplain.preflight)
     # and the models' gradients probed once trained (_probe_gradients); skipped ones are not here
     job_cfg = {**cfg, "explain": {e: p for e, p in cfg["explain"].items() if e in explainers}}
@@ -476,11 +498,7 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     limit = int(cfg["run"]["explain_tiles"] or 0)
     if limit > 0:
         n_tiles = min(n_tiles, limit)
-    sizes = {"lot": store.n_lots, "tile": n_tiles, "attribute": len(store.attributes),
-             "direction": len(DIRECTIONS), "y": store.tile_size, "x": store.tile_size}
-    coords = {"lot": np.array(store.lot_ids, dtype=str),
-              "attribute": np.array(store.attributes, dtype=str),
-              "direction": np.array(DIRECTIONS, dtype=str)}
+    sizes, coords = cube_layout(store, n_tiles, ctx)
     variables = dict(BASE_VARIABLES)
     if ctx.editor is not None:
         variables.update(EDITOR_VARIABLES)
@@ -498,6 +516,9 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
                 raise UserError(f"cube variable {vname!r} of [explain.{ename}] is written by "
                                 f"another component")
             variables[vname] = var
+    if not any("structure" in v.dims for v in variables.values()):  # nothing segmented
+        sizes.pop("structure", None)
+        coords.pop("structure", None)
     tables = {
         "lot_attributes": xr.DataArray(store.lot_attributes, dims=("lot", "attribute")),
         "measured_property": xr.DataArray(store.properties, dims=("lot",)),
@@ -522,8 +543,8 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     if dask_explain is not None:  # lots on Dask workers, each writing its regions of the cube
         with tqdm(total=len(todo), desc="explain (dask)", unit="lot",
                   disable=not ctx.progress) as bar:
-            by_worker = dask_explain.explain(job_cfg, folder.path, store, ctx, explainers, variables,
-                                             sizes, n_tiles, writer.path, todo, per_explainer, bar)
+            by_worker = dask_explain.explain(job_cfg, folder.path, store, ctx, variables, sizes,
+                                             n_tiles, writer.path, todo, per_explainer, bar)
         metrics["explain_dask"] = {"scheduler": dask_explain.address, "lots_by_worker": by_worker}
     else:
         with tqdm(total=store.n_lots, initial=store.n_lots - len(todo), desc="explain",
@@ -534,14 +555,24 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     timings["explain"] = time.perf_counter() - t0
     timings["explain_by_explainer"] = per_explainer
     cube = open_results(writer.path)
-    metrics["explain"] = {}
-    for ename, exp in explainers.items():
-        te = time.perf_counter()
-        metrics["explain"][ename] = exp.summarize(cube, ctx)
-        timings[f"summarize_{ename}"] = time.perf_counter() - te
+    metrics["explain"] = summarize_all(explainers, cube, ctx, timings)
     if ctx.editor is not None:
         metrics["editor"].setdefault("evaluation", {})["reconstruction_prediction_shift"] = \
             reconstruction_shift(cube)
+
+
+def summarize_all(explainers: dict, cube, ctx: ExplainContext, timings: dict | None = None
+                  ) -> dict:
+    """Every explainer's :meth:`~mxplain.interfaces.Explainer.summarize` of the cube (its metrics;
+    its figures go to ``ctx.figures_dir``): what ends a run, and what ``mxplain report``
+    redraws from the run folder alone (:func:`mxplain.report.redraw_figures`)."""
+    out = {}
+    for ename, exp in explainers.items():
+        te = time.perf_counter()
+        out[ename] = exp.summarize(cube, ctx)
+        if timings is not None:
+            timings[f"summarize_{ename}"] = time.perf_counter() - te
+    return out
 
 
 def reconstruction_shift(cube) -> dict:

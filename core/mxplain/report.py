@@ -484,16 +484,24 @@ def compare_page(other: Path) -> str:
     return f"report/compare-{name or 'run'}.html"
 
 
-def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, compare: str | Path | None = None,
+                 redraw: bool = True) -> Path:
     """Write ``run_dir/report/index.html``; with ``compare`` (another run folder) its own page
     ``report/compare-<name>.html`` with the side-by-side section of :func:`sensitivity_comparison`
-    (the run's report is left as it is), recorded in the run folder's ``written`` files."""
+    (the run's report is left as it is), recorded in the run folder's ``written`` files.
+    ``redraw`` (the run's own page): the explainers' figures are first drawn again from the run
+    folder alone (:func:`mxplain.redraw.redraw_figures`); the run itself, which has just drawn
+    them, passes ``False``."""
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
         raise UserError(f"{str(run_dir)!r} is not a finished mxplain run (no metrics.json)")
     metrics = read_metrics(mpath)
     if compare is None:
+        if redraw:
+            from mxplain.redraw import redraw_figures
+
+            redraw_figures(run_dir)
         page = render_report(run_dir, metrics)
         (run_dir / "report").mkdir(exist_ok=True)
         write_atomic(run_dir / "report" / "index.html", page)

@@ -10,7 +10,8 @@ import torch
 
 from mxplain.errors import UserError
 from mxplain.figures import save_figure as _save_figure
-from mxplain.interfaces import ExplainContext, Lot
+from mxplain.interfaces import ExplainContext, Lot, latent_take
+from mxplain.store import to_uint8
 
 DIRECTIONS = ("increase", "decrease")
 
@@ -78,6 +79,31 @@ def edit_predict(editor, predictor, latent, attrs: torch.Tensor) -> torch.Tensor
     if not isinstance(out, torch.Tensor):
         out = torch.as_tensor(np.asarray(out))
     return out.reshape(-1).float().to(attrs.device)
+
+
+def example_edits(editor, tile: torch.Tensor, attrs: np.ndarray, device,
+                  threads: int | None = 1) -> np.ndarray:
+    """The figures' edited example tiles, written to the cube with the lot: one tile ``(1, H,
+    W)`` (or ``(1, 1, H, W)``) decoded at each row of ``attrs (M, K)`` -> ``uint8 (M, H, W)``.
+    Under ``threads`` torch CPU threads (the same bits in every process) and with the global
+    generators saved and restored, so that nothing the explainers compute after it changes."""
+    device = torch.device(device)
+    x = tile.reshape(1, 1, *tile.shape[-2:]).float().to(device)
+    a = torch.as_tensor(np.asarray(attrs, np.float32), device=device)
+    if len(a) == 0:
+        return np.zeros((0, *x.shape[-2:]), np.uint8)
+    rng_devices = [device] if device.type == "cuda" else []
+    with fixed_threads(threads), torch.random.fork_rng(devices=rng_devices), torch.no_grad():
+        lat = latent_take(editor.encode(x), torch.zeros(len(a), dtype=torch.long, device=device))
+        return to_uint8(editor.decode(lat, a).float().cpu())
+
+
+def cube_example(cube, name: str, lot: int) -> np.ndarray | None:
+    """Lot ``lot``'s ``cube[name]`` (an example tile or its edits, ``uint8``) as float grey levels
+    in [0, 1], ``None`` where the cube has no such variable (written before it existed)."""
+    if name not in cube.data_vars:
+        return None
+    return np.asarray(cube[name].isel(lot=int(lot)).values, np.float32) / 255.0
 
 
 def to_device_latent(latent, device):

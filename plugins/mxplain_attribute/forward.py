@@ -34,10 +34,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from mxplain.errors import UserError
-from mxplain.figures import finite_range as _finite_range
-from mxplain.figures import honest_axis, property_spread
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
-from mxplain.store import to_uint8
 from mxplain.truth import sign_agreement
 
 from ._common import (
@@ -47,21 +44,17 @@ from ._common import (
     bootstrap,
     check_n_boot,
     edit_predict,
-    figures_dir,
+    example_edits,
     fill_attributes,
     interval,
     interval_summary,
     lot_attribute_vector,
-    lot_label,
     model_device,
-    pick_lots,
     require_models,
-    save_figure,
 )
+from .forward_figures import CI_LEVEL, EXAMPLE_VALUES, draw_figures, draw_slope
 
 ROBUST = ("theil-sen", "median", "ols")
-#: the coverage of the bootstrap intervals
-CI_LEVEL = 0.95
 
 
 def tile_terms(preds: np.ndarray, values: np.ndarray, robust: str = "theil-sen") -> np.ndarray:
@@ -169,7 +162,6 @@ class ForwardSweep(Explainer):
         self.batch_size = batch_size
         self.robust = robust
         self.n_boot = n_boot
-        self._examples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- cube layout ---------------------------------------------------------------------------
     def values(self) -> np.ndarray:
@@ -190,7 +182,8 @@ class ForwardSweep(Explainer):
 
     def extra_dims(self) -> dict[str, Any]:
         # the step coordinate *is* the attribute value (SPEC: ``value`` (step)); see extra_coords
-        return {"step": self.values(), "bound": list(BOUNDS)}
+        return {"step": self.values(), "bound": list(BOUNDS),
+                "example_value": np.asarray(EXAMPLE_VALUES)}
 
     def extra_coords(self) -> dict[str, tuple[str, np.ndarray]]:
         """Non-dimension coordinates for the cube: ``value`` (step)."""
@@ -207,6 +200,10 @@ class ForwardSweep(Explainer):
             "sensitivity": Variable(
                 ("lot", "attribute"), "float32", units=slope,
                 description="the lot's robust slope of prediction against attribute value"),
+            "forward_example_edit": Variable(
+                ("lot", "attribute", "example_value", "y", "x"), "uint8", 0,
+                description="the lot's example_tile edited to example_value for that attribute, "
+                            "the others at the lot's labels (uint8 grey levels; figure 4a)"),
         }
         if self.n_boot:
             out["sensitivity_ci"] = Variable(
@@ -258,8 +255,6 @@ class ForwardSweep(Explainer):
         k = len(ctx.attributes) if ctx.attributes else len(np.atleast_1d(lot.attributes))
         a = lot_attribute_vector(lot, k, self.name)
         preds = self.sweep(lot.tiles, a, ctx)
-        if len(lot.tiles):  # one example tile per lot (uint8) for the figures
-            self._examples[lot.index] = (to_uint8(lot.tiles[:1])[0], a)
         rng = boot_rng(ctx.seed, lot.index, 0)
         est, ci, stability = sensitivity_bootstrap(preds, self.values(), self.robust,
                                                    int(self.n_boot), rng, CI_LEVEL)
@@ -268,7 +263,20 @@ class ForwardSweep(Explainer):
         if self.n_boot:
             out["sensitivity_ci"] = ci.astype(np.float32)
             out["sensitivity_sign_stability"] = stability.astype(np.float32)
+        out["forward_example_edit"] = self._example_edits(lot, a, ctx)
         return out
+
+    def _example_edits(self, lot: Lot, a: np.ndarray, ctx: ExplainContext) -> np.ndarray:
+        """``(K, len(EXAMPLE_VALUES), H, W)`` uint8: the lot's first tile edited to each example
+        value of each attribute, the others at the lot's labels (zeros for a lot without tiles)."""
+        k, nv = len(a), len(EXAMPLE_VALUES)
+        if not len(lot.tiles):
+            return np.zeros((k, nv, *lot.tiles.shape[-2:]), np.uint8)
+        attrs = np.repeat(a[None], k * nv, 0)
+        attrs[np.arange(k * nv), np.repeat(np.arange(k), nv)] = np.tile(EXAMPLE_VALUES, k)
+        editor = ctx.editor
+        imgs = example_edits(editor, lot.tiles[0], attrs, model_device(editor, ctx.device))
+        return imgs.reshape(k, nv, *imgs.shape[-2:])
 
     # -- after all lots ------------------------------------------------------------------------
     def _cube_values(self, cube) -> np.ndarray:
@@ -296,130 +304,12 @@ class ForwardSweep(Explainer):
         metrics.update(uncertainty_metrics(cube, attrs, done))
         if done.any():
             try:
-                metrics["figures"] = self._figures(cube, ctx, attrs, mask)
+                metrics["figures"] = draw_figures(cube, ctx, attrs, mask,
+                                                  self._cube_values(cube))
             except Exception as exc:  # a figure must not lose the run's numbers
                 warnings.warn(f"forward figures failed: {type(exc).__name__}: {exc}",
                               stacklevel=2)
         return metrics
-
-    @staticmethod
-    def _lot_ci(cube, li: int, k: int):
-        """(sensitivity, (low, high) or None) of lot ``li``, attribute ``k``."""
-        s = float(cube["sensitivity"].values[li, k])
-        if "sensitivity_ci" not in cube:
-            return s, None
-        ci = np.asarray(cube["sensitivity_ci"].values[li, k], np.float64)
-        return s, (tuple(ci) if np.isfinite(ci).all() else None)
-
-    def _edited_examples(self, ctx, lot_index: int, k_attr: int, values) -> list | None:
-        ex = self._examples.get(lot_index)
-        if ex is None or ctx.editor is None:
-            return None
-        tile, a = ex
-        editor = ctx.editor
-        dev = model_device(editor, ctx.device)
-        x = torch.from_numpy(tile.astype(np.float32) / 255.0)[None, None].to(dev)
-        attrs = torch.as_tensor(np.repeat(a[None], len(values), 0), device=dev).float()
-        attrs[:, k_attr] = torch.as_tensor(values, dtype=torch.float32, device=dev)
-        with torch.no_grad():
-            lat = editor.encode(x)
-            lat = latent_take(lat, torch.zeros(len(values), dtype=torch.long, device=dev))
-            imgs = editor.decode(lat, attrs)
-        return [im[0].float().cpu().numpy() for im in imgs]
-
-    def _figures(self, cube, ctx, attrs, mask) -> list[str]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        out = figures_dir(ctx)
-        if out is None:
-            return []
-        fp = cube["forward_prediction"]
-        values = self._cube_values(cube)
-        lots = pick_lots(cube)
-        if not lots:
-            return []
-        prop = (np.asarray(cube["measured_property"].values, np.float64)
-                if "measured_property" in cube else np.full(mask.shape[0], np.nan))
-        k_attr = attrs.index("size") if "size" in attrs else 0
-        aname = attrs[k_attr]
-        li = lots["median"]
-        unit = f" ({ctx.property_units})" if ctx.property_units else ""
-        ylabel = f"predicted {ctx.property_name}{unit}"
-        names = []
-        ticks = [f"{v:.1f}" for v in values]
-
-        # Figure 4a: one tile's curve, three edited tiles beneath at 0, 0.5 and 1
-        curve = np.asarray(fp.isel(lot=li, tile=0, attribute=k_attr).values, np.float64)
-        imgs = self._edited_examples(ctx, li, k_attr, [0.0, 0.5, 1.0])
-        fig = plt.figure(figsize=(6, 6.5 if imgs else 4))
-        gs = fig.add_gridspec(2 if imgs else 1, 3, height_ratios=[1.6, 1] if imgs else [1])
-        ax = fig.add_subplot(gs[0, :])
-        spread = property_spread(cube, mask)
-        u = ctx.property_units
-        ax.plot(values, curve, "o-", color="C0", label="tile 0")
-        honest_axis(ax, *_finite_range(curve), spread, prop[li],
-                    float(curve[len(curve) // 2]) if len(curve) else np.nan, u)
-        ax.set_xlabel(f"{aname} attribute value")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f'"{aname}" sensitivity of one tile, lot {lot_label(cube, li)}')
-        ax.legend(fontsize=8)
-        for j, (im, v) in enumerate(zip(imgs or [], (0.0, 0.5, 1.0))):
-            axi = fig.add_subplot(gs[1, j])
-            axi.imshow(im, cmap="gray", vmin=0, vmax=1)
-            axi.set_title(f"{aname} = {v:.1f}", fontsize=9)
-            axi.axis("off")
-        names.append(save_figure(fig, out, "forward_fig4a_tile_curve.png"))
-
-        # Figure 4b: the lot's boxplot of predictions per step
-        data = np.asarray(fp.isel(lot=li, attribute=k_attr).values, np.float64)[mask[li]]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.boxplot([c[np.isfinite(c)] for c in data.T], showfliers=True)
-        ax.set_xticks(range(1, len(values) + 1), ticks)
-        honest_axis(ax, *_finite_range(data), spread, prop[li], _mid_median(data), u)
-        ax.set_xlabel(f"{aname} attribute value")
-        ax.set_ylabel(ylabel)
-        draw_slope(ax, values, data, *self._lot_ci(cube, li, k_attr), legend=True)
-        ax.set_title(f'"{aname}" sensitivity of lot {lot_label(cube, li)} ({mask[li].sum()} tiles)')
-        names.append(save_figure(fig, out, "forward_fig4b_lot_boxplot.png"))
-
-        # Figure 5: four-attribute panel for the high, median and low lots, on one y scale
-        fig = self._figure5(cube, ctx, attrs, mask, lots, prop, spread)
-        names.append(save_figure(fig, out, "forward_fig5_attribute_panel.png"))
-        return names
-
-    def _figure5(self, cube, ctx, attrs, mask, lots, prop, spread):
-        import matplotlib.pyplot as plt
-
-        fp = cube["forward_prediction"]
-        values = self._cube_values(cube)
-        ticks = [f"{v:.1f}" for v in values]
-        u = ctx.property_units
-        rows = [(r, lots[r]) for r in ("high", "median", "low")]
-        fig, axes = plt.subplots(len(rows), len(attrs), figsize=(3.2 * len(attrs), 2.6 * len(rows)),
-                                 squeeze=False, sharey=True)  # one scale: the lots compare
-        blocks = [np.asarray(fp.isel(lot=lj).values, np.float64)[mask[lj]] for _, lj in rows]
-        lo, hi = _finite_range(np.concatenate([b.ravel() for b in blocks]))
-        for r, (label, lj) in enumerate(rows):
-            block = blocks[r]  # (n, K, S)
-            for k, a in enumerate(attrs):
-                ax = axes[r, k]
-                ax.boxplot([c[np.isfinite(c)] for c in block[:, k].T], showfliers=False)
-                ax.set_xticks(range(1, len(values) + 1),
-                              [t if i % 5 == 0 else "" for i, t in enumerate(ticks)])
-                honest_axis(ax, lo, hi, spread, prop[lj], _mid_median(block[:, k]), u,
-                            note=r == 0 and k == 0)
-                draw_slope(ax, values, block[:, k], *self._lot_ci(cube, lj, k))
-                if r == 0:
-                    ax.set_title(a)
-                if r == len(rows) - 1:
-                    ax.set_xlabel("attribute value")
-                if k == 0:
-                    ax.set_ylabel(f"{label}: lot {lot_label(cube, lj)}\n{ctx.property_name}")
-        fig.suptitle(f"forward explanations ({ctx.property_name} vs attribute value)")
-        return fig
 
 
 def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
@@ -443,39 +333,6 @@ def uncertainty_metrics(cube, attrs, done: np.ndarray) -> dict:
     return out
 
 
-def _mid_median(data) -> float:
-    """The median prediction at the middle step (the no-effect level of a sweep)."""
-    d = np.asarray(data, np.float64)
-    col = d[:, d.shape[1] // 2] if d.ndim == 2 and d.shape[1] else np.array([])
-    col = col[np.isfinite(col)]
-    return float(np.median(col)) if col.size else float("nan")
-
-
-def draw_slope(ax, values, data, slope: float, ci, legend: bool = False) -> None:
-    """Overlay on a boxplot of predictions per step (positions 1..S) the lot sensitivity as a line
-    through the median of the middle step, with its bootstrap interval as an error bar at the last
-    step (the predicted change from the middle to the end, at the interval's bounds)."""
-    if not np.isfinite(slope) or len(values) < 2:
-        return
-    vals = np.asarray(values, np.float64)
-    pos = 1 + (len(vals) - 1) * (vals - vals[0]) / (vals[-1] - vals[0])
-    mid = len(vals) // 2
-    col = np.asarray(data, np.float64)[:, mid]
-    if not np.isfinite(col).any():
-        return
-    y0 = float(np.nanmedian(col))
-    ax.plot(pos, y0 + slope * (vals - vals[mid]), "-", color="C1", lw=1.2,
-            label=f"slope {slope:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""))
-    if ci:
-        dv = vals[-1] - vals[mid]
-        lo, hi = sorted((y0 + ci[0] * dv, y0 + ci[1] * dv))
-        y1 = y0 + slope * dv
-        ax.errorbar([pos[-1]], [y1], yerr=[[max(y1 - lo, 0)], [max(hi - y1, 0)]], fmt="none",
-                    ecolor="C1", capsize=4, lw=1.5)
-    if legend:
-        ax.legend(fontsize=8, title=f"{int(CI_LEVEL * 100)} % bootstrap interval"
-                  if ci else None, title_fontsize=7)
-
-
-__all__ = ["ForwardSweep", "reduce_terms", "sensitivity_bootstrap", "slopes", "score_forward",
-           "tile_terms", "fill_attributes", "uncertainty_metrics"]
+__all__ = ["CI_LEVEL", "EXAMPLE_VALUES", "ForwardSweep", "draw_slope", "reduce_terms",
+           "sensitivity_bootstrap", "slopes", "score_forward", "tile_terms", "fill_attributes",
+           "uncertainty_metrics"]

@@ -21,8 +21,10 @@ lot's tiles (the first ``max_tiles``) and aggregates in
   is compared with a random attribute edited by ``delta`` in a random direction
   (``attribute_gain_random``: the exact expectation over all attributes and both directions).
   Summaries also give both in the units of the pixel curves (divided by ``pixel_scale``).
-* **Structures** (synthetic data, when ``mxplain_synthetic.measure.segment`` is importable) --
-  share of |GradCAM| mass on holes, boundaries and crystals vs their share of area.
+* **Structures** (where the dataset segments its tiles: ``ctx.segment`` and ``ctx.structures``,
+  :meth:`mxplain.interfaces.Dataset.segment`; synthetic lots: holes, boundaries, crystals) -- share
+  of |GradCAM| mass on each structure vs its share of area, and whether the structures' order of
+  enrichment follows the true effects of the attributes they carry.
 * A comparison table (metrics and ``figures/compare_table.png``), mean curves
   (``figures/compare_faithfulness.png``), overlays of the first tile of ``overlay_tiles`` lots
   (``figures/overlay_<lot>_<tile>.png``) and per-lot mean GradCAM maps
@@ -44,9 +46,6 @@ from mxplain.truth import negligible_mask, sign_agreement
 from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma, gaussian_blur
 
 PIXEL_METHODS = ("gradcam", "integrated_gradients", "random")
-STRUCTURES = ("holes", "boundaries", "crystals")
-# the attribute whose ground-truth effect each structure carries
-STRUCTURE_ATTRIBUTE = {"holes": "porosity", "boundaries": "size"}
 
 
 def subset_indices(n: int, max_tiles: int) -> np.ndarray:
@@ -99,14 +98,6 @@ def normalised_curves(raw: dict[str, np.ndarray], scale: np.ndarray) -> tuple[np
     return dele, ins, np.trapezoid(dele, f, axis=1), np.trapezoid(ins, f, axis=1)
 
 
-def _segment_fn():
-    try:
-        from mxplain_synthetic.measure import segment
-    except Exception:  # the synthetic plugin's segmentation is optional
-        return None
-    return segment
-
-
 def _finite_mean(a) -> float | None:
     a = np.asarray(a, np.float64)
     a = a[np.isfinite(a)]
@@ -156,18 +147,17 @@ class Compare(Explainer):
     # ---------------------------------------------------------------- cube layout
     def extra_dims(self) -> dict[str, Any]:
         return {"pixel_method": list(PIXEL_METHODS),
-                "curve_fraction": np.linspace(0.0, 1.0, int(self.curve_steps) + 1),
-                "structure": list(STRUCTURES)}
+                "curve_fraction": np.linspace(0.0, 1.0, int(self.curve_steps) + 1)}
 
     @staticmethod
     def _parts(ctx: ExplainContext) -> tuple[bool, bool]:
-        """(attribute part: an editor is in the run, structure part: synthetic data and the
-        synthetic plugin's segmentation importable)."""
+        """(attribute part: an editor is in the run, structure part: the dataset segments its
+        tiles; the cube's ``structure`` dimension holds ``ctx.structures``)."""
         return (ctx.editor is not None and len(ctx.attributes) > 0,
-                ctx.true_sensitivity is not None and _segment_fn() is not None)
+                ctx.segment is not None and len(ctx.structures) > 0)
 
     def variables(self, ctx: ExplainContext) -> dict[str, Variable]:
-        """Every value is finite; the parts that cannot run (no editor, not synthetic) are not
+        """Every value is finite; the parts that cannot run (no editor, no segmentation) are not
         declared at all, and tiles beyond ``max_tiles`` are padded (NaN) by the cube writer."""
         f32 = "float32"
         out = {
@@ -282,7 +272,7 @@ class Compare(Explainer):
 
         # GradCAM mass on the structures of synthetic tiles
         if structure_part:
-            mass, area = self._structures(sub, maps["gradcam"], _segment_fn())
+            mass, area = self._structures(sub, maps["gradcam"], ctx)
             out["structure_mass"], out["structure_area"] = mass, area
         return out
 
@@ -330,18 +320,22 @@ class Compare(Explainer):
         }
 
     @staticmethod
-    def _structures(sub: torch.Tensor, cams: np.ndarray, segment) -> tuple[np.ndarray, ...]:
+    def _structures(sub: torch.Tensor, cams: np.ndarray, ctx: ExplainContext
+                    ) -> tuple[np.ndarray, ...]:
+        """Per structure of ``ctx.structures``: the mean over tiles of the share of |GradCAM| mass
+        on it and of its share of the area."""
         from mxplain.store import to_uint8
 
         imgs = to_uint8(sub)
-        mass = np.zeros((len(imgs), len(STRUCTURES)))
+        names = list(ctx.structures)
+        masks = ctx.segment(imgs)
+        mass = np.zeros((len(imgs), len(names)))
         area = np.zeros_like(mass)
         for i, img in enumerate(imgs):
-            masks = segment(img)
             g = np.abs(cams[i]).astype(np.float64)
             tot = g.sum()
-            for j, s in enumerate(STRUCTURES):
-                mk = np.asarray(masks.get(s, np.zeros_like(img, bool)), bool)
+            for j, s in enumerate(names):
+                mk = np.asarray(masks[s][i], bool) if s in masks else np.zeros(img.shape, bool)
                 area[i, j] = mk.mean()
                 # an all-zero map puts no mass anywhere: count it as uniform (mass = area)
                 mass[i, j] = g[mk].sum() / tot if tot > 0 else area[i, j]
@@ -356,29 +350,9 @@ class Compare(Explainer):
         have = set(cube.data_vars)
 
         # --- pixel faithfulness
-        pixel: dict[str, dict] = {}
-        if "deletion_auc" in have:
-            meths = [str(v) for v in cube["deletion_auc"]["pixel_method"].values]
-            dauc = np.asarray(cube["deletion_auc"].values, np.float64)
-            iauc = np.asarray(cube["insertion_auc"].values, np.float64)
-            costs = np.asarray(cube["pixel_cost_ms"].values, np.float64)
-            ri = meths.index("random") if "random" in meths else None
-            for j, meth in enumerate(meths):
-                d, i = dauc[..., j], iauc[..., j]
-                entry = {"deletion_auc": _finite_mean(d), "insertion_auc": _finite_mean(i),
-                         "cost_ms_per_tile": _finite_mean(costs[:, j]),
-                         "tiles": int(np.isfinite(d).sum())}
-                if ri is not None and meth != "random":
-                    dr, ir = dauc[..., ri], iauc[..., ri]
-                    ok = np.isfinite(d) & np.isfinite(dr)
-                    entry["deletion_gain_vs_random"] = _finite_mean(dr[ok] - d[ok])
-                    entry["insertion_gain_vs_random"] = _finite_mean(i[ok] - ir[ok])
-                    entry["deletion_beats_random"] = (float((d[ok] < dr[ok]).mean())
-                                                      if ok.any() else None)
-                pixel[meth] = entry
-        else:
+        metrics["pixel"] = _pixel_scores(cube)
+        if not metrics["pixel"]:
             skipped.append("pixel faithfulness: no deletion_auc in the cube")
-        metrics["pixel"] = pixel
 
         # --- attribute faithfulness (compare's own edits)
         attribute: dict[str, Any] = {}
@@ -424,30 +398,7 @@ class Compare(Explainer):
             metrics["backward_target_reached"] = backward_faith
 
         # --- structures
-        structures: dict[str, Any] = {}
-        if "structure_mass" in have and np.isfinite(cube["structure_mass"].values).any():
-            mass = np.nanmean(np.asarray(cube["structure_mass"].values, np.float64), 0)
-            area = np.nanmean(np.asarray(cube["structure_area"].values, np.float64), 0)
-            snames = [str(v) for v in cube["structure_mass"]["structure"].values]
-            for j, s in enumerate(snames):
-                structures[s] = {"mass_share": float(mass[j]), "area_share": float(area[j]),
-                                 "enrichment": float(mass[j] / area[j]) if area[j] > 0 else None}
-            tmean = _truth_mean(truth, ctx) if truth is not None else {}
-            eff = {s: abs(tmean[a]) for s, a in STRUCTURE_ATTRIBUTE.items() if a in tmean}
-            for s, e in eff.items():
-                if s in structures:
-                    structures[s]["true_effect_abs"] = e
-                    structures[s]["attribute"] = STRUCTURE_ATTRIBUTE[s]
-            if len(eff) == 2 and all(structures.get(s, {}).get("enrichment") is not None
-                                     for s in eff):
-                a, b = "holes", "boundaries"
-                structures["order_agrees_with_truth"] = bool(
-                    (structures[a]["enrichment"] > structures[b]["enrichment"])
-                    == (eff[a] > eff[b]))
-        else:
-            skipped.append("structures: no segmentation (not synthetic data or "
-                           "mxplain_synthetic.measure.segment unavailable)")
-        metrics["structures"] = structures
+        metrics["structures"] = _structure_scores(cube, truth, ctx, skipped)
 
         table = self._table(metrics, gtruth, have)
         metrics["table"] = table
@@ -518,6 +469,66 @@ class Compare(Explainer):
                          "actionable_direction": "yes",
                          "cost_ms_per_tile": None})
         return rows
+
+
+def _pixel_scores(cube) -> dict[str, dict]:
+    """Per pixel method: mean deletion and insertion AUC, cost, and the gains over the random
+    map (empty without ``deletion_auc`` in the cube)."""
+    if "deletion_auc" not in cube.data_vars:
+        return {}
+    pixel: dict[str, dict] = {}
+    meths = [str(v) for v in cube["deletion_auc"]["pixel_method"].values]
+    dauc = np.asarray(cube["deletion_auc"].values, np.float64)
+    iauc = np.asarray(cube["insertion_auc"].values, np.float64)
+    costs = np.asarray(cube["pixel_cost_ms"].values, np.float64)
+    ri = meths.index("random") if "random" in meths else None
+    for j, meth in enumerate(meths):
+        d, i = dauc[..., j], iauc[..., j]
+        entry = {"deletion_auc": _finite_mean(d), "insertion_auc": _finite_mean(i),
+                 "cost_ms_per_tile": _finite_mean(costs[:, j]),
+                 "tiles": int(np.isfinite(d).sum())}
+        if ri is not None and meth != "random":
+            dr, ir = dauc[..., ri], iauc[..., ri]
+            ok = np.isfinite(d) & np.isfinite(dr)
+            entry["deletion_gain_vs_random"] = _finite_mean(dr[ok] - d[ok])
+            entry["insertion_gain_vs_random"] = _finite_mean(i[ok] - ir[ok])
+            entry["deletion_beats_random"] = (float((d[ok] < dr[ok]).mean())
+                                              if ok.any() else None)
+        pixel[meth] = entry
+    return pixel
+
+
+def _structure_scores(cube, truth: np.ndarray | None, ctx: ExplainContext,
+                      skipped: list) -> dict[str, Any]:
+    """Per structure its share of |GradCAM| mass and of area and their ratio (``enrichment``);
+    with the true effects, each structure's attribute (``ctx.structures``) and its |effect|, and
+    ``order_agrees_with_truth``: every pair of structures with an attribute is enriched in the
+    order of their true effects. Empty, with the reason in ``skipped``, where the cube has no
+    structure masses (the dataset has no segmentation)."""
+    if "structure_mass" not in cube.data_vars or not np.isfinite(
+            cube["structure_mass"].values).any():
+        skipped.append("structures: the dataset has no segmentation into labelled structures "
+                       "(Dataset.segment)")
+        return {}
+    structures: dict[str, Any] = {}
+    mass = np.nanmean(np.asarray(cube["structure_mass"].values, np.float64), 0)
+    area = np.nanmean(np.asarray(cube["structure_area"].values, np.float64), 0)
+    snames = [str(v) for v in cube["structure_mass"]["structure"].values]
+    for j, s in enumerate(snames):
+        structures[s] = {"mass_share": float(mass[j]), "area_share": float(area[j]),
+                         "enrichment": float(mass[j] / area[j]) if area[j] > 0 else None}
+    tmean = _truth_mean(truth, ctx) if truth is not None else {}
+    carries = {s: a for s, a in ctx.structures.items() if a is not None}
+    eff = {s: abs(tmean[a]) for s, a in carries.items() if a in tmean and s in structures}
+    for s, e in eff.items():
+        structures[s]["true_effect_abs"] = e
+        structures[s]["attribute"] = carries[s]
+    if len(eff) >= 2 and all(structures[s]["enrichment"] is not None for s in eff):
+        names = list(eff)
+        structures["order_agrees_with_truth"] = all(
+            (structures[a]["enrichment"] > structures[b]["enrichment"]) == (eff[a] > eff[b])
+            for i, a in enumerate(names) for b in names[i + 1:])
+    return structures
 
 
 def _truth_mean(truth: np.ndarray, ctx: ExplainContext) -> dict[str, float]:

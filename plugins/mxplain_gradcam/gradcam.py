@@ -54,8 +54,8 @@ def check_differentiable(predictor: Predictor | None, who: str = "gradcam",
     """The predictor's torch module; :class:`UserError` when it cannot be differentiated."""
     if predictor is None:
         raise UserError(f"{who} needs a predictor (none in the run context)")
-    pname = getattr(predictor, "name", type(predictor).__name__)
-    if not getattr(predictor, "differentiable", False):
+    pname = predictor.name
+    if not predictor.differentiable:
         raise UserError(
             f"{who} needs a differentiable predictor; predictor {pname!r} is not differentiable "
             f"(remove [explain.{who}] or use a neural predictor)"
@@ -75,14 +75,12 @@ def _contains_conv(m: nn.Module) -> bool:
 
 def default_layer(predictor: Predictor, module: nn.Module, example: torch.Tensor) -> str:
     """Module path of the default GradCAM layer (see the module docstring)."""
-    advertised = getattr(predictor, "gradcam_layer", None)
-    if advertised:
-        return str(advertised)
+    if predictor.gradcam_layer:  # declared on the predictor's class (Predictor.gradcam_layer)
+        return str(predictor.gradcam_layer)
     names = {id(m): n for n, m in module.named_modules()}
     candidates = [m for m in module.modules() if _contains_conv(m)]
     if not candidates:
-        pname = getattr(predictor, "name", type(predictor).__name__)
-        raise UserError(f"gradcam: predictor {pname!r} has no Conv2d layer; set [explain.gradcam] "
+        raise UserError(f"gradcam: predictor {predictor.name!r} has no Conv2d layer; set [explain.gradcam] "
                         f"layer = '<module path>'")
     finished: list[str] = []
 

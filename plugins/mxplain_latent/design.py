@@ -8,7 +8,8 @@ steps raise the predicted property:
   features); each step moves the latent along the normalised gradient of ``predictor(decode(z))``:
   ``z <- z + lr_latent * ||z_0|| * g / ||g||`` (norms per tile over all latent tensors; the batch
   mean of ``||z_0||``), and the image of a step is ``decode(z)``. ``decode`` is
-  ``editor.generate(z)`` when the editor has one (TextureVAE: the latent as it is, without the
+  ``editor.generate(z)`` where the editor declares it (``"generate"`` in
+  :meth:`mxplain.interfaces.Editor.capabilities`; TextureVAE: the latent as it is, without the
   attribute probe's shift), else ``editor.decode(z, lot attributes)``.
 * ``pixel``: gradient ascent on the tile's pixels, clipped to [0, 1].
 
@@ -19,8 +20,10 @@ a tile whose latent path did not rise uses the median positive rise of the batch
 are asked for the same rise of the prediction; the achieved rises are stored and reported. A
 number is a fixed RMS per-pixel change per step instead (``eta = lr_pixel * sqrt(H * W)``).
 
-Each step's image is measured by the synthetic dataset's independent measurement module
-(``mxplain_synthetic.measure.measure_tiles``). Interpretability (§4.1: the similarity between a
+Each step's image is measured by the dataset's independent measurement (``ctx.measure``,
+:meth:`mxplain.interfaces.Dataset.measure`; synthetic lots: image analysis alone, without the
+generator's parameters). A dataset without one, or without true effects, gets no interpretability
+scores; ``skipped`` in the metrics says why. Interpretability (§4.1: the similarity between a
 model's trait and the physics' trait): the trait here is ``d(measured attribute) / d(property)``
 along the path. Measurements are put on the attribute scale by a linear calibration against the
 lot labels: the classical calibration line ``measurement = alpha * attribute + beta`` fitted on
@@ -86,15 +89,6 @@ def _as_list(latent) -> tuple[list[torch.Tensor], bool]:
 
 def _per_tile_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.sqrt(sum(t.detach().flatten(1).pow(2).sum(1) for t in tensors))
-
-
-def _measure_fn():
-    try:
-        from mxplain_synthetic.generate import ATTRIBUTES
-        from mxplain_synthetic.measure import measure_tiles
-    except Exception:  # the measurement module is optional
-        return None, ()
-    return measure_tiles, tuple(ATTRIBUTES)
 
 
 def _u8(imgs: torch.Tensor) -> np.ndarray:
@@ -190,9 +184,8 @@ class LatentDesign(Explainer):
         return ctx.simulator if self.simulate else None
 
     def _decode_fn(self, editor, attrs: torch.Tensor):
-        gen = getattr(editor, "generate", None)
-        if callable(gen):
-            return lambda lat: gen(lat)
+        if "generate" in type(editor).capabilities(editor.get_params()):
+            return editor.generate
         return lambda lat: editor.decode(lat, attrs)
 
     def latent_path(self, editor, predictor, x: torch.Tensor, attrs: torch.Tensor):
@@ -263,7 +256,7 @@ class LatentDesign(Explainer):
         n_all = len(lot.tiles)
         n = min(n_all, self.max_tiles)
         S = self.steps + 1
-        attrs_names = tuple(ctx.attributes) or tuple(getattr(editor, "attributes", ()))
+        attrs_names = tuple(ctx.attributes) or tuple(editor.attributes)
         K = len(attrs_names)
         out = {
             "design_done": np.zeros(n_all, bool),
@@ -296,17 +289,14 @@ class LatentDesign(Explainer):
             sim = simulator.simulate(_u8(torch.cat([torch.cat(limgs), torch.cat(pimgs)])))
             out["design_simulated"][:n] = np.transpose(
                 np.asarray(sim, np.float64).reshape(2, S, n), (2, 0, 1))
-        measure, m_names = _measure_fn() if self.measure else (None, ())
-        if measure is not None and K:
-            cols = [m_names.index(nm) if nm in m_names else -1 for nm in attrs_names]
+        measure = ctx.measure if self.measure else None
+        if measure is not None and K:  # columns in the order of ctx.attributes
             stack = torch.cat([torch.cat(limgs), torch.cat(pimgs)])  # (2*S*n, 1, H, W)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                m = measure(_u8(stack)).reshape(2, S, n, -1)
+                m = np.asarray(measure(_u8(stack)), np.float64).reshape(2, S, n, -1)
             vals = np.full((n, 2, S, K), np.nan)
-            for k, c in enumerate(cols):
-                if c >= 0:
-                    vals[..., k] = np.transpose(m[..., c], (2, 0, 1))
+            vals[..., : min(K, m.shape[-1])] = np.transpose(m, (2, 0, 1, 3))[..., :K]
             ok = np.isfinite(vals)
             out["design_measured_valid"][:n] = ok
             out["design_measured"][:n] = _fill_steps(np.where(ok, vals, 0.0), ok)
@@ -382,12 +372,14 @@ class LatentDesign(Explainer):
         if truth is None and "true_sensitivity" in cube:
             ts = np.asarray(cube["true_sensitivity"].values, np.float64)
             truth = {a: float(ts[0, k]) for k, a in enumerate(attrs)} if len(ts) else None
-        if not done.any() or truth is None:
+        ok = (np.asarray(cube["design_measured_valid"].values, bool)[done]
+              if "design_measured_valid" in cube else np.zeros(0, bool))
+        out["skipped"] = _skipped(done, truth, ok, self.measure)
+        if out["skipped"]:
             return out
         lot_of = np.nonzero(done)[0]
         labels = np.asarray(cube["lot_attributes"].values, np.float64)[lot_of]  # (T, K)
         meas = np.asarray(cube["design_measured"].values, np.float64)[done]  # (T, 2, S, K)
-        ok = np.asarray(cube["design_measured_valid"].values, bool)[done]
         s = np.array([float(truth.get(a, np.nan)) for a in attrs])
         scores = interpretability_scores(pred, meas, ok, labels, s)
         for path in PATHS:
@@ -410,6 +402,20 @@ class LatentDesign(Explainer):
             except Exception as exc:
                 warnings.warn(f"latent_design summary figure failed: {exc}", stacklevel=2)
         return out
+
+
+def _skipped(done: np.ndarray, truth, ok: np.ndarray, measure: bool) -> list[str]:
+    """Why the interpretability scores cannot be computed (empty: they can)."""
+    why = []
+    if not done.any():
+        why.append("interpretability: no tile was designed")
+    if truth is None:
+        why.append("interpretability: the dataset knows no true effects (true_sensitivity)")
+    if not ok.any():
+        why.append("interpretability: no measurement of the designed images ("
+                   + ("[explain.latent_design] measure = false" if not measure else
+                      "the dataset has no attribute measurement, Dataset.measure") + ")")
+    return why
 
 
 def _simulated_name(ctx) -> str:

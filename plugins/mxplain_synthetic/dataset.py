@@ -75,6 +75,10 @@ class SyntheticLots(Dataset):
 
     name: ClassVar[str] = "synthetic"
     attributes: ClassVar[tuple[str, ...]] = ATTRIBUTES
+    #: :meth:`segment`'s structures and the attribute each carries (pin-holes: porosity; crystal
+    #: edges: size, the smaller the crystals the more edge per pixel)
+    structures: ClassVar[dict[str, str | None]] = {"holes": "porosity", "boundaries": "size",
+                                                   "crystals": None}
 
     def __init__(self, n_lots: int = 16, tiles_per_lot: int = 96, tile_size: int = 64,
                  seed: int = 0, law: dict | None = None, property_mean: float = 2150.0,
@@ -256,9 +260,9 @@ class SyntheticLots(Dataset):
 
     def edit_fidelity_ceiling(self, store, measure=None, **kwargs) -> dict:
         """:func:`mxplain.editor_eval.edit_fidelity` of the generator itself used as the editor
-        (:class:`~mxplain_synthetic.oracle.SyntheticOracleEditor`), same protocol and measurement: what the
-        protocol lets any editor reach on these lots (see ``oracle.py``). ``store`` must be this
-        dataset's tile store; ``kwargs`` as for ``edit_fidelity``."""
+        (:class:`~mxplain_synthetic.oracle.SyntheticOracleEditor`), same protocol and measurement:
+        what the protocol lets any editor reach on these lots (see ``oracle.py``). ``store`` must
+        be this dataset's tile store; ``kwargs`` as for ``edit_fidelity``."""
         from mxplain.editor_eval import edit_fidelity
         from mxplain_synthetic.oracle import SyntheticOracleEditor
 
@@ -332,17 +336,25 @@ class SyntheticLots(Dataset):
 
     # ---- the measurement module -----------------------------------------------------------
     def measure(self, tiles) -> np.ndarray:
-        """Raw image-analysis measurements ``(N, 4)`` of ``uint8`` tiles (see ``measure.py``)."""
+        """Raw image-analysis measurements ``(N, 4)`` of ``uint8`` tiles ``(N, H, W)`` (float
+        tiles in [0, 1] are converted), columns in :data:`ATTRIBUTES` order (see ``measure.py``)."""
         from mxplain_synthetic.measure import measure_tiles
 
         return measure_tiles(_as_uint8(tiles))
 
-    def segment(self, tile) -> dict:
-        """Boolean ``crystals``, ``boundaries``, ``holes`` masks (and ``labels``) of one tile."""
+    def segment(self, tiles) -> dict[str, np.ndarray]:
+        """Boolean ``holes``, ``boundaries`` and ``crystals`` masks ``(N, H, W)`` of ``uint8`` tiles
+        ``(N, H, W)`` (one tile ``(H, W)``: masks ``(H, W)``), by :func:`mxplain_synthetic.measure.
+        segment`."""
         from mxplain_synthetic.measure import segment
 
-        t = _as_uint8(tile)
-        return segment(t[0] if t.ndim == 3 else t)
+        t = _as_uint8(tiles)
+        if t.ndim == 2:
+            one = segment(t)
+            return {s: np.asarray(one[s], bool) for s in self.structures}
+        per = [segment(tile) for tile in t]
+        return {s: np.stack([np.asarray(m[s], bool) for m in per]) if per else
+                np.zeros(t.shape, bool) for s in self.structures}
 
 
 def write_tile_properties(path: Path, values: np.ndarray) -> None:

@@ -7,6 +7,7 @@ import torch
 import xarray as xr
 
 from mxplain.interfaces import Editor, ExplainContext, Lot, NoLearnedState, Predictor
+from mxplain.store import to_uint8
 
 ATTRS = ("size", "porosity", "polydispersity", "facetness")
 COEF = (0.10, -0.05, 0.0, 0.08)  # brightness change per unit attribute
@@ -104,6 +105,8 @@ def build_cube(explainer, lots, ctx, truth=None):
     data["lot_attributes"] = (("lot", "attribute"), np.stack([lot.attributes for lot in lots]))
     data["measured_property"] = (("lot",), np.array([lot.property for lot in lots]))
     data["prediction"] = (("lot", "tile"), np.zeros((len(lots), n_tile), np.float32))
+    data["example_tile"] = (("lot", "y", "x"), np.stack([to_uint8(lot.tiles[:1])[0]
+                                                         for lot in lots]))
     if truth is not None:
         data["true_sensitivity"] = (("lot", "attribute"),
                                     np.tile(np.asarray(truth, np.float64), (len(lots), 1)))

@@ -48,7 +48,7 @@ def test_gradient_reaches_targets_sparse_and_directional():
     editor = FakeEditor()
     b = BackwardCounterfactual(batch_size=8, restarts=0)  # 4 tiles per chunk (x 2 directions)
     out = b.explain_lot(lot, make_ctx(editor=editor))
-    assert editor.encoded_rows == 12  # every tile encoded once
+    assert editor.encoded_rows == 12 + 1  # every tile encoded once, the example tile again
     change = _check_result(out, lot)
     # relative targets: +-10 % of the reconstruction's prediction
     a = torch.as_tensor(lot.attributes)[None].repeat(12, 1)
@@ -237,7 +237,7 @@ def test_restart_spread_measures_the_stability_of_a_prime():
     names = set(b.variables(ctx))
     out = b.explain_lot(lot, ctx)
     assert set(out) == names
-    assert editor.encoded_rows == 5 + 4  # the restarted tiles once more, no others
+    assert editor.encoded_rows == 5 + 4 + 1  # the restarted tiles once more, the example tile
     spread = out["backward_restart_spread"]
     assert spread.shape == (2, 4) and spread.dtype == np.float32
     # the zero-effect attribute keeps what its start gave it (no gradient, the search stops at the
@@ -309,3 +309,28 @@ def test_a_reachable_target_met_at_the_start_is_not_counted_reachable():
     # tile 0: its range up (1.5) exceeds the tolerance (1.0) but half of it (0.75) does not:
     # A' = A would "reach" that target, so it is not a counterfactual
     assert reach.tolist() == [[False, False], [True, True]]
+
+
+def test_counterfactual_example_is_in_the_cube():
+    """Figure 6's hypothetical tiles are written with the lot (``backward_example_edit``: the
+    lot's first tile decoded at its own A' of each direction), under the explainer's thread count
+    and without touching the global generators (what runs after it sees the same random state)."""
+    import torch
+
+    from mxplain.interfaces import latent_take
+    from mxplain.store import to_uint8
+
+    lot = make_lots(n_lots=1, n_tiles=3)[0]
+    editor = FakeEditor()
+    b = BackwardCounterfactual(max_iter=20, restarts=0, n_boot=0)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    out = b.explain_lot(lot, make_ctx(editor=editor))
+    assert torch.equal(torch.get_rng_state(), before)
+    ex = out["backward_example_edit"]
+    assert ex.dtype == np.uint8 and ex.shape == (2, 32, 32)
+    with torch.no_grad():
+        lat = latent_take(editor.encode(lot.tiles[:1]), torch.zeros(2, dtype=torch.long))
+        want = to_uint8(editor.decode(lat, torch.as_tensor(out["backward_attributes"][0])))
+    np.testing.assert_array_equal(ex, want)
+    assert ex[0].astype(int).mean() > ex[1].astype(int).mean()  # increase brightens (FakeEditor)

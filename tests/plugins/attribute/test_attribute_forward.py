@@ -58,11 +58,12 @@ def test_encode_once_per_tile_and_batched_equals_naive():
     ctx = make_ctx(editor=editor)
     fs = ForwardSweep(steps=6, batch_size=16)  # 7*4*6 = 168 edits in 11 decode batches
     out = fs.explain_lot(lot, ctx)["forward_prediction"]
-    assert editor.encoded_rows == 7 and editor.encode_calls == 1
+    # the sweep encodes each tile once; the example tile of figure 4a is encoded once more
+    assert editor.encoded_rows == 7 + 1 and editor.encode_calls == 1 + 1
     fs3 = ForwardSweep(steps=6, batch_size=3)  # encode chunks of 3 tiles: 3 calls, 7 rows
     ed3 = FakeEditor()
     out3 = fs3.explain_lot(lot, make_ctx(editor=ed3))["forward_prediction"]
-    assert ed3.encoded_rows == 7 and ed3.encode_calls == 3
+    assert ed3.encoded_rows == 7 + 1 and ed3.encode_calls == 3 + 1
     # naive: one tile, one attribute value at a time
     naive = np.zeros_like(out)
     pred, ed = FakePredictor(), FakeEditor()
@@ -164,3 +165,36 @@ def test_honest_axes_span_the_lots_range_and_draw_no_effect():
     assert ax.get_ylim()[1] - ax.get_ylim()[0] == pytest.approx(115.0)
     assert any(ln.get_linestyle() == ":" for ln in ax.lines)
     plt.close(fig)
+
+
+def test_example_edits_are_in_the_cube_and_the_figures_need_no_models(tmp_path):
+    """Figure 4a's edited example tiles are written with the lot (``forward_example_edit``: the
+    lot's first tile decoded at 0, 0.5 and 1 of each attribute, the others at the lot's labels);
+    the summary draws them from the cube with no editor in the context."""
+    from mxplain.interfaces import latent_take
+    from mxplain.store import to_uint8
+
+    lots = make_lots(n_lots=3, n_tiles=4)
+    editor = FakeEditor()
+    ctx = make_ctx(tmp_path, editor=editor)
+    fs = ForwardSweep(steps=3, n_boot=0)
+    assert fs.variables(ctx)["forward_example_edit"].dims == (
+        "lot", "attribute", "example_value", "y", "x")
+    cube = build_cube(fs, lots, ctx)
+    edits = cube["forward_example_edit"].values  # (lot, K, 3, H, W) uint8
+    assert edits.dtype == np.uint8 and edits.shape == (3, 4, 3, 32, 32)
+    with torch.no_grad():
+        for k in (0, 3):
+            a = torch.as_tensor(np.repeat(lots[1].attributes[None], 3, 0)).float()
+            a[:, k] = torch.tensor([0.0, 0.5, 1.0])
+            lat = latent_take(editor.encode(lots[1].tiles[:1]), torch.zeros(3, dtype=torch.long))
+            want = to_uint8(editor.decode(lat, a))
+            np.testing.assert_array_equal(edits[1, k], want)
+    assert not np.array_equal(edits[1, 0, 0], edits[1, 0, 2])  # the edit shows
+    blind = make_ctx(tmp_path)
+    blind.predictor = blind.editor = None  # no models: the cube is enough
+    m = fs.summarize(cube, blind)
+    assert "forward_fig4a_tile_curve.png" in m["figures"]
+    import matplotlib.image as mpimg
+
+    assert mpimg.imread(tmp_path / "figures" / "forward_fig4a_tile_curve.png").shape[0] > 600

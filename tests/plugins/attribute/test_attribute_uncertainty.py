@@ -91,7 +91,7 @@ def test_n_boot_zero_leaves_the_intervals_out():
     fs = ForwardSweep(steps=3, n_boot=0)
     assert "sensitivity_ci" not in fs.variables(make_ctx())
     out = fs.explain_lot(make_lots(1, 3)[0], make_ctx())
-    assert set(out) == {"forward_prediction", "sensitivity"}
+    assert set(out) == {"forward_prediction", "sensitivity", "forward_example_edit"}
     b = BackwardCounterfactual(n_boot=0)
     assert "backward_change_ci" not in b.variables(make_ctx()) and b.extra_dims() == {}
     with pytest.raises(UserError, match="n_boot"):

@@ -177,8 +177,13 @@ def hand_cube():
     return xr.Dataset(d, coords=coords)
 
 
+#: the structures a segmenting dataset declares (the synthetic lots' three)
+STRUCTURES = {"holes": "porosity", "boundaries": "size", "crystals": None}
+
+
 def test_summarize_hand_built_cube(tmp_path):
-    ctx = ExplainContext(out_dir=tmp_path, attributes=ATTRS, progress=False)
+    ctx = ExplainContext(out_dir=tmp_path, attributes=ATTRS, progress=False,
+                         structures=STRUCTURES)
     m = Compare(curve_steps=4).summarize(hand_cube(), ctx)
     g = m["pixel"]["gradcam"]
     assert g["tiles"] == 5 and g["deletion_auc"] == pytest.approx(-0.5)
@@ -228,22 +233,30 @@ def test_summarize_skips_absent_parts(tmp_path):
     m = Compare().summarize(cube, ctx)
     assert m["attribute"] == {} and m["structures"] == {}
     assert any("forward" in s for s in m["skipped"]) and any("backward" in s for s in m["skipped"])
+    assert any(s.startswith("structures: the dataset has no segmentation") for s in m["skipped"])
     # truth from ctx.true_sensitivity when the cube has none: size +, porosity + -> 1 of 2
     assert m["ground_truth"]["compare_sweep"] == {"agreement": 0.5, "pairs": 4}
     assert [r["method"] for r in m["table"]] == ["GradCAM", "Integrated Gradients", "random map"]
 
 
-def test_structures_on_synthetic_tiles():
-    gen = pytest.importorskip("mxplain_synthetic.generate")
-    pytest.importorskip("mxplain_synthetic.measure")
-    attrs = {"size": 0.5, "porosity": 0.9, "polydispersity": 0.3, "facetness": 0.5}
-    t = np.stack([gen.render_tile(attrs, 48, seed=s) for s in range(2)])
-    tiles = torch.from_numpy(t.astype(np.float32) / 255.0)[:, None]
+def _dark_and_bright(tiles):
+    """A dataset's segmentation as ``ctx.segment`` gets it: ``uint8 (N, H, W)`` -> masks."""
+    dark = np.asarray(tiles) < 128
+    return {"dark": dark, "bright": ~dark}
+
+
+def test_structures_come_from_the_dataset_segmentation():
+    tiles = grey_tiles(2, size=32, seed=4)
     ctx = ExplainContext(predictor=TinyConvPredictor(), attributes=ATTRS, progress=False,
-                         true_sensitivity={"size": 1.0, "porosity": -2.0})
+                         segment=_dark_and_bright, structures={"dark": "porosity", "bright": None})
     ex = Compare(max_tiles=2, curve_steps=4, ig_steps=2)
     assert {"structure_mass", "structure_area"} <= set(ex.variables(ctx))
-    out = ex.explain_lot(Lot(0, "s", tiles, np.array(list(attrs.values())), 1.0), ctx)
+    out = ex.explain_lot(Lot(0, "s", tiles, np.full(4, 0.5), 1.0), ctx)
     mass, area = out["structure_mass"], out["structure_area"]
-    assert mass.shape == (3,) and ((mass >= 0) & (mass <= 1)).all()
-    assert area[0] > 0 and area[1] > 0  # porous tiles: holes and boundaries present
+    u8 = np.clip(np.rint(tiles[:, 0].numpy() * 255), 0, 255)
+    assert mass.shape == (2,) and area.shape == (2,)
+    assert area[0] == pytest.approx(float((u8 < 128).mean()), abs=1e-6)
+    assert area.sum() == pytest.approx(1.0) and mass.sum() == pytest.approx(1.0, abs=1e-5)
+    # no segmentation: no structure variables, and the summary says why
+    plain = ExplainContext(predictor=TinyConvPredictor(), attributes=ATTRS, progress=False)
+    assert not {"structure_mass", "structure_area"} & set(ex.variables(plain))

@@ -193,6 +193,47 @@ def test_summarize_on_a_cube(tmp_path):
     assert (tmp_path / "figures" / "latent_design_traits.png").is_file()
 
 
+def test_designed_images_are_measured_by_the_dataset_measurement_in_ctx(tmp_path):
+    """``ctx.measure`` (the dataset's, columns in the order of ``ctx.attributes``) measures every
+    step's image; without one nothing is measured and the summary says why."""
+    seen = []
+
+    def mean_grey(tiles):  # uint8 (N, H, W) -> (N, 4): the mean grey level, attribute k scaled k+1
+        seen.append(tiles.dtype)
+        g = tiles.reshape(len(tiles), -1).mean(1) / 255.0
+        return g[:, None] * np.arange(1, 5)[None]
+
+    exp = LatentDesign(steps=2, max_tiles=2, figure_lots=0, simulate=False)
+    ctx = context(FakeEditor(), tmp_path)
+    ctx.measure = mean_grey
+    out = exp.explain_lot(make_lot(2), ctx)
+    assert seen == [np.uint8] and out["design_measured_valid"][:2].all()
+    m = out["design_measured"][:2]  # (tile, path, step, attribute)
+    np.testing.assert_allclose(m[..., 1], 2 * m[..., 0], rtol=1e-6)
+    assert 0.3 < float(m[..., 0].mean()) < 0.7
+    ctx.measure = None
+    blind = exp.explain_lot(make_lot(2), ctx)
+    assert not blind["design_measured_valid"].any()
+    pred, meas, ok, labels, s = hand_built()
+    cube = xr.Dataset(
+        {"design_done": (("lot", "tile"), np.ones((4, 1), bool)),
+         "design_prediction": (("lot", "tile", "path", "design_step"), pred[:, None]),
+         "design_pixel_change": (("lot", "tile", "path", "design_step"),
+                                 np.zeros((4, 1, 2, 5))),
+         "design_measured": (("lot", "tile", "path", "design_step", "attribute"),
+                             np.zeros_like(meas[:, None])),
+         "design_measured_valid": (("lot", "tile", "path", "design_step", "attribute"),
+                                   np.zeros_like(ok[:, None])),
+         "lot_attributes": (("lot", "attribute"), labels)},
+        coords={"attribute": ["size", "porosity"], "design_step": np.arange(5),
+                "path": ["latent", "pixel"]})
+    m = exp.summarize(cube, ExplainContext(progress=False,
+                                           true_sensitivity={"size": 2.0, "porosity": -1.0}))
+    assert m["skipped"] == ["interpretability: no measurement of the designed images (the "
+                            "dataset has no attribute measurement, Dataset.measure)"]
+    assert "interpretability" not in m["latent"] and m["tiles"] == 4
+
+
 def test_calibration_is_not_attenuated_by_measurement_noise():
     """m = 2 a + noise: the factor back to the attribute scale is 1/2 whatever the noise (the
     reverse regression a ~ m would shrink it by corr^2); an unrelated measurement is left out."""

@@ -141,7 +141,16 @@ def test_uniform_sampling_and_measure_via_dataset():
     m8 = ds.measure(tiles)
     mt = ds.measure(torch.from_numpy(tiles.astype(np.float32) / 255.0)[:, None])
     np.testing.assert_allclose(m8, mt, equal_nan=True)
-    assert set(ds.segment(tiles[0])) >= {"crystals", "boundaries", "holes"}
+    one = ds.segment(tiles[0])
+    assert set(one) == set(SyntheticLots.structures) == {"crystals", "boundaries", "holes"}
+    both = ds.segment(tiles[:2])  # batched, as ExplainContext.segment is called
+    for name, mask in both.items():
+        assert mask.shape == (2, 32, 32) and mask.dtype == bool
+        np.testing.assert_array_equal(mask[0], one[name])
+    assert both["holes"].any() or both["boundaries"].any()
+    assert SyntheticLots.provides() == {"measure", "segment", "edit_fidelity_ceiling"}
+    assert SyntheticLots.structures["holes"] == "porosity"
+    assert SyntheticLots.structures["boundaries"] == "size"
 
 
 def test_resume_over_a_folder_that_is_not_a_store_is_refused_and_kept(tmp_path):
