@@ -87,3 +87,31 @@ def test_the_command_selects_by_component_name_and_refuses_unknown_plugins(fakes
     assert conformance.main(["nothing-here"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no registered component belongs to nothing-here (plugins: ")
+
+
+def test_dataset_knowledge_is_checked_against_what_the_class_declares(tmp_path):
+    """``Dataset.provides()`` follows the overrides; a segmentation whose masks do not match its
+    ``structures``, or structures without a segmentation, fail the conformance check."""
+    from mxplain.interfaces import Dataset
+    from mxplain_synthetic.dataset import SyntheticLots
+
+    store = SyntheticLots(n_lots=2, tiles_per_lot=3, tile_size=32, seed=2).build(
+        tmp_path / "s.zarr")
+
+    class Plain(SyntheticLots):  # measures, segments nothing
+        structures = {}
+        segment = Dataset.segment
+
+    class Lying(SyntheticLots):  # declares a structure its segmentation does not return
+        structures = {"holes": "porosity", "pores": "porosity"}
+
+    class Claims(Plain):  # structures without a segmentation
+        structures = {"holes": "porosity"}
+
+    assert Plain.provides() == {"measure", "edit_fidelity_ceiling"}
+    conformance.check_dataset_knowledge(SyntheticLots(tile_size=32), store)
+    conformance.check_dataset_knowledge(Plain(tile_size=32), store)
+    with pytest.raises(conformance.ConformanceError, match="structures declares"):
+        conformance.check_dataset_knowledge(Lying(tile_size=32), store)
+    with pytest.raises(conformance.ConformanceError, match="segment is not overridden"):
+        conformance.check_dataset_knowledge(Claims(tile_size=32), store)

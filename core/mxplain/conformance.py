@@ -150,6 +150,7 @@ def check_predictor(name: str, tiny: Tiny, tmp: Path) -> None:
         xg = x.clone().requires_grad_(True)
         p.forward(xg).sum().backward()
         expect(xg.grad.abs().sum() > 0, "differentiable, but every gradient is zero")
+    expect(isinstance(type(p).differentiable, bool), "differentiable is not a bool")
     layer = type(p).gradcam_layer
     if layer is not None:
         module = p.torch_module()
@@ -188,6 +189,7 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
         ag = a.clone().requires_grad_(True)
         e.decode(e.encode(x), ag).sum().backward()
         expect(ag.grad.abs().sum() > 0, "differentiable, but every gradient is zero")
+    expect(isinstance(type(e).differentiable, bool), "differentiable is not a bool")
     if "generate" in type(e).capabilities(e.get_params()):
         with torch.no_grad():
             g = e.generate(e.encode(x))

@@ -34,6 +34,8 @@ from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
 SAMPLINGS = ("lhs", "uniform")
 PROPERTIES = ("law", "simulated")
+#: the masks :meth:`SyntheticLots.segment` returns (``measure.segment``'s structures)
+SEGMENTED = ("holes", "boundaries", "crystals")
 
 
 def sample_attributes(n_lots: int, seed, method: str = "lhs") -> np.ndarray:
@@ -351,10 +353,10 @@ class SyntheticLots(Dataset):
         t = _as_uint8(tiles)
         if t.ndim == 2:
             one = segment(t)
-            return {s: np.asarray(one[s], bool) for s in self.structures}
+            return {s: np.asarray(one[s], bool) for s in SEGMENTED}
         per = [segment(tile) for tile in t]
         return {s: np.stack([np.asarray(m[s], bool) for m in per]) if per else
-                np.zeros(t.shape, bool) for s in self.structures}
+                np.zeros(t.shape, bool) for s in SEGMENTED}
 
 
 def write_tile_properties(path: Path, values: np.ndarray) -> None:
