@@ -14,6 +14,9 @@ the largest difference of the results:
 * ``upsample``: the shipped AttGAN's ``nn.Upsample(nearest)`` layers replaced by an
   expand + reshape (the same values, bit for bit): decode + predict at the forward sweep's batch and
   decode + predict + backward at backward's, on a copy of the editor;
+* ``latent-batch``: latent_design's latent and pixel paths of every lot's ``max_tiles`` tiles in
+  one batch instead of one batch a lot (the paths' step sizes use batch statistics: the mean latent
+  norm and the median rise, so the results change; the largest difference is printed);
 * ``probe-corners``: backward's reachability probe without the 2^K box corners (1 + 2K points a
   tile instead of 1 + 2K + 2^K): how many tile-directions change reachability.
 
@@ -134,6 +137,24 @@ def compare_batch(cmp, editor, predictor, lots) -> dict:
             float(np.abs(y0 - y1).max())}
 
 
+def latent_batch(design, editor, predictor, lots) -> dict:
+    n = int(design.max_tiles)
+    xs = [lot.tiles[:n].float() for lot in lots]
+    attrs = [torch.as_tensor(np.repeat(np.asarray(lot.attributes, np.float32)[None], len(x), 0))
+             for lot, x in zip(lots, xs)]
+
+    def paths(x, a):
+        with torch.enable_grad():
+            lp, _, _ = design.latent_path(editor, predictor, x, a)
+            pp, _ = design.pixel_path(predictor, x, lp[:, -1] - lp[:, 0])
+        return torch.cat([lp, pp], 1)
+
+    s0, y0 = cpu(lambda: torch.cat([paths(x, a) for x, a in zip(xs, attrs)]))
+    s1, y1 = cpu(lambda: paths(torch.cat(xs), torch.cat(attrs)))
+    return {"today_s": s0, "batched_s": s1, "rows": len(y0),
+            "max_diff": float((y0 - y1).abs().max())}
+
+
 class NearestUp2(torch.nn.Module):
     """Nearest-neighbour x2 upsampling as a broadcast copy (what ``nn.Upsample(scale_factor=2,
     mode="nearest")`` computes)."""
@@ -198,15 +219,19 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lots", type=int, default=2)
     ap.add_argument("--predictor", default=None)
+    ap.add_argument("--only", default="", help="comma-separated prototypes (default: all)")
     args = ap.parse_args(argv)
     cfg = qs.config()
     editor, predictor = qs.models(cfg, torch.device("cpu"), args.predictor)
-    exps = qs.explainers(cfg, ["backward", "compare"])
+    exps = qs.explainers(cfg, ["backward", "compare", "latent_design"])
     lots = qs.lots(cfg, range(args.lots))
-    res = {"backward-batch": backward_batch(exps["backward"], editor, predictor, lots),
-           "compare-batch": compare_batch(exps["compare"], editor, predictor, lots),
-           "probe-corners": probe_corners(exps["backward"], editor, predictor, lots),
-           "upsample": upsample(editor, predictor, lots)}
+    only = set(filter(None, args.only.split(",")))
+    jobs = {"backward-batch": lambda: backward_batch(exps["backward"], editor, predictor, lots),
+            "compare-batch": lambda: compare_batch(exps["compare"], editor, predictor, lots),
+            "probe-corners": lambda: probe_corners(exps["backward"], editor, predictor, lots),
+            "upsample": lambda: upsample(editor, predictor, lots),
+            "latent-batch": lambda: latent_batch(exps["latent_design"], editor, predictor, lots)}
+    res = {name: job() for name, job in jobs.items() if not only or name in only}
     for name, r in res.items():
         extra = {k: v for k, v in r.items() if k not in ("today_s", "batched_s")}
         print(f"{name:15s} today {r['today_s']:.2f} s, prototype {r['batched_s']:.2f} s CPU "
