@@ -10,9 +10,10 @@
   latents drawn on the segment between the encodings of two random authentic training tiles, plus
   Gaussian noise of ``noise`` x the per-dimension spread of the encodings, decoded through the
   :class:`~mxplain.interfaces.Editor` interface with the interpolated attribute labels of the two
-  tiles. Why not the prior: the TextureVAE trains with a small KL weight on a hundred tiles, so the
-  encodings do not fill N(0, I) and prior samples fall where no training tile lies; seed 001
-  asks for generations "consistent with the data", which the neighbourhood of the encodings is.
+  tiles. Why not the prior: seed 001 asks for generations "consistent with the data"; a latent
+  between two encodings is tied to two authentic tiles and assumes nothing about how well a
+  hundred posteriors (KL weight 1e-3) fill N(0, I); and ``decode`` needs attribute labels, which
+  a prior draw does not have.
 """
 
 from __future__ import annotations
