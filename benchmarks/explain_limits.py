@@ -30,6 +30,8 @@ import torch
 from _bench import device_label, sync
 from _limits import Counter, instrument, limits, needed, ratios
 
+from mxplain_attribute._common import autocast
+
 #: latent_design has no batch size (it takes its max_tiles tiles at once): its rows are priced at
 #: this batch, what batching them across lots would give
 LATENT_BATCH = 64
@@ -65,7 +67,8 @@ def model_rates(editor, predictor, tiles: torch.Tensor, batch: int, device,
                 keys=("enc", "dp", "dpb", "p", "pb")) -> dict[str, float]:
     """Seconds per row of encode, decode + predict (``dp``), decode + predict + backward to the
     attributes (``dpb``), predict (``p``) and predict + backward to the pixels (``pb``), at
-    ``batch`` rows on resident tensors."""
+    ``batch`` rows on resident tensors; the editor under the explainers' autocast (bf16 on CUDA,
+    nothing on a CPU; the predictor casts for itself)."""
     x = tiles[torch.arange(batch) % len(tiles)].to(device)
     k = len(editor.attributes)
     with torch.no_grad():
@@ -74,16 +77,16 @@ def model_rates(editor, predictor, tiles: torch.Tensor, batch: int, device,
     a = torch.rand(batch, k, generator=torch.Generator().manual_seed(0)).to(device)
 
     def enc():
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             editor.encode(x)
 
     def dp():
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             predictor.forward(editor.decode(lat, a))
 
     def dpb():
         ag = a.clone().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), autocast(device):
             torch.autograd.grad(predictor.forward(editor.decode(lat, ag)).sum(), ag)
 
     def p():
