@@ -217,8 +217,7 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         """"gradient" or "spsa" for this context's predictor and editor."""
         self._check()
         predictor, editor = require_models(ctx, self.name)
-        diff = bool(getattr(predictor, "differentiable", False)) and bool(
-            getattr(editor, "differentiable", False))
+        diff = bool(predictor.differentiable) and bool(editor.differentiable)
         if self.optimizer == "auto":
             return "gradient" if diff else "spsa"
         if self.optimizer == "gradient" and not diff:

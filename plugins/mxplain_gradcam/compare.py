@@ -283,7 +283,7 @@ class Compare(Explainer):
         m = len(sub)
         base = np.asarray(lot.attributes, np.float64).reshape(-1)[:k]
         base = np.where(np.isfinite(base), base, 0.5)
-        dev = getattr(editor, "device", torch.device("cpu"))
+        dev = editor.device  # TrainableModel.device (the CPU until to() moves it)
         with torch.no_grad():
             t0 = time.perf_counter()
             latent = editor.encode(sub.to(dev))

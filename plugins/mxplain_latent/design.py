@@ -357,7 +357,7 @@ class LatentDesign(Explainer):
             sim = np.asarray(cube["design_simulated"].values, np.float64)[done]  # (T, 2, S)
             # the prediction is of the simulated property only where the data's labels are it
             same = (ctx.simulator is not None
-                    and ctx.property_name == getattr(ctx.simulator, "property_name", None))
+                    and ctx.property_name == ctx.simulator.property_name)
             out["simulated"] = simulated_rise(sim, pred, seed=int(ctx.seed),
                                               compare_prediction=same)
             out["simulated"]["property"] = _simulated_name(ctx)
@@ -422,7 +422,7 @@ def _simulated_name(ctx) -> str:
     sim = ctx.simulator
     if sim is None:
         return "simulated property"
-    units = getattr(sim, "property_units", "")
+    units = sim.property_units
     return f"{sim.property_name} ({units})" if units else str(sim.property_name)
 
 
