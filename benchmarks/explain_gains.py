@@ -17,6 +17,9 @@ the largest difference of the results:
 * ``latent-batch``: latent_design's latent and pixel paths of every lot's ``max_tiles`` tiles in
   one batch instead of one batch a lot (the paths' step sizes use batch statistics: the mean latent
   norm and the median rise, so the results change; the largest difference is printed);
+* ``probe-reuse``: backward's probe points that the forward sweep (its end points) and the
+  pipeline's reconstruction prediction (the start) already computed: largest difference of the
+  predictions and the probe time they stand for;
 * ``probe-corners``: backward's reachability probe without the 2^K box corners (1 + 2K points a
   tile instead of 1 + 2K + 2^K): how many tile-directions change reachability.
 
@@ -194,6 +197,33 @@ def upsample(editor, predictor, lots, batches=(256, 128)) -> dict:
     return {"today_s": sec[0], "batched_s": sec[1], "layers": swapped, "max_diff": diff}
 
 
+def probe_reuse(bw, fw, editor, predictor, lots) -> dict:
+    from mxplain.interfaces import ExplainContext
+
+    ctx = ExplainContext(progress=False, predictor=predictor, editor=editor,
+                         attributes=tuple(editor.attributes))
+    diff, sec, total = 0.0, 0.0, 0.0
+    for lot in lots:
+        a = torch.as_tensor(lot.attributes, dtype=torch.float32)
+        m, k = len(lot.tiles), len(a)
+        sweep = fw.sweep(lot.tiles, lot.attributes, ctx)  # (m, K, steps)
+        with torch.no_grad():
+            latent = editor.encode(lot.tiles)
+            rec = predictor.predict(editor.edit(lot.tiles, a.expand(m, k)), batch_size=64)
+        pts = all_points(a)
+        rows = torch.arange(m).repeat_interleave(len(pts))
+        t0 = time.process_time()
+        p = bw._predict(editor, predictor, latent, rows, pts.repeat(m, 1)).reshape(m, len(pts))
+        total += time.process_time() - t0
+        sec += (time.process_time() - t0) * (1 + 2 * k) / len(pts)
+        p = p.numpy()
+        diff = max(diff, float(np.abs(p[:, 1 : 1 + k] - sweep[:, :, 0]).max()),
+                   float(np.abs(p[:, 1 + k : 1 + 2 * k] - sweep[:, :, -1]).max()),
+                   float(np.abs(p[:, 0] - rec).max()))
+    return {"today_s": total, "batched_s": total - sec, "max_diff": diff,
+            "reused_points": f"{1 + 2 * k} of {len(all_points(a))}"}
+
+
 def probe_corners(bw, editor, predictor, lots) -> dict:
     changed = total = 0
     sec = [0.0, 0.0]
@@ -223,11 +253,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     cfg = qs.config()
     editor, predictor = qs.models(cfg, torch.device("cpu"), args.predictor)
-    exps = qs.explainers(cfg, ["backward", "compare", "latent_design"])
+    exps = qs.explainers(cfg, ["forward", "backward", "compare", "latent_design"])
     lots = qs.lots(cfg, range(args.lots))
     only = set(filter(None, args.only.split(",")))
     jobs = {"backward-batch": lambda: backward_batch(exps["backward"], editor, predictor, lots),
             "compare-batch": lambda: compare_batch(exps["compare"], editor, predictor, lots),
+            "probe-reuse": lambda: probe_reuse(exps["backward"], exps["forward"], editor,
+                                               predictor, lots),
             "probe-corners": lambda: probe_corners(exps["backward"], editor, predictor, lots),
             "upsample": lambda: upsample(editor, predictor, lots),
             "latent-batch": lambda: latent_batch(exps["latent_design"], editor, predictor, lots)}
