@@ -221,6 +221,10 @@ def main(argv=None) -> dict:
         print("\n".join(breakdown(r)))
         if r["reported"]:
             print(f"    reported by the explainer: {r['reported']}")
+        if "iterations" in r["reported"]:  # the proxy's count against the explainer's own
+            main = r["rows"].get(("_step", "decode", True), 0)
+            print(f"    main-search gradient rows counted {main}, backward_iterations summed "
+                  f"{r['reported']['iterations']}")
     res = {"device": device_label(device), "lots": len(lots), "tiles": len(lots[0].tiles),
            "predictor": args.predictor or "freshly initialised", "repeats": reps,
            "summary": summary(reps)}

@@ -39,6 +39,37 @@ def _sizes(small: bool) -> dict:
                     "--depth", "28"], "paper_tiles": "512"}
 
 
+def bench_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """The table rows of (a)-(e) from their results."""
+    rows = []
+    if "a" in results:
+        r = results["a"]
+        rows.append(("(a) batched sweep vs naive loop", f"{r['batched_tiles_per_s']:.1f} vs "
+                     f"{r['naive_tiles_per_s']:.1f} edits/s", f"{r['speedup']:.1f}x", ">= 20x"))
+    if "b" in results:
+        r = results["b"]
+        rows.append(("(b) sweep vs model-only limit", f"{r['sweep_tiles_per_s']:.1f} vs "
+                     f"{r['limit_tiles_per_s']:.1f} tiles/s (batch {r['best_batch']})",
+                     f"{100 * r['ratio']:.1f} %", ">= 70 %"))
+    if "c" in results:
+        r = results["c"]
+        rows.append(("(c) backward counterfactuals", f"{r['tiles']} tiles, "
+                     f"{r['mean_iterations']:.1f} iterations on average",
+                     f"{r['tiles_per_s']:.2f} tiles/s", ""))
+    if "d" in results:
+        r = results["d"]
+        ra, rb = r["runs"].values()
+        key = r["measure"]
+        rows.append(("(d) peak memory, 10 vs 40 lots", f"{ra[key]:.0f} vs {rb[key]:.0f} MiB "
+                     f"({key})", f"{r['ratio']:.3f}x", "<= 1.2x"))
+    if "e" in results:
+        r = results["e"]
+        rows.append(("(e) paper-scale forward sweep", f"{r['paper_edits']:,} edits at "
+                     f"{r['batched_tiles_per_s']:.1f} edits/s",
+                     f"{r['paper_projected_s'] / 60:.1f} min (projected)", "<= 10 min"))
+    return rows
+
+
 def explain_rows(res: dict) -> list[tuple[str, str, str, str]]:
     """(f): one row per explainer: achieved and limit seconds, achieved / limit (median and range
     over the repeats) by the issue's definition and over every model call."""
@@ -132,32 +163,7 @@ def main(argv=None) -> int:
         dev + ["--lots", str(args.lots), "--repeats", str(args.repeats)]
         + (["--predictor", args.predictor] if args.predictor else [])))
 
-    if "a" in results:
-        r = results["a"]
-        rows.append(("(a) batched sweep vs naive loop", f"{r['batched_tiles_per_s']:.1f} vs "
-                     f"{r['naive_tiles_per_s']:.1f} edits/s", f"{r['speedup']:.1f}x", ">= 20x"))
-    if "b" in results:
-        r = results["b"]
-        rows.append(("(b) sweep vs model-only limit", f"{r['sweep_tiles_per_s']:.1f} vs "
-                     f"{r['limit_tiles_per_s']:.1f} tiles/s (batch {r['best_batch']})",
-                     f"{100 * r['ratio']:.1f} %", ">= 70 %"))
-    if "c" in results:
-        r = results["c"]
-        rows.append(("(c) backward counterfactuals", f"{r['tiles']} tiles, "
-                     f"{r['mean_iterations']:.1f} iterations on average",
-                     f"{r['tiles_per_s']:.2f} tiles/s", ""))
-    if "d" in results:
-        r = results["d"]
-        ra, rb = r["runs"].values()
-        key = r["measure"]
-        rows.append(("(d) peak memory, 10 vs 40 lots", f"{ra[key]:.0f} vs {rb[key]:.0f} MiB "
-                     f"({key})", f"{r['ratio']:.3f}x", "<= 1.2x"))
-    if "e" in results:
-        r = results["e"]
-        rows.append(("(e) paper-scale forward sweep", f"{r['paper_edits']:,} edits at "
-                     f"{r['batched_tiles_per_s']:.1f} edits/s",
-                     f"{r['paper_projected_s'] / 60:.1f} min (projected)", "<= 10 min"))
-
+    rows += bench_rows(results)
     if "f" in results:
         rows += explain_rows(results["f"])
     device = torch.device(args.device)

@@ -148,6 +148,9 @@ def test_run_all_rows_and_kept_rows(tmp_path):
     assert run_all.kept_rows(old, {"a"}) == [("(a) sweep (measured 2026-11-22)", "1 vs 2", "6.1x",
                                               ">= 20x")]
     assert run_all.kept_rows(old, set()) == []
+    assert run_all.bench_rows({"b": {"sweep_tiles_per_s": 30.0, "limit_tiles_per_s": 40.0,
+                                     "best_batch": 32, "ratio": 0.75}}) == [
+        ("(b) sweep vs model-only limit", "30.0 vs 40.0 tiles/s (batch 32)", "75.0 %", ">= 70 %")]
 
 
 def test_solvers_reach_a_linear_target_and_keep_a_dead_attribute():
