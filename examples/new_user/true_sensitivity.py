@@ -5,7 +5,7 @@ labels, the lot's slope estimated as the forward explainer does (Theil-Sen: the 
 within-tile pairwise slopes). Beside it mxplain's ``sensitivity`` from the cube and the law's
 coefficient (what the property itself does per unit attribute).
 
-    python examples/new_user/true_sensitivity.py RUN_DIR --data new_user_data [--json out.json]
+    python examples/new_user/true_sensitivity.py RUN_DIR --data runs/new_user_data [--json out.json]
 
 Writes a markdown table to stdout. Check first that the explained tiles are the generator's:
 the predictor on the re-rendered tile at the lot's labels equals the cube's ``prediction``.

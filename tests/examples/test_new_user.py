@@ -43,7 +43,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _make_data(root: Path) -> Path:
-    data = root / "new_user_data"
+    data = root / "runs" / "new_user_data"
     subprocess.run([sys.executable, str(EXAMPLE / "make_data.py"), "--out", str(data), "--lots",
                     "4", "--tiles", "6", "--size", "32"], check=True, capture_output=True)
     return data
@@ -186,7 +186,7 @@ def test_generator_rerenders_a_tile_exactly(scenario):
         sys.path.remove(str(EXAMPLE))
     from PIL import Image
 
-    png = np.array(Image.open(scenario["root"] / "new_user_data" / "tiles" / "L03" /
+    png = np.array(Image.open(scenario["root"] / "runs" / "new_user_data" / "tiles" / "L03" /
                               "tile_004.png"))
     assert np.array_equal(png, render(lot_attributes(4, 0)[2], 0, 2, 4, 32))
     grown = render(lot_attributes(4, 0)[2] * [0, 1, 1] + [1, 0, 0], 0, 2, 4, 32)
