@@ -112,13 +112,23 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+class NearestUp2(nn.Module):
+    """Nearest-neighbour x2 upsampling as a broadcast copy: the values of
+    ``nn.Upsample(scale_factor=2, mode="nearest")`` bit for bit, 1.2x faster through decode +
+    predict on a CPU (``benchmarks/explain_gains.py upsample``), and the same gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
 def upsample_conv(n_in: int, n_out: int, mode: str, bias: bool) -> list[nn.Module]:
     """x2 upsampling layers: ConvTranspose(4x4, s2) (``"transpose"``) or nearest x2 + Conv3x3
     (``"resize"``); see ``upsample`` in the module docstring."""
     if mode == "transpose":
         return [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1, bias=bias)]
     if mode == "resize":
-        return [nn.Upsample(scale_factor=2, mode="nearest"),
+        return [NearestUp2(),
                 nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)]
     raise ValueError(f"upsample must be one of {list(UPSAMPLES)}, got {mode!r}")
 

@@ -73,3 +73,16 @@ def test_wrong_attribute_width_is_refused():
         Discriminator(4, 40, n_layers=4)
     with pytest.raises(ValueError, match="instance"):
         Discriminator(4, 32, n_layers=5)  # 1x1 features: instance norm undefined
+
+
+def test_nearest_up2_is_nn_upsample_bit_for_bit_with_the_same_gradient():
+    from mxplain_attgan.model import NearestUp2
+
+    x = torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ref = torch.nn.Upsample(scale_factor=2, mode="nearest")(x)
+    out = NearestUp2()(x)
+    assert out.shape == (3, 5, 14, 18) and torch.equal(out, ref)
+    w = torch.randn_like(ref)
+    g_ref, = torch.autograd.grad((ref * w).sum(), x)
+    g_out, = torch.autograd.grad((out * w).sum(), x)
+    assert torch.allclose(g_out, g_ref, atol=1e-6)
