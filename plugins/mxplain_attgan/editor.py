@@ -339,10 +339,11 @@ class AttGANEditor(Editor):
 
     def _eval(self) -> Generator:
         g = self._require()
-        g.eval()
-        self.discriminator.eval()
-        for p in g.parameters():
-            p.requires_grad_(False)
+        if g.training or self.discriminator.training or next(g.parameters()).requires_grad:
+            g.eval()
+            self.discriminator.eval()
+            for p in g.parameters():
+                p.requires_grad_(False)
         return g
 
     # ---- Editor API ---------------------------------------------------------------------------

@@ -405,7 +405,8 @@ class WideResNetPredictor(Predictor):
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
         module = self._require()
-        module.eval()
+        if module.training:  # eval() walks every layer: once, not on every call
+            module.eval()
         if tiles.ndim == 3:
             tiles = tiles.unsqueeze(1)
         if tiles.dtype == torch.uint8:
