@@ -192,7 +192,7 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
     expect(isinstance(type(e).differentiable, bool), "differentiable is not a bool")
     if "generate" in type(e).capabilities(e.get_params()):
         with torch.no_grad():
-            g = e.generate(e.encode(x))
+            g = e.generate(e.encode(x), size=x.shape[-1])
         expect(isinstance(g, torch.Tensor) and g.shape == x.shape and g.min() >= 0
                and g.max() <= 1, f"generate() gives {tuple(getattr(g, 'shape', ()))}, not tiles "
                f"in [0, 1] of shape {tuple(x.shape)}")
