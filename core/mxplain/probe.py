@@ -238,7 +238,7 @@ class _Remembered:
 def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: int = 6,
                 seed: int = 0, delta: float = 0.35, ctx=None) -> dict:
     """The probe as the measure of :func:`mxplain.editor_eval.edit_fidelity` (the same tiles,
-    +/-``delta`` edits and direction rule as the synthetic measurement; a 3-step sweep); returns
+    +/-``delta`` edits and direction rule as the synthetic measurement; a sweep of 0 and 1); returns
     ``fit_info`` with each attribute's ``direction_share``, ``spearman`` (requested vs probed value
     over the sweep), ``effect``, ``effect_ratio`` (step 4 of the protocol) and ``entanglement``
     added, and ``seconds`` now covering both."""
@@ -248,7 +248,7 @@ def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: in
     names = tuple(editor.attributes or store.attributes)
     measure = _Remembered(probe.measure)
     fid = edit_fidelity(editor, store, measure, n_tiles_per_lot=n_tiles_per_lot, delta=delta,
-                        ctx=ctx, n_steps=3, measure_attributes=probe.attributes, seed=seed)
+                        ctx=ctx, n_steps=2, measure_attributes=probe.attributes, seed=seed)
     spread = np.nanstd(measure(sample_tiles(store, n_tiles_per_lot, seed)[0]), axis=0)
     spread = np.where(spread > 0, spread, 1.0)
     out = {**fit_info, "attributes": {a: dict(v) for a, v in fit_info["attributes"].items()},

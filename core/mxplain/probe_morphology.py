@@ -15,6 +15,9 @@ pixels alone, segmentation-light and generic (no parameter of any generator is r
 * **granulometry**: the pattern spectra of grey openings (bright features) and closings (dark
   features) by squares of 1-8 px side: the share of the grey-level sum removed at each size, the
   spectra's mean size and spread;
+* **phase granulometry**: openings of the bright phase itself by squares of 1-24 px: the mean and
+  spread of its log size distribution and its coefficient of variation (:func:`phase_granulometry`:
+  the spread is the width of the particle-size distribution whatever the mean size);
 * **pits**: the black top-hat (closing minus tile) at 3 px inside the bright phase: its mean and the
   share of bright-phase pixels deeper than 0.04; and isolated dark spots (pores) per 1000 px^2 of
   bright phase at three depths (:func:`dark_spots`);
@@ -36,11 +39,13 @@ from scipy import ndimage as ndi
 LAGS = (1, 2, 4, 8, 16)
 GRANULES = (1, 2, 3, 5, 8)
 SPOT_DEPTHS = (0.04, 0.08, 0.12)
+PHASE_GRANULES = (1, 2, 3, 5, 8, 12, 16, 24)
 MORPHOLOGY_NAMES: tuple[str, ...] = (
     ("bright_fraction", "chord_bright_mean", "chord_dark_mean", "chord_bright_cv")
     + tuple(f"autocorr_{r}" for r in LAGS) + ("corr_length",)
     + tuple(f"open_{s}" for s in GRANULES) + ("open_mean_size", "open_size_spread")
     + tuple(f"close_{s}" for s in GRANULES) + ("close_mean_size", "close_size_spread")
+    + ("phase_size_log_mean", "phase_size_log_spread", "phase_size_cv")
     + ("pit_tophat", "pit_share") + tuple(f"spots_{t}" for t in SPOT_DEPTHS)
     + ("particles_per_kpx", "particle_diameter", "particle_cv", "inscribed_diameter",
        "inscribed_cv")
@@ -123,6 +128,29 @@ def granulometry(t: np.ndarray, closing: bool) -> np.ndarray:
     mean = (w * sizes).sum(axis=1)
     spread = np.sqrt((w * (sizes - mean[:, None]) ** 2).sum(axis=1))
     return np.concatenate([spec, mean[:, None], spread[:, None]], axis=1)
+
+
+def phase_granulometry(bright: np.ndarray) -> np.ndarray:
+    """(N, H, W) bright-phase masks -> (N, 3): the granulometric size distribution of the phase
+    (the share of its area removed by openings with squares of :data:`PHASE_GRANULES` px between
+    consecutive sizes): its mean log size, its spread in log size (independent of the mean size:
+    the width of the particle-size distribution) and its coefficient of variation."""
+    x = bright.astype(np.float32)
+    prev = x.sum(axis=(1, 2))
+    total = prev + 1e-9
+    spec = []
+    for s in PHASE_GRANULES:
+        cur = ndi.grey_opening(x, size=(1, s + 1, s + 1)).sum(axis=(1, 2))
+        spec.append((prev - cur) / total)
+        prev = cur
+    w = np.clip(np.stack(spec, axis=1), 0.0, None)
+    w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    sizes = np.asarray(PHASE_GRANULES, dtype=np.float64)
+    log_mean = (w * np.log(sizes)).sum(axis=1)
+    log_spread = np.sqrt((w * (np.log(sizes) - log_mean[:, None]) ** 2).sum(axis=1))
+    mean = (w * sizes).sum(axis=1)
+    cv = np.sqrt((w * (sizes - mean[:, None]) ** 2).sum(axis=1)) / np.maximum(mean, 1e-12)
+    return np.stack([log_mean, log_spread, cv], axis=1)
 
 
 def dark_spots(t: np.ndarray, bright: np.ndarray) -> np.ndarray:
@@ -210,5 +238,5 @@ def morphology_features(t: np.ndarray) -> np.ndarray:
                      ((tophat > 0.04) & bright).sum(axis=(1, 2)) / area], 1)
     spots = dark_spots(t, bright)
     return np.concatenate([per[:, :4], autocorrelation(t), granulometry(smooth, False),
-                           granulometry(t, True), pits, spots, per[:, 4:9], per[:, 9:10],
-                           coherence(gy, gx)], axis=1)
+                           granulometry(t, True), phase_granulometry(bright), pits, spots,
+                           per[:, 4:9], per[:, 9:10], coherence(gy, gx)], axis=1)

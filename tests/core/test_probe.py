@@ -188,3 +188,13 @@ def test_probe_verdict_on_fakes(share, ratio, rho, want, needle):
     assert g["judged"] == (rho >= 0.5) and g["effect_ratio"] == ratio
     assert gate["verdict"] == (want if rho >= 0.5 else "warn")
     assert "effect ratio >= 0.5" in gate["threshold"]["pass"]
+
+
+def test_phase_granulometry_spread_follows_the_size_distribution():
+    equal, _ = disks([5])
+    mixed, _ = disks([2, 8])
+    big, _ = disks([7])
+    spread = {k: feature(t, "phase_size_log_spread") for k, t in
+              (("equal", equal), ("mixed", mixed), ("big", big))}
+    assert spread["mixed"] > max(spread["equal"], spread["big"]) + 0.1, spread
+    assert feature(big, "phase_size_log_mean") > feature(equal, "phase_size_log_mean")
