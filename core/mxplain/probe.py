@@ -202,10 +202,13 @@ def fit_probe(store, n_tiles_per_lot: int = 24, seed: int = 0,
     """Fit the probe on real tiles of ``store`` (the module's protocol). Returns the probe refitted
     on all tiles and ``{"attributes": {name: {"heldout_spearman", "heldout_lot_spearman",
     "calibration_slope", "residual_std", "resolution", "alpha", "features"}}, "n_tiles",
-    "n_lots", "folds", "model", "features", "seconds"}``; ``(None, {"skipped": why})`` with fewer
-    than 3 lots."""
+    "n_lots", "folds", "model", "features", "seconds"}`` (``attributes``: those of the store's
+    labels to probe, default all); ``(None, {"skipped": why})`` with fewer than 3 lots or none of
+    ``attributes`` among the labels."""
     t0 = time.perf_counter()
-    attributes = tuple(attributes or store.attributes)
+    attributes = tuple(a for a in (attributes or store.attributes) if a in store.attributes)
+    if not attributes:
+        return None, {"skipped": "none of the editor's attributes is a label of the tile store"}
     tiles, lot_idx = store.all_tiles(max_per_lot=int(n_tiles_per_lot), seed=int(seed) + 17)
     lots = np.unique(lot_idx)
     if len(lots) < 3:

@@ -119,6 +119,14 @@ class Faint(ToyLaw):
         return latent + 0.2 * (super().decode(latent, attributes) - latent)
 
 
+def test_probe_of_some_attributes(store):
+    probe, info = fit_probe(store, n_tiles_per_lot=6, seed=1, attributes=("stripes", "other"))
+    assert probe.attributes == ("stripes",) and list(info["attributes"]) == ["stripes"]
+    assert info["attributes"]["stripes"]["heldout_spearman"] > 0.5
+    assert fit_probe(store, attributes=("other",)) == (
+        None, {"skipped": "none of the editor's attributes is a label of the tile store"})
+
+
 @pytest.mark.parametrize("editor,want", [(ToyLaw(), "pass"), (Identity(), "fail"),
                                          (Ignores(), "fail"), (Faint(), "fail")])
 def test_probe_gate_judges_edits(store, editor, want):
