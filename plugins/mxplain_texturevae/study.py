@@ -26,7 +26,8 @@ from mxplain.store import to_tensor, train_val_split
 from mxplain_texturevae import regression as reg
 from mxplain_texturevae.latent_regressor import FeatureRegressorNet, LatentRegressor, regress
 
-FEATURE_NAMES = {"texturevae": "TextureVAE mu", "vgg19": "VGG19 pool5"}
+FEATURE_NAMES = {"texturevae": "TextureVAE mu", "vgg19": "VGG19 pool5",
+                 "none": "none: training mean"}
 
 
 def editor_features(editor, x: torch.Tensor, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -57,6 +58,15 @@ def feature_table(feats: dict[str, np.ndarray], y: np.ndarray, lots: np.ndarray,
     return rows
 
 
+def baseline(y: np.ndarray, lots: np.ndarray, tr: np.ndarray, va: np.ndarray) -> dict:
+    """The constant predictor every row must beat: the training tiles' mean property (held out),
+    the other lots' tiles' mean (leave-one-lot-out)."""
+    lolo = np.array([y[lots != i].mean() for i in lots])
+    return {"features": "none", "n_features": 0, "regression": "mean", "hyper": {},
+            "val": reg.scores(y[va], np.full(len(va), y[tr].mean()), lots[va]),
+            "leave_one_lot_out": reg.scores(y, lolo, lots), "seconds": 0.0}
+
+
 def structure_property(store, ctx: RunContext | None = None, editor=None,
                        max_tiles_per_lot: int = 0, **params) -> dict:
     """Tables 2-3 on ``store``. Without ``editor`` a TextureVAE is trained on the training tiles
@@ -78,7 +88,7 @@ def structure_property(store, ctx: RunContext | None = None, editor=None,
     else:
         feats = editor_features(editor, x, int(p.batch_size))
     t1 = time.perf_counter()
-    rows = feature_table(feats, y, lots, tr, va, p)
+    rows = [baseline(y, lots, tr, va)] + feature_table(feats, y, lots, tr, va, p)
     return {"tiles": int(len(y)), "lots": int(store.n_lots), "n_train": int(len(tr)),
             "n_val": int(len(va)), "split": p.split,
             "property_cv_percent": float(100 * np.std(store.properties)
@@ -95,8 +105,9 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         v, lo = r["val"], r["leave_one_lot_out"]
         hyper = ", ".join(f"{k} {val:g}" for k, val in r["hyper"].items() if k != "epsilon")
-        lines.append(f"| {FEATURE_NAMES.get(r['features'], r['features'])} ({r['n_features']}) "
-                     f"| {r['regression']} | {hyper} | {v.get('r2', float('nan')):.3f} | "
+        name = FEATURE_NAMES.get(r["features"], r["features"])
+        size = f" ({r['n_features']})" if r["n_features"] else ""
+        lines.append(f"| {name}{size} | {r['regression']} | {hyper} | {v.get('r2', float('nan')):.3f} | "
                      f"{v.get('mape', float('nan')):.2f} | {lo.get('lot_mape', float('nan')):.2f} "
                      f"| {lo.get('lot_r2', float('nan')):.3f} | "
                      f"{lo.get('mape', float('nan')):.2f} |")
@@ -113,6 +124,8 @@ def main(argv=None) -> None:
     a.add_argument("--tile-size", type=int, default=64)
     a.add_argument("--property", default="law", help="synthetic property: law or simulated")
     a.add_argument("--vae", default="{}", help="JSON table of [predictor.vae] overrides")
+    a.add_argument("--params", default="{}", help="JSON table of other latent_krr parameters "
+                   "(e.g. the CV grids alphas, gammas, svr_c)")
     a.add_argument("--device", default="cpu")
     a.add_argument("--json", help="write the results to this JSON file")
     args = a.parse_args(argv)
@@ -128,7 +141,8 @@ def main(argv=None) -> None:
                             tiles_per_lot=args.tiles_per_lot, tile_size=args.tile_size, seed=0,
                             property=args.property)
         store = ds.build(Path(args.workdir) / "tiles.zarr", ctx, resume=True)
-    result = structure_property(store, ctx, vae=json.loads(args.vae) or None)
+    result = structure_property(store, ctx, vae=json.loads(args.vae) or None,
+                                **json.loads(args.params))
     print(format_table(result), flush=True)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     if args.json:

@@ -280,13 +280,18 @@ def test_study_reports_both_feature_sets_and_every_regression(store):
         warnings.simplefilter("ignore")
         res = structure_property(store, vae=TINY_VAE, **GRID)
     rows = {(r["features"], r["regression"]): r for r in res["rows"]}
-    assert set(rows) == {(f, k) for f in ("texturevae", "vgg19") for k in reg.KINDS}
+    assert set(rows) == {(f, k) for f in ("texturevae", "vgg19") for k in reg.KINDS} | {
+        ("none", "mean")}
+    y = np.asarray(store.properties)  # 6 tiles a lot: the other lots' mean predicts a lot
+    others = np.array([np.delete(y, i).mean() for i in range(5)])
+    assert rows[("none", "mean")]["leave_one_lot_out"]["lot_mape"] == pytest.approx(
+        100 * np.mean(np.abs(others - y) / y))
     assert rows[("texturevae", "rbf")]["n_features"] == 4
     assert rows[("vgg19", "rbf")]["n_features"] == 512
     for r in res["rows"]:
         assert np.isfinite(r["val"]["mape"]) and np.isfinite(r["leave_one_lot_out"]["lot_mape"])
     table = format_table(res)
-    assert table.count("\n") == 7 and "| TextureVAE mu (4) | rbf |" in table
+    assert table.count("\n") == 8 and "| TextureVAE mu (4) | rbf |" in table
 
 
 def test_footprint_counts_the_kernel_matrix():
