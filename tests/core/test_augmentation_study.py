@@ -97,6 +97,18 @@ def test_same_seed_same_pools_and_r2(quick_run):
     assert again["test_r2"] == first["test_r2"] and again["epochs_run"] == first["epochs_run"]
 
 
+def test_rerun_in_its_own_folder_loads_the_editor_and_repeats(quick_run):
+    out, first = quick_run
+    (out / "notes.txt").write_text("mine")
+    assert aug.main(["--out", str(out), "--quick", "--seed", "3", "--quiet"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["editor"]["loaded_from"].endswith("texturevae.pt")
+    assert again["editor"]["train_seconds"] == first["editor"]["train_seconds"]
+    assert [r["test_r2"] for r in again["draws"]] == [r["test_r2"] for r in first["draws"]]
+    assert again["properties"] == first["properties"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_draws_differ_below_the_pool_and_are_seeded():
     cfg = aug.StudyConfig(sizes=(0, 50, 1000), draws=3)
     a = aug.draw_indices(cfg, "texturevae", 50, 0)

@@ -47,7 +47,8 @@ def _editor_defaults() -> dict:
 
 
 def _cnn_defaults() -> dict:
-    return {"width": 8, "epochs": 40, "patience": 6, "batch_size": 32, "lr": 2e-3}
+    return {"width": 8, "epochs": 40, "patience": 6, "min_epochs": 15, "batch_size": 32,
+            "lr": 2e-3}
 
 
 @dataclass
@@ -125,7 +126,8 @@ def quick_config(seed: int = 0) -> StudyConfig:
                        sizes=(0, 8), draws=2, seed=seed,
                        editor_params={"latent_dim": 8, "dec_dim": 4, "epochs": 2, "batch_size": 8,
                                       "figures": False},
-                       cnn={"width": 4, "epochs": 3, "patience": 2, "batch_size": 8, "lr": 2e-3})
+                       cnn={"width": 4, "epochs": 3, "patience": 2, "min_epochs": 1, "batch_size": 8,
+                            "lr": 2e-3})
 
 
 # ---- the output folder ----------------------------------------------------------------------------
@@ -188,17 +190,34 @@ def build_sets(cfg: StudyConfig, out: Path, resume: bool, progress: bool):
 
 
 def train_editor(cfg: StudyConfig, store, out: Path, progress: bool):
+    """The editor trained on the training store, or, in a folder of this study whose
+    ``models/{editor}.json`` records the same editor, parameters and training store, loaded from
+    its checkpoint (with the recorded training time)."""
     from mxplain import plugins
     from mxplain.interfaces import RunContext
+    from mxplain.runfolder import write_atomic
 
-    editor = plugins.create("editor", cfg.editor, seed=cfg.seed, **cfg.editor_params)
+    params = {"seed": cfg.seed, **cfg.editor_params}
+    record = {"editor": cfg.editor, "params": params, "train_store": store.content_hash()}
+    ckpt, meta = out / "models" / f"{cfg.editor}.pt", out / "models" / f"{cfg.editor}.json"
+    if ckpt.is_file() and meta.is_file():
+        try:
+            saved = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if {k: saved.get(k) for k in record} == json.loads(json.dumps(record)):
+            editor = plugins.get("editor", cfg.editor).load(ckpt)
+            return editor, {**saved["info"], "loaded_from": str(ckpt)}
+    editor = plugins.create("editor", cfg.editor, **params)
     t0 = time.perf_counter()
     metrics = editor.fit(store, RunContext(progress=progress, seed=cfg.seed))
     seconds = time.perf_counter() - t0
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    editor.save(out / "models" / f"{cfg.editor}.pt")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    editor.save(ckpt)
     keep = {k: metrics[k] for k in ("final", "texture", "probe", "patches", "vgg") if k in metrics}
-    return editor, {"train_seconds": seconds, **keep}
+    info = json.loads(json.dumps({"train_seconds": seconds, **keep}))
+    write_atomic(meta, json.dumps({**record, "info": info}, indent=1))
+    return editor, info
 
 
 def generate_pools(cfg: StudyConfig, editor, simulator, train) -> dict:

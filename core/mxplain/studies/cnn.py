@@ -3,9 +3,11 @@
 Three stages of (3x3 conv, BatchNorm, ReLU) x 2 then 2x2 max-pooling (``width``, ``2 width``,
 ``4 width`` channels), global average pooling and a linear layer to one value. Targets are
 standardised by the training set's mean and standard deviation. Adam with early stopping on a
-fixed validation set: the weights of the epoch with the lowest validation loss are kept. The
-property (pore diffusivity averaged over the x and y solves) is invariant under the dihedral group,
-so each training batch gets a random flip / 90-degree rotation per tile.
+fixed validation set (no stop before ``min_epochs``: a hundred tiles are four optimiser steps an
+epoch, and a net still at the mean after seven epochs is not done); the weights of the epoch with
+the lowest validation loss are kept. The property (pore diffusivity averaged over the x and y
+solves) is invariant under the dihedral group, so each training batch gets a random flip /
+90-degree rotation per tile.
 
 Why not a registered predictor: ``Predictor.fit`` takes a tile store and the built-in WideResNet
 trains on its lot properties with its own validation split; the study needs per-tile labels, a
@@ -62,11 +64,12 @@ class CNNRegressor:
     """``fit(x, y, x_val, y_val)`` on ``uint8`` tiles ``(N, H, W)`` and per-tile targets; then
     ``predict(x)``. Constructor parameters only; learned state ends in ``_``."""
 
-    def __init__(self, width: int = 16, epochs: int = 40, patience: int = 6, batch_size: int = 32,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
+    def __init__(self, width: int = 16, epochs: int = 40, patience: int = 6, min_epochs: int = 15,
+                 batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
         self.width = width
         self.epochs = epochs
         self.patience = patience
+        self.min_epochs = min_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -107,7 +110,7 @@ class CNNRegressor:
                 best, best_state, wait, self.best_epoch_ = val, copy.deepcopy(net.state_dict()), 0, epoch
             else:
                 wait += 1
-                if wait >= int(self.patience):
+                if wait >= int(self.patience) and epoch >= int(self.min_epochs):
                     break
         net.load_state_dict(best_state)
         net.eval()
