@@ -205,7 +205,7 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
 def check_explainer(name: str, tiny: Tiny, tmp: Path) -> None:
     """explain_lot of 3 tiles returns every declared variable, of its declared dims, finite; the
     context holds what the synthetic dataset knows (measurement, segmentation)."""
-    from mxplain.pipeline import dataset_knowledge
+    from mxplain.components import dataset_knowledge
 
     store = tiny.store
     exp = make("explainer", name)

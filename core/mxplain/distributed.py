@@ -153,8 +153,8 @@ def worker_device(spec: str, worker_name=None):
 
 def _load_state(job: LotJob) -> _WorkerState:
     from mxplain import plugins
+    from mxplain.components import build_explainers
     from mxplain.cube import CubeWriter
-    from mxplain.pipeline import build_explainers
     from mxplain.store import TileStore
 
     device = worker_device(job.device_spec, _worker_name())

@@ -11,7 +11,6 @@ import json
 import platform
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,12 +20,15 @@ import xarray as xr
 
 import mxplain
 from mxplain import config as config_mod
-from mxplain import failpoints, outputs, plugins, preflight, resources, zarrio
+from mxplain import failpoints, plugins, preflight, resources, zarrio
+from mxplain.components import build_components, build_explainers, dataset_knowledge
 from mxplain.cube import BASE_VARIABLES, EDITOR_VARIABLES, CubeWriter, cube_layout, open_results
-from mxplain.device import auto_batch_size, resolve_device
+from mxplain.device import resolve_device
 from mxplain.errors import UserError
-from mxplain.interfaces import NEEDS, ExplainContext, Lot, RunContext
+from mxplain.interfaces import ExplainContext, Lot, RunContext
+from mxplain.model_stages import evaluate_editor, prepare_models, probe_gradients, trust_gates
 from mxplain.outputs import check_path_text
+from mxplain.run_inputs import check_paths
 from mxplain.runfolder import RunFolder, write_atomic
 from mxplain.store import TileStore
 from mxplain.training import remove_training_states, seed_everything
@@ -74,39 +76,6 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     return model
 
 
-def _probe_gradients(cfg: dict, store: TileStore, ctx: ExplainContext, components: dict,
-                     kind: str) -> None:
-    """Once the predictor (or editor) is trained or loaded, before anything else runs: where an
-    explainer still to run needs or uses its gradients, a probe on two tiles
-    (:func:`mxplain.gradients.probe`) that a model claiming them returns them. One that does not
-    is an error naming it; with ``[run] on_unsupported = "skip"`` the explainers that need them
-    are skipped with the reason and the model is treated as not differentiable (``backward``'s
-    ``optimizer = "auto"`` then takes SPSA)."""
-    from mxplain.gradients import probe
-
-    need = "gradients" if kind == "predictor" else "editor_gradients"
-    model = getattr(ctx, kind)
-    found = {e: type(exp).requirements(exp.get_params()) for e, exp in
-             components["explain"].items() if need in type(exp).uses(exp.get_params())}
-    if not found or not model.differentiable:
-        return
-    first = int(np.flatnonzero(store.counts > 0)[0])
-    why = probe(model, store.lot(first).tiles[:2], kind, attributes=store.lot_attributes[first])
-    if why is None:
-        return
-    if cfg["run"]["on_unsupported"] != "skip":
-        raise UserError(f"[explain.{next(iter(found))}] cannot run: {why}")
-    model.differentiable = False  # this run's instance only: gradient-free paths from here on
-    components.setdefault("gradient_probe", {})[kind] = why
-    print(f"note: {why}; this run treats it as not differentiable", file=sys.stderr)
-    for ename, needs in found.items():
-        if need in needs:
-            components["explain"].pop(ename)
-            components["skipped"][ename] = f"needs {NEEDS[need]}: {why}"
-            print(f"note: [explain.{ename}] skipped ([run] on_unsupported = \"skip\"): "
-                  f"{components['skipped'][ename]}", file=sys.stderr)
-
-
 def _stage_seed(seed: int, stage: str | int) -> int:
     """A seed for one stage (or lot) derived from the run's seed."""
     digest = hashlib.sha256(f"{int(seed)}:{stage}".encode()).digest()
@@ -140,19 +109,6 @@ def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
                 rec.append(ctx.predictor.predict(ctx.editor.edit(t, a), batch_size=ctx.batch_size))
         out["reconstruction_prediction"] = np.concatenate(rec)
     return out
-
-
-def dataset_knowledge(ctx: ExplainContext, dataset, store: TileStore) -> None:
-    """What the dataset (and its tile store) knows, into the explainers' context: attribute and
-    property names, true effects, simulator, measurement, segmentation and its structures."""
-    ctx.attributes = store.attributes
-    ctx.property_name, ctx.property_units = store.property_name, store.property_units
-    ctx.true_sensitivity = dataset.true_sensitivity() or store.true_sensitivity()
-    ctx.simulator = dataset.simulator()
-    provides = type(dataset).provides()
-    ctx.measure = dataset.measure if "measure" in provides else None
-    ctx.segment = dataset.segment if "segment" in provides else None
-    ctx.structures = dict(type(dataset).structures) if ctx.segment is not None else {}
 
 
 def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
@@ -215,76 +171,6 @@ def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
             folder.release()
 
 
-def build_components(cfg: dict, skip=()) -> dict:
-    """Every component the config names, constructed (parameters stored and checked, nothing
-    learned): ``{"dataset": …, "predictor": …, "editor": …, "explain": {name: …}}``; a model
-    loaded from a checkpoint is None here (its file is checked); explainers in ``skip`` are
-    left out."""
-    out: dict = {"explain": {}}
-    for kind, table in (("dataset", "data"), ("predictor", "predictor"), ("editor", "editor")):
-        if table not in cfg:
-            continue
-        params = {k: v for k, v in cfg[table].items() if k not in ("name", "checkpoint")}
-        cls = plugins.get(kind, cfg[table]["name"])
-        if "checkpoint" in cfg[table]:
-            _check_input_file(cfg[table]["checkpoint"], f"[{table}] checkpoint")
-            out[kind] = None
-        else:
-            out[kind] = cls(**params)
-    out["explain"] = build_explainers(cfg.get("explain", {}), skip)
-    return out
-
-
-def build_explainers(tables: dict, skip=()) -> dict:
-    """The explainers of the config's ``[explain.*]`` tables, constructed (those in ``skip`` left
-    out): the one place both the pipeline and a Dask worker (:mod:`mxplain.distributed`) build
-    them."""
-    return {ename: plugins.get("explainer", ename)(**params) for ename, params in tables.items()
-            if ename not in skip}
-
-
-def _check_input_file(path, what: str) -> None:
-    p = Path(str(path))
-    if str(path).startswith("package:"):
-        return
-    if p.is_dir():
-        raise UserError(f"{what} {str(p)!r} is a folder, not a checkpoint file")
-    if not p.is_file():
-        raise UserError(f"{what} {str(p)!r} does not exist")
-
-
-def _input_paths(cfg: dict, cfg_path: Path | None) -> dict[str, Path]:
-    """The files and folders a run reads: the config file and every string in it that names an
-    existing path (a store, a checkpoint, a weights file)."""
-    found = {} if cfg_path is None else {"config": Path(cfg_path)}
-
-    def walk(value, where):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{where} {k}" if where else f"[{k}]")
-        elif isinstance(value, str) and value.strip() and not value.startswith("package:"):
-            try:
-                if Path(value).exists():
-                    found[where] = Path(value)
-            except (OSError, ValueError):
-                pass
-
-    walk({k: v for k, v in cfg.items() if k != "run"}, "")
-    return found
-
-
-def check_paths(cfg: dict, cfg_path: Path | None, out: Path, overwrite: bool) -> None:
-    """The run folder may not be (or lie inside) an input; with ``overwrite`` no input may lie
-    inside the run folder it replaces."""
-    inputs = _input_paths(cfg, cfg_path)
-    outputs.refuse_output_in_input(out, inputs, "--out")
-    if overwrite and out.is_dir():
-        for label, p in inputs.items():
-            if outputs.is_within(p, out):
-                raise UserError(f"the input {label} {str(p)!r} lies inside the run folder "
-                                f"{str(out)!r} that --overwrite replaces; move it out first")
-
-
 def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device, resume: bool,
                 progress: bool, dask_explain) -> None:
     from tqdm.auto import tqdm
@@ -322,7 +208,7 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     if "predictor" in cfg:
         ctx.predictor = _load_or_fit("predictor", cfg["predictor"], store, ctx, folder,
                                      metrics, timings, components["predictor"])
-        _probe_gradients(cfg, store, ctx, components, "predictor")
+        probe_gradients(cfg, store, ctx, components, "predictor")
         t0 = time.perf_counter()
         from mxplain.evaluate import evaluate_predictor
 
@@ -331,9 +217,9 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
     if "editor" in cfg:
         ctx.editor = _load_or_fit("editor", cfg["editor"], store, ctx, folder, metrics,
                                   timings, components["editor"])
-        _probe_gradients(cfg, store, ctx, components, "editor")
+        probe_gradients(cfg, store, ctx, components, "editor")
         t0 = time.perf_counter()
-        metrics["editor"]["evaluation"] = _evaluate_editor(ctx.editor, dataset, store, ctx)
+        metrics["editor"]["evaluation"] = evaluate_editor(ctx.editor, dataset, store, ctx)
         timings["editor_evaluation"] = time.perf_counter() - t0
         if "probe" in metrics["editor"]["evaluation"]:  # part of editor_evaluation
             timings["editor_probe"] = metrics["editor"]["evaluation"]["probe"].get("seconds", 0.0)
@@ -341,12 +227,12 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
 
     run_info = {"batch_size": ctx.batch_size}
     if ctx.predictor is not None:
-        _prepare_models(run_cfg, store, ctx, run_info, timings)
+        prepare_models(run_cfg, store, ctx, run_info, timings)
         _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain,
                  components["explain"])
 
     if ctx.editor is not None:
-        _trust(cfg, store, ctx, components, metrics, folder)
+        trust_gates(cfg, store, ctx, components, metrics, folder)
     metrics["explain_skipped"] = components.get("skipped", {})
     for kind, why in components.get("gradient_probe", {}).items():
         metrics[kind]["gradient_probe"] = why  # treated as not differentiable in this run
@@ -358,108 +244,6 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         from mxplain.report import write_report
 
         write_report(folder.path, redraw=False)  # the figures were drawn just now
-
-
-def _prepare_models(run_cfg: dict, store: TileStore, ctx: ExplainContext, info: dict,
-                    timings: dict) -> None:
-    """Before the explain stage: ``[run] batch_size = "auto"`` (a probe of editor decode +
-    predictor on CUDA, :func:`mxplain.device.auto_batch_size`) and ``[run] compile``. What was
-    chosen goes to ``info`` (``metrics.json``'s provenance)."""
-    if run_cfg["batch_size"] == "auto":
-        t0 = time.perf_counter()
-        ctx.batch_size, probe = auto_batch_size(
-            ctx.predictor, ctx.editor, store.tile_size, len(store.attributes), ctx.device,
-            cpu_value=config_mod.CPU_AUTO_BATCH)
-        timings["batch_size_probe"] = time.perf_counter() - t0
-        info["batch_size"] = ctx.batch_size
-        info["batch_size_auto"] = probe
-    if run_cfg["compile"]:
-        compiled = []
-        for kind in ("predictor", "editor"):
-            model = getattr(ctx, kind)
-            if model is None:
-                continue
-            try:
-                compiled += list(model.compile() or [])
-            except Exception as exc:  # no compiler, an unsupported module: run eagerly
-                warnings.warn(f"[run] compile: the {kind} {model.name!r} runs eagerly "
-                              f"({type(exc).__name__}: {exc})", stacklevel=2)
-        if compiled:  # compilation happens at the first call: a failure there falls back to eager
-            try:
-                import torch._dynamo
-
-                torch._dynamo.config.suppress_errors = True
-            except Exception:  # pragma: no cover (a torch without dynamo fails in compile())
-                pass
-        info["compiled"] = compiled
-
-
-def _evaluate_editor(editor, dataset, store: TileStore, ctx: ExplainContext) -> dict:
-    """Reconstruction error, the edit grid, realism (a classifier two-sample test, no ground truth
-    needed: :mod:`mxplain.realism`), and, where the dataset can measure attributes from images
-    (synthetic lots), edit fidelity judged by that independent measurement. Where the dataset has a
-    reference editor (its own generator) realism is also run with it: the realism ceiling."""
-    from mxplain import editor_eval
-
-    n = int(ctx.editor_eval_tiles)
-    out = {"reconstruction": editor_eval.reconstruction_error(editor, store, n_tiles_per_lot=n,
-                                                              seed=ctx.seed)}
-    provides = type(dataset).provides()
-    if "measure" in provides:
-        kwargs = {"n_tiles_per_lot": n, "ctx": ctx, "seed": ctx.seed,
-                  "measure_attributes": store.attributes}
-        out["fidelity"] = editor_eval.edit_fidelity(editor, store, dataset.measure, **kwargs)
-        if "edit_fidelity_ceiling" in provides:  # the same protocol, the data's own generator
-            out["fidelity_ceiling"] = dataset.edit_fidelity_ceiling(store, dataset.measure,
-                                                                    **kwargs)
-    n_real = int(ctx.editor_realism_tiles)
-    if n_real:
-        out["realism"] = editor_eval.realism(editor, store, n_per_class=n_real, seed=ctx.seed,
-                                             device=ctx.device)
-        reference = dataset.reference_editor(store)
-        if reference is not None:
-            out["realism_ceiling"] = editor_eval.realism(reference, store, n_per_class=n_real,
-                                                         seed=ctx.seed, device=ctx.device)
-    _probe_editor(editor, store, ctx, out)
-    if ctx.figures_dir is not None:
-        editor_eval.edit_grid_figure(editor, store, ctx.figures_dir / "editor_grid.png",
-                                     seed=ctx.seed)
-        if "fidelity" in out or "realism" in out:
-            editor_eval.fidelity_figure(out.get("fidelity"), ctx.figures_dir /
-                                        "editor_fidelity.png", out.get("fidelity_ceiling"),
-                                        out.get("realism"), out.get("realism_ceiling"))
-    return out
-
-
-def _probe_editor(editor, store: TileStore, ctx: ExplainContext, out: dict) -> None:
-    """The independent attribute probe (:mod:`mxplain.probe`): trained on ``[trust] probe_tiles``
-    real tiles per lot, leave-lots-out skill, then the judge of the editor's +/-delta edits of the
-    editor-evaluation tiles (``out["probe"]``)."""
-    from mxplain.probe import fit_probe, probe_edits
-
-    n = int((getattr(ctx, "trust", None) or {}).get("probe_tiles", 0))
-    if n <= 0:
-        return
-    probe, info = fit_probe(store, n_tiles_per_lot=n, seed=ctx.seed,
-                            attributes=tuple(editor.attributes or store.attributes))
-    out["probe"] = info if probe is None else probe_edits(
-        editor, store, probe, info, n_tiles_per_lot=int(ctx.editor_eval_tiles), seed=ctx.seed,
-        ctx=ctx)
-
-
-def _trust(cfg: dict, store: TileStore, ctx: ExplainContext, components: dict, metrics: dict,
-           folder: RunFolder) -> None:
-    """``metrics["trust"]`` (:func:`mxplain.trust.trust_gates`) and, where the cube was written,
-    its trust marks."""
-    from mxplain import trust
-
-    gated = [e for e, exp in components["explain"].items()
-             if "editor" in type(exp).uses(exp.get_params())]
-    checks = ctx.editor.health(metrics.get("editor", {}), store)
-    metrics["trust"] = trust.trust_gates(metrics, ctx.trust, store.attributes, gated, checks)
-    cube = folder.path / "results.zarr"
-    if "explain" in metrics and cube.exists():
-        trust.mark_cube(cube, metrics["trust"])
 
 
 def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,
@@ -492,7 +276,7 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     if explainers is None:
         explainers = build_explainers(cfg["explain"])
     # what each explainer needs was checked when the config was resolved (mxplain.preflight)
-    # and the models' gradients probed once trained (_probe_gradients); skipped ones are not here
+    # and the models' gradients probed once trained (probe_gradients); skipped ones are not here
     job_cfg = {**cfg, "explain": {e: p for e, p in cfg["explain"].items() if e in explainers}}
     n_tiles = int(store.counts.max())
     limit = int(cfg["run"]["explain_tiles"] or 0)

@@ -25,8 +25,8 @@ def explain_context(run_dir: Path, cfg: dict, out_dir: Path):
     """The :class:`~mxplain.interfaces.ExplainContext` a run's summaries had, rebuilt from the run
     folder (``cfg``: its resolved config) without models, figures going to ``out_dir/figures``."""
     from mxplain import config as config_mod
+    from mxplain.components import build_components, dataset_knowledge
     from mxplain.interfaces import ExplainContext
-    from mxplain.pipeline import build_components, dataset_knowledge
     from mxplain.store import TileStore
 
     run_cfg = cfg["run"]
@@ -46,8 +46,9 @@ def redraw_figures(run_dir: str | Path) -> list[str]:
     figures (paths relative to the run folder) written. A run without a cube or explainers draws
     nothing."""
     from mxplain import config as config_mod
+    from mxplain.components import build_explainers
     from mxplain.cube import open_results
-    from mxplain.pipeline import build_explainers, summarize_all
+    from mxplain.pipeline import summarize_all
 
     run_dir = Path(run_dir)
     if not (run_dir / "results.zarr").exists() or not (run_dir / "config.toml").is_file():

@@ -78,8 +78,9 @@ def _digest_names(a, b) -> str:
 #: variables whose difference follows from the new variables (checked, then explained)
 EXPLAINED = {
     "digest_variable": _digest_names,
-    "lot_digest": lambda a, b: "a digest over the variables of digest_variable (new ones "
-                               "included), so it differs where they were added",
+    "lot_digest": lambda a, b: "identical" if a["lot_digest"].equals(b["lot_digest"]) else (
+        "a digest of each lot variable as written, the *_cost_ms timings and any new variables "
+        "included, so it differs with them"),
 }
 
 
