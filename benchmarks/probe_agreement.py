@@ -44,8 +44,8 @@ def _store(args, ds) -> TileStore:
 
 def _table(gate: dict, measured: dict, fid: dict, ceil: dict, info: dict) -> list[str]:
     rows = ["| attribute | probe held-out ρ (tiles / lots) | probe resolution | probe: share "
-            "the requested way | probe: effect ratio | probe verdict | measured share (ceiling) "
-            "| measured effect / ceiling's | measured verdict | agree? |",
+            "the requested way | probe: effect ratio [95 % interval] | probe verdict | measured "
+            "share (ceiling) | measured effect / ceiling's | measured verdict | agree? |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a, g in gate["attributes"].items():
         p, m = info["attributes"][a], measured[a]
@@ -54,7 +54,8 @@ def _table(gate: dict, measured: dict, fid: dict, ceil: dict, info: dict) -> lis
             if g["judged"] else "– (probe blind)"
         ratio = fid["attributes"][a]["effect"] / ceil["attributes"][a]["effect"]
         rows.append(f"| {a} | {_f(p['heldout_spearman'])} / {_f(p['heldout_lot_spearman'])} | "
-                    f"{_f(p['resolution'])} | {_f(g['value'])} | {_f(g['effect_ratio'])} | "
+                    f"{_f(p['resolution'])} | {_f(g['value'])} | {_f(g['effect_ratio'])} "
+                    f"[{', '.join(_f(c) for c in (g.get('effect_ratio_ci') or [None, None]))}] | "
                     f"{verdict} | {_f(m['direction_share'])} ({_f(m['ceiling'])}) | "
                     f"{_f(ratio)} | {m['verdict']} | {agree} |")
     return rows
@@ -83,7 +84,8 @@ def main() -> None:
     out = {}
     for name, ed in (("attgan", editor), ("oracle", oracle)):
         t1 = time.perf_counter()
-        pe = probe_edits(ed, store, probe, info, n_tiles_per_lot=6, seed=args.seed)
+        pe = probe_edits(ed, store, probe, info, n_tiles_per_lot=6, seed=args.seed,
+                         intervals=True)
         out[name] = (trust.probe_gate({"probe": pe}, cfg_trust), time.perf_counter() - t1)
     measured = trust.measurement_verdicts({"fidelity": fid, "fidelity_ceiling": ceil})
     print("\n".join(_table(out["attgan"][0], measured, fid, ceil, info)))

@@ -238,13 +238,55 @@ class _Remembered:
         return self.seen[key]
 
 
+def effect_intervals(editor, store, measure, probe: Probe, slopes: dict, n_tiles_per_lot: int,
+                     seed: int, delta: float, n_boot: int = 1000) -> dict:
+    """Per attribute of ``probe`` with a positive slope: the 95 % percentile bootstrap interval
+    (over the edited tiles, seeded) of the effect ratio: the same +/-``delta`` edits as
+    :func:`~mxplain.editor_eval.edit_fidelity` (decoded again; ``measure`` remembers the tiles it
+    has read), each edit's change of the reading over its requested change, over the slope (held
+    fixed)."""
+    import torch
+
+    from mxplain.editor_eval import _edit_batched, _encode_batched, sample_tiles
+    from mxplain.store import to_tensor
+
+    tiles, lot_idx = sample_tiles(store, n_tiles_per_lot, seed)
+    a0 = torch.from_numpy(store.lot_attributes[lot_idx].astype(np.float32))
+    latent = _encode_batched(editor, to_tensor(tiles), 64)
+    rec = measure(_edit_batched(editor, latent, a0, 64))
+    names = list(editor.attributes or store.attributes)
+    rng, out = np.random.default_rng(seed), {}
+    for col, name in enumerate(probe.attributes):
+        slope = slopes.get(name, float("nan"))
+        if name not in names or not (np.isfinite(slope) and slope > 0):
+            continue
+        j, per_tile = names.index(name), []
+        for sign in (-1.0, 1.0):
+            a = a0.clone()
+            a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
+            step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
+            change = measure(_edit_batched(editor, latent, a, 64))[:, col] - rec[:, col]
+            per_tile.append(np.where(np.abs(step) > 1e-6, change / np.where(
+                np.abs(step) > 1e-6, step, 1.0), np.nan))
+        per_tile = np.nanmean(np.stack(per_tile, axis=1), axis=1)
+        per_tile = per_tile[np.isfinite(per_tile)] / slope
+        if len(per_tile) < 2:
+            continue
+        draws = rng.integers(0, len(per_tile), (n_boot, len(per_tile)))
+        lo, hi = np.percentile(per_tile[draws].mean(axis=1), [2.5, 97.5])
+        out[name] = [float(lo), float(hi)]
+    return out
+
+
 def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: int = 6,
-                seed: int = 0, delta: float = 0.35, ctx=None) -> dict:
+                seed: int = 0, delta: float = 0.35, ctx=None, intervals: bool = False) -> dict:
     """The probe as the measure of :func:`mxplain.editor_eval.edit_fidelity` (the same tiles,
     +/-``delta`` edits and direction rule as the synthetic measurement; a sweep of 0 and 1); returns
     ``fit_info`` with each attribute's ``direction_share``, ``spearman`` (requested vs probed value
     over the sweep), ``effect``, ``effect_ratio`` (step 4 of the protocol) and ``entanglement``
-    added, and ``seconds`` now covering both."""
+    added, and ``seconds`` now covering both. With ``intervals`` also ``effect_ratio_ci``
+    (:func:`effect_intervals`; it decodes the edits again: on the quickstart 7 s of one CPU
+    thread more, so runs leave it off)."""
     from mxplain.editor_eval import edit_fidelity, sample_tiles
 
     t0 = time.perf_counter()
@@ -266,5 +308,9 @@ def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: in
         ok = col is not None and np.isfinite(slope) and slope > 0
         row["effect_ratio"] = float(row["effect"] * spread[col] / slope) if ok \
             else float("nan")
+    slopes = {a: v.get("calibration_slope", float("nan")) for a, v in out["attributes"].items()}
+    for name, ci in (effect_intervals(editor, store, measure, probe, slopes, n_tiles_per_lot,
+                                      seed, delta) if intervals else {}).items():
+        out["attributes"][name]["effect_ratio_ci"] = ci
     out["seconds"] = float(fit_info.get("seconds", 0.0) + time.perf_counter() - t0)
     return out

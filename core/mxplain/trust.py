@@ -187,13 +187,16 @@ def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
         rho >= cfg["probe_min_spearman"]
     share = _judge(block.get("direction_share"), cfg, "probe_share", True,
                    f"probe: share of {a} edits moving the requested way")
-    ratio = block.get("effect_ratio")
+    ratio, ci = block.get("effect_ratio"), block.get("effect_ratio_ci")
+    shown = "{:.2f}" + (f" (95 % interval {ci[0]:.2f} to {ci[1]:.2f})"
+                        if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
     effect = _judge(ratio, cfg, "probe_effect", True, f"probe: {a} edits move its reading by "
-                    f"this fraction of a real lot difference of the same size")
+                    f"this fraction of a real lot difference of the same size", shown)
     g = {**share, "verdict": worst([share["verdict"], effect["verdict"]]),
          "reason": "; ".join(p["reason"] for p in (share, effect) if p["verdict"] != "pass")
          or f"{share['reason']}; {effect['reason']}",
-         "effect_ratio": ratio, "parts": {"direction_share": share, "effect_ratio": effect},
+         "effect_ratio": ratio, "effect_ratio_ci": ci,
+         "parts": {"direction_share": share, "effect_ratio": effect},
          "heldout_spearman": rho, "resolution": block.get("resolution"), "judged": bool(judged)}
     if not judged:
         g["verdict"] = "warn"

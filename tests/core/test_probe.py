@@ -198,3 +198,12 @@ def test_phase_granulometry_spread_follows_the_size_distribution():
               (("equal", equal), ("mixed", mixed), ("big", big))}
     assert spread["mixed"] > max(spread["equal"], spread["big"]) + 0.1, spread
     assert feature(big, "phase_size_log_mean") > feature(equal, "phase_size_log_mean")
+
+
+def test_effect_interval_in_the_reason():
+    block = {"heldout_spearman": 0.9, "direction_share": 0.99, "effect_ratio": 0.3,
+             "effect_ratio_ci": [0.25, 0.36]}
+    g = trust.probe_gate({"probe": {"attributes": {"a": block}}},
+                         trust.resolve_trust(None))["attributes"]["a"]
+    assert g["verdict"] == "fail" and g["effect_ratio_ci"] == [0.25, 0.36]
+    assert "0.30 (95 % interval 0.25 to 0.36)" in g["reason"], g["reason"]

@@ -131,13 +131,18 @@ def test_probe_of_some_attributes(store):
                                          (Ignores(), "fail"), (Faint(), "fail")])
 def test_probe_gate_judges_edits(store, editor, want):
     probe, info = fit_probe(store, n_tiles_per_lot=8, seed=0)
-    ev = {"probe": probe_edits(editor, store, probe, info, n_tiles_per_lot=3, seed=0)}
+    ev = {"probe": probe_edits(editor, store, probe, info, n_tiles_per_lot=3, seed=0,
+                               intervals=True)}
     gate = trust.probe_gate(ev, trust.resolve_trust(None))
     assert gate["verdict"] == want, gate
+    assert "effect_ratio_ci" not in probe_edits(editor, store, probe, info, n_tiles_per_lot=2,
+                                                seed=0)["attributes"]["grey"]
     for a in ("grey", "stripes"):
         g = gate["attributes"][a]
         assert g["judged"] and g["verdict"] == want, g
         ratio = ev["probe"]["attributes"][a]["effect_ratio"]
+        lo, hi = ev["probe"]["attributes"][a]["effect_ratio_ci"]
+        assert lo <= ratio <= hi and hi - lo < 0.5, (lo, ratio, hi)
         if isinstance(editor, Faint):  # the right way, but a fraction of the change
             assert g["parts"]["direction_share"]["verdict"] == "pass", g
             assert 0.05 < ratio < 0.33, ratio
