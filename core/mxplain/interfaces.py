@@ -307,7 +307,11 @@ class Explainer(Component):
         ``tile`` axis holds the lot's real tiles only (the cube pads)."""
 
     def summarize(self, cube, ctx: ExplainContext) -> dict:
-        """After all lots: metrics for ``metrics.json`` (figures go to ``ctx.figures_dir``)."""
+        """After all lots: metrics for ``metrics.json`` (figures go to ``ctx.figures_dir``).
+        Reads the cube only: whatever a figure shows (an example tile, its edits) is a variable
+        :meth:`explain_lot` writes with the lot, never state kept on the instance, so a resumed
+        run, a Dask run and ``mxplain report`` (which calls it again on the run folder's cube,
+        with no predictor or editor in ``ctx``) draw the same figures."""
         return {}
 
 
