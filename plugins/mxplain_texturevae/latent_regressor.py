@@ -17,9 +17,10 @@ and SVR ``svr_c`` are chosen by cross-validation inside ``fit`` with folds of wh
 (:class:`FeatureRegressorNet`), so gradients reach the tiles and GradCAM hooks VGG19's last
 convolution block (``relu5_4``).
 
-Metrics (``fit``): the chosen hyperparameters and CV table, R^2 / MAPE / RMSE on the training and
-the held-out tiles (``val_fraction`` of tiles or of lots, ``split``), and with
-``leave_one_lot_out`` the seed's Table 3 test (each lot predicted by a regression fitted on the
+Metrics (``fit``): the chosen hyperparameters (``hyper_*``) and CV table, ``train_*`` and
+``val_*`` R^2 / MAPE / RMSE per tile and of the lots' means on the training and the held-out tiles
+(``val_fraction`` of tiles or of lots, ``split``), and with ``leave_one_lot_out`` (``lolo_*``) the
+seed's Table 3 test (each lot predicted by a regression fitted on the
 others; the encoder is not retrained per lot: like the seed's, it saw every lot's tiles without
 their property).
 """
@@ -286,8 +287,11 @@ class LatentRegressor(Predictor):
                                  float(self.svr_epsilon), int(self.cv_folds),
                                  bool(self.leave_one_lot_out))
         self._set_net(net, state, metrics["hyper"], int(x.shape[-1]))
+        for part, prefix in (("train", "train"), ("val", "val"), ("leave_one_lot_out", "lolo")):
+            metrics.update({f"{prefix}_{k}": v for k, v in metrics.pop(part, {}).items()})
         return {"features": self.features, "regression": self.regression, "encoder": encoder_info,
-                **metrics, "encoder_seconds": float(t1 - t0), "feature_seconds": float(t2 - t1),
+                **{f"hyper_{k}": v for k, v in metrics["hyper"].items()}, **metrics,
+                "encoder_seconds": float(t1 - t0), "feature_seconds": float(t2 - t1),
                 "train_seconds": float(time.perf_counter() - t0)}
 
     def _set_net(self, net: FeatureRegressorNet, state: dict, hyper: dict, tile_size: int) -> None:
