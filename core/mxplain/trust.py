@@ -139,11 +139,12 @@ def _threshold(cfg: dict, prefix: str, higher: bool) -> dict:
 def _judge(value, cfg: dict, prefix: str, higher: bool, what: str, fmt: str = "{:.2f}") -> dict:
     v = verdict(value, cfg[prefix + "_pass"], cfg[prefix + "_warn"], higher)
     thr = _threshold(cfg, prefix, higher)
-    shown = fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) \
-        else "not measured"
-    reason = (f"{what} {shown}: " + ("within" if v == "pass" else "outside") + f" the pass "
-              f"threshold ({thr['pass']})" + ("" if v != "fail" else f", beyond warn "
-                                              f"({thr['warn']})"))
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        return {"value": value, "verdict": v, "threshold": thr,
+                "reason": f"{what}: not measured, nothing to judge by"}
+    reason = (f"{what} {fmt.format(value)}: " + ("within" if v == "pass" else "outside") +
+              f" the pass threshold ({thr['pass']})" + ("" if v != "fail" else f", beyond warn "
+                                                        f"({thr['warn']})"))
     return {"value": value, "verdict": v, "threshold": thr, "reason": reason}
 
 
@@ -219,9 +220,13 @@ def probe_gate(ev: dict, cfg: dict) -> dict | None:
     shares = [g["value"] for g in judged if isinstance(g["value"], (int, float))]
     sh, ef = _threshold(cfg, "probe_share", True), _threshold(cfg, "probe_effect", True)
     v = worst(g["verdict"] for g in judged) if judged else "warn"
-    bad = [a for a, g in attrs.items() if g["verdict"] != "pass"]
+    bad = [a for a, g in attrs.items() if g["judged"] and g["verdict"] != "pass"]
+    unseen = [a for a, g in attrs.items() if not g["judged"]]
     reason = (f"{len(judged)} of {len(attrs)} attributes judged by the probe"
-              + (f"; not passing: {', '.join(bad)}" if bad else "; all pass"))
+              + (f"; not passing: {', '.join(bad)}" if bad else
+                 "; every judged one passes" if judged else "")
+              + (f"; not judged (the probe cannot see them): {', '.join(unseen)}"
+                 if unseen else ""))
     return {"value": min(shares) if shares else None, "verdict": v,
             "threshold": {k: f"share {sh[k]}, effect ratio {ef[k]}" for k in ("pass", "warn")},
             "reason": reason, "attributes": attrs}

@@ -313,3 +313,21 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
     assert html.index("Trust gates") < html.index("<img")  # the gates before any figure
     assert "class='untrusted'" in html  # the forward numbers greyed, with the reason
     assert "forward fails its trust gates for" in html
+
+
+def test_probe_gate_reason_separates_failing_from_unseen_attributes():
+    cfg = trust.resolve_trust(None)
+    block = {"heldout_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
+    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_spearman": 0.1},
+                                   "density": {**block, "effect_ratio": 0.1}}}}
+    gate = trust.probe_gate(ev, cfg)
+    assert gate["verdict"] == "fail"
+    assert gate["reason"] == ("2 of 3 attributes judged by the probe; not passing: density; "
+                              "not judged (the probe cannot see them): roughness")
+    ev["probe"]["attributes"]["density"] = block
+    gate = trust.probe_gate(ev, cfg)
+    assert gate["verdict"] == "pass" and "every judged one passes" in gate["reason"]
+    assert "not passing" not in gate["reason"]
+    missing = trust._judge(None, cfg, "reached_share", True, "lowest reached share")
+    assert missing["verdict"] == "warn"
+    assert missing["reason"] == "lowest reached share: not measured, nothing to judge by"
