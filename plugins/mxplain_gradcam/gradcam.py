@@ -9,7 +9,7 @@
   tile's own mean grey level as baseline (only when ``integrated_gradients=True``).
 
 Layer choice (``layer`` param, a dotted module path inside ``predictor.torch_module()``): when not
-given, ``predictor.gradcam_layer`` (a module path the predictor advertises) is used; without that,
+given, ``predictor.gradcam_layer`` (declared on :class:`mxplain.interfaces.Predictor`) is used; without that,
 the *deepest convolutional feature map*: the last module, in execution order of a forward pass, that
 is or contains an ``nn.Conv2d`` and returns a 4-D ``(N, C, h, w)`` tensor (for a WideResNet this is
 the last residual group; for a plain ``nn.Sequential`` of conv/ReLU/linear layers it is the last
