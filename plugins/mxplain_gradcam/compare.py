@@ -120,6 +120,12 @@ class Compare(Explainer):
         optional (without one the attribute part is left out)."""
         return frozenset({"predictor", "gradients", "torch_module"})
 
+    @classmethod
+    def uses(cls, params: dict) -> frozenset[str]:
+        """The needs and the editor where there is one: its attribute sweep edits through it, so
+        the editor's trust gates mark the comparison like the other editing explainers."""
+        return cls.requirements(params) | {"editor"}
+
     def __init__(self, max_tiles: int = 8, curve_steps: int = 16, delta: float = 0.3,
                  overlay_tiles: int = 3, layer: str | None = None, ig_steps: int = 16,
                  ig_baseline: str = "mean", reference: str = "blur", sweep_steps: int = 5,

@@ -260,3 +260,10 @@ def test_structures_come_from_the_dataset_segmentation():
     # no segmentation: no structure variables, and the summary says why
     plain = ExplainContext(predictor=TinyConvPredictor(), attributes=ATTRS, progress=False)
     assert not {"structure_mass", "structure_area"} & set(ex.variables(plain))
+
+
+def test_compare_is_gated_by_the_editor_it_edits_through():
+    from mxplain_gradcam.compare import Compare
+
+    assert "editor" not in Compare.requirements({})  # optional: without one it skips the sweep
+    assert "editor" in Compare.uses({}) and Compare.requirements({}) <= Compare.uses({})
