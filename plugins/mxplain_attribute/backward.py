@@ -74,11 +74,12 @@ reports both and the share of (lot, direction) pairs whose largest restart sprea
 ``UNSTABLE_SPREAD``.
 
 Uncertainty (``n_boot``, default 1000; 0 turns it off): per lot and direction, the mean change
-``A' - A`` over the lot's *converged* tiles only (``backward_mean_change``; a tile that missed its
-target is no counterfactual and enters no average, here or in ``summarize``), its percentile 95 %
+``A' - A`` over the lot's *reachable, converged* tiles only (``backward_mean_change``; a tile that
+missed its target is no counterfactual and enters no average, here or in ``summarize``, and nor
+does one whose target lay within the tolerance of its start, met by ``A' = A``), its percentile 95 %
 bootstrap interval over those tiles (``backward_change_ci``, resampled with replacement; numpy,
-no model call; drawn from (run seed, lot index) alone) and the share of the lot's tiles that
-reached their target (``backward_reached_share``). The cube holds finite values only: a
+no model call; drawn from (run seed, lot index) alone) and the share of the lot's reachable tiles
+that reached their target (``backward_reached_share``). The cube holds finite values only: a
 direction where no tile of the lot converged is stored as 0 with a reached share of 0, and skipped.
 """
 
@@ -256,10 +257,12 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
             out["backward_restart_spread"] = Variable(attrs, "float32", units="1")
         out["backward_reached_share"] = Variable(
             ("lot", "direction"), "float32", units="1",
-            description="share of the lot's tiles whose counterfactual reached its target")
+            description="share of the lot's reachable tiles whose counterfactual reached its "
+                        "target")
         out["backward_mean_change"] = Variable(
             attrs, "float32", units="1",
-            description="mean A' - A over the lot's converged tiles (0 where none converged)")
+            description="mean A' - A over the lot's reachable tiles that reached their target (0 "
+                        "where none did)")
         if self.n_boot:
             out["backward_change_ci"] = Variable(
                 attrs + ("bound",), "float32", units="1",
@@ -308,7 +311,7 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                 if n else np.zeros((nd, *lot.tiles.shape[-2:]), np.uint8))
         lot_stats = change_bootstrap(out["backward_attributes"] - a_np[None, None],
                                      out["backward_converged"], int(self.n_boot),
-                                     boot_rng(ctx.seed, lot.index, 1))
+                                     boot_rng(ctx.seed, lot.index, 1), out["backward_reachable"])
         # the cube holds finite values only: a direction where no tile converged is stored as 0
         # and marked by backward_reached_share = 0 (summarize and the figures skip it)
         out.update({key: np.nan_to_num(v) for key, v in lot_stats.items()})

@@ -133,7 +133,9 @@ def _lot_change(cube, li: int, mask, base):
     else:
         xa = np.asarray(cube["backward_attributes"].values[li], np.float64)[mask[li]]
         conv = np.asarray(cube["backward_converged"].values[li], bool)[mask[li]]
-        ch = change_bootstrap(xa - base[li][None, None], conv, 0, boot_rng(0, 0, 0))
+        reach = (np.asarray(cube["backward_reachable"].values[li], bool)[mask[li]]
+                 if "backward_reachable" in cube else None)
+        ch = change_bootstrap(xa - base[li][None, None], conv, 0, boot_rng(0, 0, 0), reach)
         change, reached = ch["backward_mean_change"], ch["backward_reached_share"]
     err = np.zeros(change.shape[:1] + (2,) + change.shape[1:])
     if "backward_change_ci" in cube:

@@ -20,12 +20,17 @@ CI_LEVEL = 0.95
 
 
 def change_bootstrap(change: np.ndarray, conv: np.ndarray, n_boot: int,
-                     rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per direction, over the converged tiles only: the mean change ``(D, K)``
-    (``backward_mean_change``, NaN without a converged tile), its bootstrap interval ``(D, K, 2)``
-    (``backward_change_ci``, with ``n_boot`` > 0) and the reached share ``(D,)``
-    (``backward_reached_share``, NaN without tiles). ``change (n, D, K)``, ``conv (n, D)``."""
+                     rng: np.random.Generator,
+                     reachable: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per direction, over the reachable tiles that reached their target only: the mean change
+    ``(D, K)`` (``backward_mean_change``, NaN without such a tile), its bootstrap interval
+    ``(D, K, 2)`` (``backward_change_ci``, with ``n_boot`` > 0) and the reached share ``(D,)`` of
+    the reachable tiles (``backward_reached_share``, NaN without a reachable tile). A target
+    within the tolerance of the start is met by ``A' = A``: no counterfactual, in no average.
+    ``change (n, D, K)``, ``conv`` and ``reachable (n, D)`` (None: every target reachable)."""
     n, nd, k = change.shape
+    reach = np.ones(conv.shape, bool) if reachable is None else np.asarray(reachable, bool)
+    conv = np.asarray(conv, bool) & reach
     mean = np.full((nd, k), np.nan)
     ci = np.full((nd, k, 2), np.nan)
     for j in range(nd):
@@ -37,7 +42,7 @@ def change_bootstrap(change: np.ndarray, conv: np.ndarray, n_boot: int,
         ci[j] = interval(draws, mean[j], CI_LEVEL)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        share = conv.mean(axis=0) if n else np.full(nd, np.nan)
+        share = conv.sum(axis=0) / reach.sum(axis=0) if n else np.full(nd, np.nan)
     out = {"backward_reached_share": share.astype(np.float32),
            "backward_mean_change": mean.astype(np.float32)}
     if n_boot:

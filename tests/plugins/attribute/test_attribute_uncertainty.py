@@ -118,6 +118,22 @@ def test_unconverged_tiles_are_excluded_from_the_backward_mean():
     assert (none["backward_reached_share"] == 0).all()
 
 
+def test_targets_met_at_the_start_are_no_counterfactual():
+    change = np.zeros((4, 2, 1))
+    change[:, 0, 0] = [0.0, 0.0, 0.4, 0.2]   # tiles 0, 1: target within tolerance, A' = A
+    conv = np.ones((4, 2), bool)
+    reach = np.array([[False, False], [False, False], [True, False], [True, False]])
+    out = change_bootstrap(change, conv, 200, boot_rng(0, 0, 1), reach)
+    np.testing.assert_allclose(out["backward_mean_change"][0], [0.3], atol=1e-6)
+    np.testing.assert_allclose(out["backward_reached_share"][0], 1.0)
+    assert np.isnan(out["backward_mean_change"][1]).all()  # no reachable target: no answer
+    assert np.isnan(out["backward_reached_share"][1])
+    conv[2, 0] = False
+    half = change_bootstrap(change, conv, 0, boot_rng(0, 0, 1), reach)
+    np.testing.assert_allclose(half["backward_reached_share"][0], 0.5)  # of the reachable two
+    np.testing.assert_allclose(half["backward_mean_change"][0], [0.2], atol=1e-6)
+
+
 def test_backward_lot_intervals_and_summary(tmp_path):
     lots = make_lots(n_lots=2, n_tiles=6)
     ctx = make_ctx(tmp_path)
