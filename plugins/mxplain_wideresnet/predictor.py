@@ -8,20 +8,27 @@ holds whole lots out instead (leave-lots-out), which measures generalisation to 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import ClassVar
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from mxplain.errors import UserError
 from mxplain.interfaces import Predictor, RunContext
 from mxplain.store import train_val_split
 from mxplain.training import TrainingCheckpoint
 
+from .fit_steps import (  # noqa: F401  (augment_batch, MARGIN: the names tests import here)
+    MARGIN,
+    Progress,
+    Trainer,
+    augment_batch,
+    fit_metrics,
+    record_epoch,
+    target_range,
+)
 from .model import WideResNet, check_depth
 
 SPLITS = ("tile", "lots")
@@ -30,31 +37,10 @@ SCHEDULES = ("constant", "cosine")
 # On a CPU, large batches of 64 px tiles fall out of cache: batches of 256 ran 4x slower per image
 # than batches of 32-64 (benchmarks/wideresnet_throughput.py), so forward passes are chunked.
 CPU_CHUNK = 64
-MARGIN = 1.5  # half_range = MARGIN * max |y - center| over the training targets
 
 
 def _is_cuda(device: torch.device) -> bool:
     return torch.device(device).type == "cuda"
-
-
-def augment_batch(x: torch.Tensor, mode: str, g: torch.Generator, n: int | None = None,
-                  rows: slice = slice(None)) -> torch.Tensor:
-    """Random per-tile flips (``hflip``) or the 8 dihedral transforms (``dihedral``) of a
-    ``(B, 1, H, W)`` batch; random draws come from the CPU generator ``g`` (deterministic). With
-    ``n`` and ``rows`` (DDP), ``x`` is rows ``rows`` of a global batch of ``n``: the draws are the
-    global batch's, so every rank's generator stays in step."""
-    if mode == "none" or len(x) == 0:
-        return x
-    b, m = len(x), (len(x) if n is None else n)
-    flip = (torch.rand(m, generator=g) < 0.5)[rows]
-    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
-    if mode == "dihedral":
-        vflip = (torch.rand(m, generator=g) < 0.5)[rows]
-        x = torch.where(vflip.view(b, 1, 1, 1).to(x.device), x.flip(-2), x)
-        if x.shape[-1] == x.shape[-2]:
-            rot = (torch.rand(m, generator=g) < 0.5)[rows].view(b, 1, 1, 1).to(x.device)
-            x = torch.where(rot, x.transpose(-1, -2), x)  # with the flips: all 8 symmetries
-    return x
 
 
 def _metrics(pred: np.ndarray, y: np.ndarray, lots: np.ndarray, prefix: str) -> dict:
@@ -231,19 +217,51 @@ class WideResNetPredictor(Predictor):
         # under torchrun: DistributedDataParallel, each rank a share of every global batch
         ddp = ddp_mod.setup(ctx.device)
         device = ddp.device
-        cuda = _is_cuda(device)
-        seed = int(self.seed)
-        torch.manual_seed(seed)
-        g = torch.Generator().manual_seed(seed)
-
+        torch.manual_seed(int(self.seed))
+        g = torch.Generator().manual_seed(int(self.seed))
         tr, va = self.split_indices(lot_idx, split)
-        y_tr = y[tr]
-        center = float(y_tr.mean())
-        half = MARGIN * float(np.max(np.abs(y_tr - center)))
-        if not half > 1e-9 * max(1.0, abs(center)):
-            half = max(1.0, 0.05 * abs(center))  # a single training target: a fixed margin
+        center, half = target_range(y[tr])
         z = torch.from_numpy(((y - center) / half).astype(np.float32))
+        trainer = self._trainer(x, z, tr, center, half, ddp, g)
+        self.tile_size = int(x.shape[-1])
+        ckpt = TrainingCheckpoint.for_run(
+            ctx, self.name if not key else f"{self.name} ({key})", key=key,
+            signature={**self.get_params(), "split": split, "n": int(len(x)),
+                       "tile_size": int(x.shape[-1])})
+        ckpt.bind(modules={"model": trainer.module}, optimizers={"adam": trainer.opt},
+                  schedulers={"lr": trainer.sched}, generators={"shuffle": g})
+        p = Progress.restored(ckpt.restore(map_location=device))
+        bar = tqdm(total=int(self.epochs) * trainer.n_batches,
+                   initial=p.epochs_run * trainer.n_batches, desc=desc,
+                   disable=not ctx.progress or not ddp.is_main, leave=False)
+        try:
+            for epoch in range(p.epochs_run + 1, int(self.epochs) + 1):
+                if p.stopped:
+                    break
+                self._run_epoch(trainer, p, epoch, x[va], z[va], ckpt, bar, ctx)
+        finally:
+            bar.close()
+        if p.best_state is None:
+            raise UserError(f"{self.name}: training diverged (validation loss is not finite); "
+                            f"lower [predictor] lr (now {self.lr})")
+        module = trainer.module
+        module.load_state_dict(p.best_state)
+        module.eval()
+        self._module = module
+        self.device = device
+        pred = center + half * self._scaled(module, x, device, ctx).astype(np.float64)
+        metrics = fit_metrics(p, t_start, tr, va, split, lot_idx, center, half)
+        metrics.update(_metrics(pred[tr], y[tr], lot_idx[tr], "train"))
+        metrics.update(_metrics(pred[va], y[va], lot_idx[va], "val"))
+        return metrics
 
+    def _trainer(self, x: torch.Tensor, z: torch.Tensor, tr: np.ndarray, center: float,
+                 half: float, ddp, g: torch.Generator) -> Trainer:
+        """A fresh network (its initial weights drawn now), Adam and the optional cosine
+        schedule, and the tiles and targets on the device."""
+        from mxplain import ddp as ddp_mod
+
+        device, cuda = ddp.device, _is_cuda(ddp.device)
         module = WideResNet(int(self.depth), int(self.widen), float(self.dropout))
         module.set_target_range(center, half)
         module = module.to(device)
@@ -251,128 +269,44 @@ class WideResNetPredictor(Predictor):
             module = module.to(memory_format=torch.channels_last)
         step_forward = ddp_mod.wrap(module, ddp)  # module.scaled, or its DDP wrapper
         opt = torch.optim.Adam(module.parameters(), lr=float(self.lr))
-        self.tile_size = int(x.shape[-1])
-
-        bs = int(self.batch_size)
-        n_batches = math.ceil(len(tr) / bs)
-        epochs = int(self.epochs)
+        n_batches = math.ceil(len(tr) / int(self.batch_size))
         sched = None
         if self.lr_schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=epochs * n_batches, eta_min=float(self.lr) / 100)
-        ckpt = TrainingCheckpoint.for_run(
-            ctx, self.name if not key else f"{self.name} ({key})", key=key,
-            signature={**self.get_params(), "split": split, "n": int(len(x)),
-                       "tile_size": int(x.shape[-1])})
-        ckpt.bind(modules={"model": module}, optimizers={"adam": opt},
-                  schedulers={"lr": sched}, generators={"shuffle": g})
-        best_loss, best_epoch, best_state, wait = math.inf, 0, None, 0
-        train_time, seen, epochs_run, stopped = 0.0, 0, 0, False
-        history = []
-        resumed = ckpt.restore(map_location=device)
-        if resumed is not None:
-            e = resumed.extra
-            best_loss, best_epoch, wait = float(e["best_loss"]), int(e["best_epoch"]), int(e["wait"])
-            best_state = e["best_state"] or None
-            train_time, seen, stopped = float(e["train_time"]), int(e["seen"]), bool(e["stopped"])
-            epochs_run = resumed.epoch
-            history = [(float(a), float(b)) for a, b in e["history"]]
-        hint = f"lower [predictor] lr (now {self.lr})"
-        tr_t = torch.from_numpy(tr)
+                opt, T_max=int(self.epochs) * n_batches, eta_min=float(self.lr) / 100)
         # on a GPU the uint8 tiles move once (N x H x W bytes), batches are gathered there
-        x_dev = x.to(device) if cuda else x
-        z_dev = z.to(device)
-        bar = tqdm(total=epochs * n_batches, initial=epochs_run * n_batches, desc=desc,
-                   disable=not ctx.progress or not ddp.is_main, leave=False)
-        try:
-            for epoch in range(epochs_run + 1, epochs + 1):
-                if stopped:
-                    break
-                module.train()
-                t0 = time.perf_counter()
-                order = tr_t[torch.randperm(len(tr), generator=g)]
-                run_loss, run_n = torch.zeros((), device=device), 0
-                # per-step losses stay on the device: one NaN/Inf check per epoch, no extra syncs
-                step_loss = torch.zeros(n_batches, device=device)
-                for b in range(n_batches):
-                    idx = order[b * bs: (b + 1) * bs]
-                    if len(idx) < 2 * ddp.world and (run_n > 0 or ddp.active):
-                        continue  # BatchNorm needs 2 samples (per rank); a leftover is skipped
-                    n_global, rows = len(idx), slice(ddp.rank, None, ddp.world)
-                    idx = ddp_mod.shard(idx, ddp)
-                    idx_d = idx.to(device)
-                    xb = x_dev[idx_d].float().div_(255.0).unsqueeze(1)
-                    xb = self._to_device(augment_batch(xb, self.augment, g, n_global, rows),
-                                         device)
-                    zb = z_dev[idx_d]
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                        s = step_forward(xb)
-                    loss = F.mse_loss(s.float(), zb)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if sched is not None:
-                        sched.step()
-                    step_loss[b] = loss.detach()
-                    run_loss += loss.detach() * len(idx)
-                    run_n += len(idx)
-                    bar.update(1)
-                    if ctx.progress and (b % 10 == 0 or b == n_batches - 1):
-                        bar.set_postfix(epoch=epoch, train=f"{float(run_loss) / run_n:.4f}",
-                                        val=f"{best_loss:.4f}" if best_epoch else "-")
-                ckpt.check_losses(step_loss, epoch, hint)
-                ddp_mod.sync_buffers(module, ddp)  # BatchNorm statistics: rank 0's everywhere
-                if cuda:
-                    torch.cuda.synchronize(device)
-                run_loss = float(run_loss)
-                train_time += time.perf_counter() - t0
-                seen += run_n
-                epochs_run = epoch
-                val_loss = float(np.mean((self._scaled(module, x[va], device, ctx) -
-                                          z[va].numpy()) ** 2))
-                history.append((run_loss / max(run_n, 1), val_loss))
-                if val_loss < best_loss:
-                    best_loss, best_epoch, wait = val_loss, epoch, 0
-                    best_state = copy.deepcopy(module.state_dict())
-                else:
-                    wait += 1
-                bar.set_postfix(epoch=epoch, train=f"{run_loss / max(run_n, 1):.4f}",
-                                val=f"{val_loss:.4f}")
-                stopped = wait >= int(self.patience)
-                if ddp.is_main:  # rank 0 writes; every rank restores the same file on resume
-                    ckpt.save(epoch, extra={
-                        "best_loss": best_loss, "best_epoch": best_epoch, "wait": wait,
-                        "best_state": best_state or {}, "train_time": train_time, "seen": seen,
-                        "stopped": stopped, "history": [list(h) for h in history]})
-        finally:
-            bar.close()
-        if best_state is None:
-            raise UserError(f"{self.name}: training diverged (validation loss is not finite); "
-                            f"lower [predictor] lr (now {self.lr})")
-        module.load_state_dict(best_state)
-        module.eval()
-        self._module = module
-        self.device = device
+        return Trainer(module, step_forward, opt, sched, ddp, g, x.to(device) if cuda else x,
+                       z.to(device), torch.from_numpy(tr), int(self.batch_size), self.augment,
+                       self._to_device)
 
-        pred = center + half * self._scaled(module, x, device, ctx).astype(np.float64)
-        metrics = {
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
-            "best_val_loss": float(best_loss),
-            "train_seconds": float(time.perf_counter() - t_start),
-            "images_per_s": float(seen / train_time) if train_time > 0 else float("nan"),
-            "train_loss_history": [float(a) for a, _ in history],
-            "val_loss_history": [float(b) for _, b in history],
-            "n_train": int(len(tr)),
-            "n_val": int(len(va)),
-            "split": split,
-            "val_lots": [int(i) for i in np.unique(lot_idx[va])] if split == "lots" else [],
-            "center": center,
-            "half_range": half,
-        }
-        metrics.update(_metrics(pred[tr], y[tr], lot_idx[tr], "train"))
-        metrics.update(_metrics(pred[va], y[va], lot_idx[va], "val"))
-        return metrics
+    def _run_epoch(self, trainer: Trainer, p: Progress, epoch: int, x_va: torch.Tensor,
+                   z_va: torch.Tensor, ckpt: TrainingCheckpoint, bar, ctx: RunContext) -> None:
+        """One epoch: the optimiser steps, a NaN/Inf check, the validation loss, early stopping
+        and the epoch's checkpoint."""
+        from mxplain import ddp as ddp_mod
+
+        device = trainer.ddp.device
+
+        def report(train):
+            bar.set_postfix(epoch=epoch, train=f"{train:.4f}",
+                            val=f"{p.best_loss:.4f}" if p.best_epoch else "-")
+
+        t0 = time.perf_counter()
+        run_loss, run_n, step_loss = trainer.epoch(bar, report if ctx.progress else None)
+        ckpt.check_losses(step_loss, epoch, f"lower [predictor] lr (now {self.lr})")
+        ddp_mod.sync_buffers(trainer.module, trainer.ddp)  # BatchNorm statistics: rank 0's
+        if _is_cuda(device):
+            torch.cuda.synchronize(device)
+        p.train_time += time.perf_counter() - t0
+        p.seen += run_n
+        val_loss = float(np.mean((self._scaled(trainer.module, x_va, device, ctx) -
+                                  z_va.numpy()) ** 2))
+        record_epoch(p, trainer.module, epoch, run_loss / max(run_n, 1), val_loss,
+                     int(self.patience))
+        bar.set_postfix(epoch=epoch, train=f"{run_loss / max(run_n, 1):.4f}",
+                        val=f"{val_loss:.4f}")
+        if trainer.ddp.is_main:  # rank 0 writes; every rank restores the same file on resume
+            ckpt.save(epoch, extra=p.extra())
 
     @staticmethod
     def _to_device(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
