@@ -33,7 +33,6 @@ lot's tiles (the first ``max_tiles``) and aggregates in
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, ClassVar
 
@@ -417,6 +416,3 @@ class Compare(Explainer):
             nlot = cube.sizes.get("lot", 1)
             return np.tile(row, (nlot, 1))
         return None
-
-def safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)) or "lot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -95,9 +96,13 @@ def faithfulness_figure(cube, path: Path) -> str:
     return _save(fig, path)
 
 
-def _lot_label(cube, i: int) -> str:
-    from mxplain_gradcam.compare import safe_name
+def safe_name(s: str) -> str:
+    """``s`` as a file-name part: every run of other characters than letters, digits, ``_.-``
+    replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)) or "lot"
 
+
+def _lot_label(cube, i: int) -> str:
     if "lot" in cube.coords:
         return safe_name(cube["lot"].values[i])
     return str(i)
