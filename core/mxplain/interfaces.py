@@ -35,6 +35,7 @@ from mxplain.interface_types import (  # noqa: F401 (the interfaces' data, re-ex
     RunContext,
     Variable,
 )
+from mxplain.report_sections import ReportInput, ReportSection, default_section
 
 if TYPE_CHECKING:
     from mxplain.simulate import Simulator
@@ -86,13 +87,24 @@ class Component(ABC):
 
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
-        """Constructor parameters and their defaults: the keys of the component's config table."""
-        sig = inspect.signature(cls.__init__)
+        """Constructor parameters and their defaults: the keys of the component's config table.
+        A constructor taking ``*args`` or ``**kwargs``, or a parameter without a default, is a
+        :class:`~mxplain.errors.PluginError` naming it (scikit-learn's rule: every parameter is
+        an explicit config key with a default)."""
+        from mxplain.errors import PluginError
+
+        if cls.__init__ is object.__init__:
+            return {}
         out = {}
-        for pname, p in sig.parameters.items():
-            if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            out[pname] = None if p.default is inspect.Parameter.empty else p.default
+        for pname, p in list(inspect.signature(cls.__init__).parameters.items())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                star = "*" if p.kind is p.VAR_POSITIONAL else "**"
+                raise PluginError(f"{cls.__name__}.__init__ takes {star}{pname}: a component's "
+                                  f"constructor names each parameter (a config key) explicitly")
+            if p.default is inspect.Parameter.empty:
+                raise PluginError(f"{cls.__name__}.__init__ parameter {pname!r} has no default: "
+                                  f"every constructor parameter needs one")
+            out[pname] = p.default
         return out
 
     def get_params(self) -> dict[str, Any]:
@@ -313,6 +325,16 @@ class Explainer(Component):
         run, a Dask run and ``mxplain report`` (which calls it again on the run folder's cube,
         with no predictor or editor in ``ctx``) draw the same figures."""
         return {}
+
+    def report_section(self, run: ReportInput) -> ReportSection | None:
+        """This explainer's section of the run's report, built from what the run folder holds
+        about it (``run``: its ``metrics.json`` block, the cube, the figures; never by running a
+        model again); ``None``: nothing to show. The report renders every explainer's section
+        through this method (:mod:`mxplain.report_sections`); sections with the same title are
+        shown as one. The default: titled with the explainer's name, its summary's top-level
+        numbers as one table (rounded on the page) and the figures named ``<name>_*.png``.
+        Override it to choose the title, the figures or to add text and tables."""
+        return default_section(run)
 
 
 class Dataset(Component):

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from mxplain.errors import UserError
+from mxplain.report_html import _e, sig  # noqa: F401 (sig: the answers' rounding)
 
 #: the cube variables the answers read (loaded alone: a cube's pixel maps are not needed)
 ANSWER_VARIABLES = ("tile_mask", "prediction", "reconstruction_prediction", "lot_attributes",
@@ -27,26 +28,7 @@ GATE_WORDS = {"editor_realism": "editor realism", "reconstruction_shift": "recon
 
 
 def _esc(x) -> str:
-    from mxplain.report import _e
-
     return _e(x)
-
-
-def sig(x, digits: int = 3, signed: bool = False) -> str:
-    """``x`` rounded to ``digits`` significant digits, written plainly (``2350``, ``-69.3``,
-    ``0.0123``; scientific only beyond 1e7 or below 1e-4); ``–`` for none, NaN or not a number."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return "–"
-    sign = "+" if signed and x > 0 else ""
-    if x == 0:
-        return "0"
-    x = float(f"{x:.{digits}g}")  # rounded first: 99.96 is 100, of magnitude 2
-    mag = math.floor(math.log10(abs(x)))
-    if mag >= 7 or mag < -4:
-        return sign + f"{x:.{digits - 1}e}"
-    decimals = digits - 1 - mag
-    text = f"{round(x, decimals):.{max(decimals, 0)}f}"
-    return sign + ("0" if float(text) == 0 else text)
 
 
 def percent(share) -> str:
