@@ -286,6 +286,14 @@ class ForwardSweep(Explainer):
             return np.asarray(cube["step"].values, dtype=np.float64)
         return self.values()
 
+    def report_section(self, run):
+        """Titled after Liu et al. 2020 through the run's editor: the summary's headline numbers
+        and the ``forward_*`` figures."""
+        from mxplain.report_sections import default_section
+
+        return default_section(run, f"Forward sensitivity: attribute sweeps{run.via_editor} "
+                                    f"(after Liu et al. 2020)", ("forward_",))
+
     def summarize(self, cube, ctx: ExplainContext) -> dict:
         attrs = [str(a) for a in (cube["attribute"].values if "attribute" in cube.coords
                                   else ctx.attributes)]
