@@ -364,6 +364,14 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         return (every.max(axis=1) - every.min(axis=1)).mean(axis=0)
 
     # -- after all lots ------------------------------------------------------------------------
+    def report_section(self, run):
+        """Titled after Liu et al. 2020's eq. 2 through the run's editor: the summary's headline
+        numbers and the ``backward_*`` figures."""
+        from mxplain.report_sections import default_section
+
+        return default_section(run, f"Backward counterfactuals{run.via_editor} (after Liu et al. "
+                                    f"2020, eq. 2)", ("backward_",))
+
     def summarize(self, cube, ctx: ExplainContext) -> dict:
         attrs = [str(a) for a in (cube["attribute"].values if "attribute" in cube.coords
                                   else ctx.attributes)]
