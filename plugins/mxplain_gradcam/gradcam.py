@@ -211,6 +211,16 @@ class GradCAM(Explainer):
         return out
 
     # ---------------------------------------------------------------- maps
+    #: the report section's title, shared with the pixel-vs-attribute comparison's
+    section_title: ClassVar[str] = "Pixel vs attribute explanations (GradCAM, Integrated Gradients)"
+
+    def report_section(self, run):
+        """One section with the pixel-vs-attribute comparison (same title): the summary's
+        headline numbers and the ``gradcam_*`` figures."""
+        from mxplain.report_sections import default_section
+
+        return default_section(run, self.section_title, ("gradcam_",))
+
     def layer_name(self, predictor: Predictor, example: torch.Tensor) -> str:
         module = check_differentiable(predictor, "gradcam")
         if self.layer is not None:
