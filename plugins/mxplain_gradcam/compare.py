@@ -338,6 +338,13 @@ class Compare(Explainer):
         return mass.mean(0).astype(np.float32), area.mean(0).astype(np.float32)
 
     # ---------------------------------------------------------------- summary
+    def report_section(self, run):
+        """Shown with GradCAM's section (same title): the summary's headline numbers, the
+        ``compare_*`` figures and the overlays."""
+        from mxplain.report_sections import default_section
+
+        return default_section(run, GradCAM.section_title, ("compare_", "overlay_"))
+
     def summarize(self, cube, ctx: ExplainContext) -> dict:
         from mxplain_gradcam import figures
 
