@@ -341,6 +341,18 @@ class LatentDesign(Explainer):
         return str(save_figure(fig, ctx.figures_dir / f"latent_design_{lot.lot_id}.png", dpi=110))
 
     # ---- summary ------------------------------------------------------------------------------
+    def report_section(self, run):
+        """Titled by the editor whose latent space it walks (TextureVAE: after Sardeshmukh et al.
+        2021 too): the summary's headline numbers, the ``latent_*`` and ``texturevae_*``
+        figures."""
+        from mxplain.report_sections import default_section
+
+        editor = run.components.get("editor") or ""
+        title = ("TextureVAE and latent design (after Sardeshmukh et al. 2021, Cang et al. 2018)"
+                 if editor == "texturevae" else f"Latent design in the {editor or 'editor'} "
+                 f"latent space (after Cang et al. 2018)")
+        return default_section(run, title, ("texturevae_", "latent_"))
+
     def summarize(self, cube, ctx: ExplainContext) -> dict:
         done = np.asarray(cube["design_done"].values, bool)
         if "tile_mask" in cube:
