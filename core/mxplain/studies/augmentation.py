@@ -328,7 +328,8 @@ def parse_args(argv) -> tuple[StudyConfig, Path, bool]:
     import click
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @click.option("--out", required=True, type=click.Path(), help="A new or empty folder, or this study's own.")
+    @click.option("--out", required=True, type=click.Path(),
+                  help="A new or empty folder, or this study's own.")
     @click.option("--quick", is_flag=True, help="CPU test size (seconds, not a result).")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--draws", type=int, default=None, help="Random draws per size.")
