@@ -7,7 +7,7 @@ agree, the attribute's explanations can be trusted as far as the editor goes."""
 
 from __future__ import annotations
 
-from mxplain.report import _dict, _e
+from mxplain.report_html import _dict, _e
 
 
 def _f(x, digits: int = 2) -> str:
