@@ -160,7 +160,7 @@ def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch):
 def test_nan_loss_is_a_one_line_user_error_and_keeps_the_checkpoint(store, tmp_path, monkeypatch):
     import torch.nn.functional as F
 
-    import mxplain_attgan.editor as ed
+    import mxplain_attgan.train as train_mod  # the losses are computed there
 
     ctx = RunContext(progress=False, training_state_path=tmp_path / "editor.training.pt")
     real = F.l1_loss
@@ -169,7 +169,7 @@ def test_nan_loss_is_a_one_line_user_error_and_keeps_the_checkpoint(store, tmp_p
         out = real(a, b, *args, **kw)
         return out * float("nan") if ctx.training_state_path.exists() else out
 
-    monkeypatch.setattr(ed.F, "l1_loss", l1_nan_after_first_epoch)
+    monkeypatch.setattr(train_mod.F, "l1_loss", l1_nan_after_first_epoch)
     with pytest.raises(UserError, match=r"^attgan: g_rec loss is nan at epoch 2, step \d+; lower "
                                         r"\[editor\] lr .*last good checkpoint kept at .*epoch 1"):
         AttGANEditor(**TINY, epochs=3, n_critic=1).fit(store, ctx)

@@ -1,0 +1,81 @@
+"""The checks of :class:`~mxplain_attgan.editor.AttGANEditor`'s parameters and recipe options
+(one line ``[editor] attgan: ...`` each, before any training)."""
+
+from __future__ import annotations
+
+from mxplain.errors import UserError
+
+from .augment import parse_policy
+from .model import CLS_POOLS, UPSAMPLES
+
+TARGET_SAMPLINGS = ("single", "permute", "uniform")
+
+
+class AttGANOptions:
+    """Parameter checks mixed into :class:`~mxplain_attgan.editor.AttGANEditor`."""
+
+    def _check_params(self) -> None:
+        for key in ("enc_dim", "dec_dim", "dis_dim", "dis_fc_dim", "n_layers", "n_critic",
+                    "epochs", "batch_size"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"[editor] attgan: {key} must be a positive integer, got {v!r}")
+        m = self.max_tiles_per_lot
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise UserError(f"[editor] attgan: max_tiles_per_lot must be a positive integer or "
+                            f"unset, got {m!r}")
+        if not self.thres_int > 0:
+            raise UserError(f"[editor] attgan: thres_int must be > 0, got {self.thres_int!r}")
+        if not 0.0 <= self.b_uniform <= 1.0:
+            raise UserError(f"[editor] attgan: b_uniform must be in [0, 1], got {self.b_uniform!r}")
+        if self.target_sampling not in TARGET_SAMPLINGS:
+            raise UserError(f"[editor] attgan: target_sampling must be one of "
+                            f"{list(TARGET_SAMPLINGS)}, got {self.target_sampling!r}")
+        if not 0.0 <= self.target_min_change <= 0.5:
+            raise UserError(f"[editor] attgan: target_min_change must be in [0, 0.5], "
+                            f"got {self.target_min_change!r}")
+        w = self.classifier_warmup_epochs
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise UserError(f"[editor] attgan: classifier_warmup_epochs must be an integer >= 0, "
+                            f"got {w!r}")
+        if self.classifier_warmup_lr is not None and not self.classifier_warmup_lr > 0:
+            raise UserError(f"[editor] attgan: classifier_warmup_lr must be > 0 or unset, "
+                            f"got {self.classifier_warmup_lr!r}")
+        if not (isinstance(self.cls_dropout, (int, float)) and 0.0 <= self.cls_dropout < 1.0):
+            raise UserError(f"[editor] attgan: cls_dropout must be in [0, 1), "
+                            f"got {self.cls_dropout!r}")
+        c = self.cls_crop
+        if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 4):
+            raise UserError(f"[editor] attgan: cls_crop must be an integer >= 4 or unset, "
+                            f"got {c!r}")
+        if self.cls_pool not in CLS_POOLS:
+            raise UserError(f"[editor] attgan: cls_pool must be one of {list(CLS_POOLS)}, "
+                            f"got {self.cls_pool!r}")
+        if self.dis_norm not in ("instancenorm", "layernorm"):
+            raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
+                            f"got {self.dis_norm!r}")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``,
+        ``upsample``."""
+        if not isinstance(self.noise, bool):
+            raise UserError(f"[editor] attgan: noise must be true or false, got {self.noise!r}")
+        if self.upsample not in UPSAMPLES:
+            raise UserError(f"[editor] attgan: upsample must be one of {list(UPSAMPLES)}, "
+                            f"got {self.upsample!r}")
+        if not (isinstance(self.g_ema, (int, float)) and 0.0 <= self.g_ema < 1.0):
+            raise UserError(f"[editor] attgan: g_ema must be a decay in [0, 1) (0 = no EMA), "
+                            f"got {self.g_ema!r}")
+        if self.lr_d is not None and not (isinstance(self.lr_d, (int, float)) and self.lr_d > 0):
+            raise UserError(f"[editor] attgan: lr_d must be > 0 or unset (= lr), "
+                            f"got {self.lr_d!r}")
+        if not isinstance(self.dis_sn, bool):
+            raise UserError(f"[editor] attgan: dis_sn must be true or false, got {self.dis_sn!r}")
+        r = self.res_blocks
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            raise UserError(f"[editor] attgan: res_blocks must be an integer >= 0, got {r!r}")
+        try:
+            self._policy = parse_policy(self.diffaug)
+        except ValueError as exc:
+            raise UserError(f"[editor] attgan: diffaug: {exc}") from None
