@@ -50,7 +50,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, measure, segmentation
-from skimage.feature import peak_local_max
+from skimage._shared.coord import ensure_spacing
 
 ATTRIBUTES = ("size", "porosity", "polydispersity", "facetness")
 UNITS = {
@@ -98,6 +98,54 @@ def _crystal_mask(img: np.ndarray) -> np.ndarray:
     return cr
 
 
+def _spaced(coord: np.ndarray, d: int) -> np.ndarray:
+    """``skimage``'s ``ensure_spacing(coord, spacing=d, p_norm=inf)``: in order, a point closer
+    than ``d`` (Chebyshev) to one kept is dropped (for up to 50 points, its single batch)."""
+    if len(coord) > 50:
+        return ensure_spacing(coord, spacing=d, p_norm=np.inf)
+    near = np.abs(coord[:, None, :] - coord[None, :, :]).max(axis=2) < d
+    keep = np.ones(len(coord), bool)
+    for i in range(len(coord)):
+        if keep[i]:
+            keep[i + 1:] &= ~near[i, i + 1:]
+    return coord[keep]
+
+
+def _peaks(dist: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``skimage.feature.peak_local_max(dist, min_distance=PEAK_DISTANCE, threshold_abs=
+    PEAK_DEPTH, exclude_border=False, labels=labels)``, the same coordinates in the same order,
+    without its loop over the labels: a pixel is a peak of its label where it equals the maximum of
+    its label's pixels in the (2 d + 1)^2 window, so the whole image's maximum filter decides
+    wherever no other label reaches into the window (the others are checked one by one)."""
+    d = PEAK_DISTANCE
+    w = 2 * d + 1
+    above = dist > PEAK_DEPTH
+    big = labels.max() + 1
+    near_hi = ndi.maximum_filter(labels, size=w, mode="nearest")
+    near_lo = ndi.minimum_filter(np.where(labels > 0, labels, big), size=w, mode="nearest")
+    clean = (near_hi == labels) & (near_lo == labels)
+    peak = above & clean & (dist == ndi.maximum_filter(dist, size=w, mode="nearest"))
+    h, wd = dist.shape
+    for y, x in np.argwhere(above & ~clean):
+        sl = (slice(max(0, y - d), min(h, y + d + 1)), slice(max(0, x - d), min(wd, x + d + 1)))
+        peak[y, x] = dist[y, x] == dist[sl][labels[sl] == labels[y, x]].max()
+    ys, xs = np.nonzero(peak)
+    lab = labels[ys, xs]
+    order = np.lexsort((np.arange(len(ys)), -dist[ys, xs], lab))  # label, highest first, raster
+    coord = np.stack([ys, xs], axis=1)[order]
+    lab = lab[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if len(lab) else np.zeros(0, int)
+    # peaks closer than d to a higher one of their label go (only a plateau's can be that close)
+    crowded = ndi.convolve(peak.astype(np.uint8), np.ones((2 * d - 1,) * 2, np.uint8),
+                           mode="constant")
+    crowded = crowded[ys, xs][order] > 1
+    parts = []
+    for a, b in zip(starts, np.r_[starts[1:], len(lab)]):
+        spaced = b - a == 1 or not crowded[a:b].any()
+        parts.append(coord[a:b] if spaced else _spaced(coord[a:b], d))
+    return np.vstack(parts) if parts else np.empty((0, 2), dtype=int)
+
+
 def _analyse(tile: np.ndarray) -> dict:
     img = _as_float(tile)
     cr = _crystal_mask(img)
@@ -106,9 +154,7 @@ def _analyse(tile: np.ndarray) -> dict:
     if cr.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            peaks = peak_local_max(dist, min_distance=PEAK_DISTANCE, threshold_abs=PEAK_DEPTH,
-                                   exclude_border=False,
-                                   labels=measure.label(cr))
+            peaks = _peaks(dist, measure.label(cr))
         markers = np.zeros(img.shape, np.int32)
         if len(peaks):
             markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
@@ -143,9 +189,10 @@ def facet_score(img: np.ndarray, labels: np.ndarray, dist: np.ndarray, pit: np.n
     g = ndi.gaussian_filter(img, 0.8)
     clear = ~ndi.binary_dilation(pit > HOLE_DEPTH, iterations=1)
     corrs, weights = [], []
-    for p in measure.regionprops(labels):
-        sl = p.slice
-        m = labels[sl] == p.label
+    for i, sl in enumerate(ndi.find_objects(labels)):  # regionprops' regions, in its order
+        if sl is None:
+            continue
+        m = labels[sl] == i + 1
         d = dist[sl][m]
         keep = (d >= 1.5) & clear[sl][m]
         if keep.sum() < 12:
