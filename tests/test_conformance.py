@@ -41,7 +41,48 @@ def test_editor(name, tiny, tmp_path):
 
 @pytest.mark.parametrize("name", components("explainer"))
 def test_explainer(name, tiny, tmp_path):
-    conformance.check_explainer(name, tiny, tmp_path)
+    conformance.check_explainer(name, tiny, tmp_path, runs=False)  # the runs: below, one a pair
+
+
+def explainer_runs():
+    return [pytest.param(name, pred, editor, id=f"{name}:{pred}+{editor or 'none'}")
+            for name in plugins.available("explainer")
+            for pred, editor in conformance.model_pairs(name)]
+
+
+@pytest.mark.parametrize("name,pred,editor", explainer_runs())
+def test_explainer_summary_and_report_section(name, pred, editor, tiny, tmp_path):
+    """A small real run (every lot, 2 tiles, a results cube) with each predictor and editor whose
+    declared capabilities meet the explainer's requirements; summarize and report_section."""
+    conformance.check_summary_and_section(name, pred, editor, tiny, tmp_path)
+
+
+#: components whose constructors set more than their parameters (issue 18 item 7), each left
+#: to the engineer who owns its file; strict: a fixed one fails here until it is taken off
+CONSTRUCTOR_DEBT = {
+    ("predictor", "latent_krr"): "sets net_, hyper_, tile_size_, vgg_source_ and device",
+    ("predictor", "texture_rf"): "sets device",
+    ("predictor", "wideresnet"): "sets tile_size and device",
+    ("editor", "attgan"): "sets generator, discriminator, history, provenance, tile_size, ...",
+    ("editor", "texturevae"): "sets decoder, vgg, heads, probe_*, feat_*, tile_size, ...",
+    ("explainer", "backward"): "sets method_",
+}
+
+
+def every_component():
+    out = []
+    for kind in ("dataset", "predictor", "editor", "explainer"):
+        for name in plugins.available(kind):
+            debt = CONSTRUCTOR_DEBT.get((kind, name))
+            marks = [pytest.mark.xfail(strict=True, raises=conformance.ConformanceError,
+                                       reason=debt)] if debt else []
+            out.append(pytest.param(kind, name, id=f"{kind}:{name}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("kind,name", every_component())
+def test_constructor_sets_only_its_parameters(kind, name):
+    conformance.check_constructor(kind, name)
 
 
 class Liar(NoLearnedState, Predictor):
@@ -115,3 +156,62 @@ def test_dataset_knowledge_is_checked_against_what_the_class_declares(tmp_path):
         conformance.check_dataset_knowledge(Lying(tile_size=32), store)
     with pytest.raises(conformance.ConformanceError, match="segment is not overridden"):
         conformance.check_dataset_knowledge(Claims(tile_size=32), store)
+
+
+def test_param_defaults_refuses_star_args_and_parameters_without_defaults():
+    from mxplain.errors import PluginError
+
+    class Star(Liar):
+        def __init__(self, *layers, depth: int = 2):
+            self.depth = depth
+
+    class Kw(Liar):
+        def __init__(self, depth: int = 2, **rest):
+            self.depth = depth
+
+    class NoDefault(Liar):
+        def __init__(self, depth: int, width: int = 3):
+            self.depth, self.width = depth, width
+
+    class Fine(Liar):
+        def __init__(self, depth: int = 2, width: int = 3):
+            self.depth, self.width = depth, width
+
+    with pytest.raises(PluginError, match=r"^Star.__init__ takes \*layers: "):
+        Star.param_defaults()
+    with pytest.raises(PluginError, match=r"^Kw.__init__ takes \*\*rest: "):
+        Kw.param_defaults()
+    with pytest.raises(PluginError, match="parameter 'depth' has no default"):
+        NoDefault.param_defaults()
+    assert Fine.param_defaults() == {"depth": 2, "width": 3} and Liar.param_defaults() == {}
+
+
+class Stateful(Honest):
+    """Sets learned-looking state in its constructor (scikit-learn's rule broken)."""
+
+    name = "conf-stateful"
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self.weights = [0.0]
+
+
+def test_check_constructor_names_what_is_set_beyond_the_parameters(fakes):
+    plugins.register(types.SimpleNamespace(mxplain_predictors=hookimpl(lambda: [Stateful])),
+                     name="conf-stateful")
+    conformance.check_constructor("predictor", "conf-honest")
+    with pytest.raises(conformance.ConformanceError,
+                       match="^the constructor sets weights, which are not parameters$"):
+        conformance.check_constructor("predictor", "conf-stateful")
+
+
+def test_pairs_follow_declared_capabilities():
+    """GradCAM (gradients and a torch module, no editor) pairs with no editor and never with the
+    random forest; latent design (a differentiable editor) never with the synthetic oracle;
+    backward (SPSA where gradients are missing) with every predictor."""
+    gradcam = conformance.model_pairs("gradcam")
+    assert gradcam and all(e is None for _, e in gradcam)
+    assert "texture_rf" not in {p for p, _ in gradcam}
+    design = conformance.model_pairs("latent_design")
+    assert design and "synthetic_oracle" not in {e for _, e in design}
+    assert {p for p, _ in conformance.model_pairs("backward")} == set(plugins.available("predictor"))

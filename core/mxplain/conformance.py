@@ -10,7 +10,11 @@ distribution, or a component's name)::
 prints one line per component (``ok`` or ``FAIL`` and why) and exits 0 when all pass, 1 when one
 fails, 2 when nothing matches. mxplain's own tests (``tests/test_conformance.py``) run the same
 checks over every registered component. The checks run on a tiny synthetic tile store (4 lots of
-6 tiles, 32 px); explainers are given a tiny fitted ``wideresnet`` and ``attgan``.
+6 tiles, 32 px): every component's constructor sets only its parameters (scikit-learn's rule,
+:func:`check_constructor`); explainers are given a tiny fitted ``wideresnet`` and ``attgan`` for
+one lot, then make a small real run (every lot, 2 tiles each, a results cube, ``summarize``,
+``report_section``) with every registered predictor and editor that fits them
+(:mod:`mxplain.conformance_run`).
 """
 
 from __future__ import annotations
@@ -26,25 +30,18 @@ import numpy as np
 import torch
 
 from mxplain import plugins
+from mxplain.conformance_run import (  # noqa: F401 (the suite's names, re-exported)
+    ConformanceError,
+    check_constructor,
+    check_summary_and_section,
+    expect,
+    make,
+    model_pairs,
+)
 from mxplain.cube import cube_layout
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, RunContext
 from mxplain.store import TileStore
-
-
-class ConformanceError(AssertionError):
-    """A component that does not do what its interface promises (the message says what)."""
-
-
-def expect(condition, message: str) -> None:
-    if not condition:
-        raise ConformanceError(message)
-
-
-def make(kind: str, name: str, **extra):
-    """A registered component built with its ``test_params`` (and ``extra``)."""
-    cls = plugins.get(kind, name)
-    return cls(**{**cls.test_params, **extra})
 
 
 @dataclass
@@ -68,11 +65,17 @@ class Tiny:
         return cls(root, store, ctx, dataset)
 
     def model(self, kind: str):
-        if kind not in self._models:
-            m = make(kind, {"predictor": "wideresnet", "editor": "attgan"}[kind])
+        """The tiny fitted ``wideresnet`` or ``attgan``."""
+        return self.fitted(kind, {"predictor": "wideresnet", "editor": "attgan"}[kind])
+
+    def fitted(self, kind: str, name: str):
+        """The registered predictor or editor ``name`` with its ``test_params``, fitted on the
+        tiny store once."""
+        if (kind, name) not in self._models:
+            m = make(kind, name)
             m.fit(self.store, self.ctx)
-            self._models[kind] = m
-        return self._models[kind]
+            self._models[kind, name] = m
+        return self._models[kind, name]
 
 
 def check_dataset(name: str, tiny: Tiny, tmp: Path) -> None:
@@ -202,9 +205,11 @@ def check_editor(name: str, tiny: Tiny, tmp: Path) -> None:
         expect(torch.equal(f.edit(x, a), out), "save/load changes edits")
 
 
-def check_explainer(name: str, tiny: Tiny, tmp: Path) -> None:
+def check_explainer(name: str, tiny: Tiny, tmp: Path, runs: bool = True) -> None:
     """explain_lot of 3 tiles returns every declared variable, of its declared dims, finite; the
-    context holds what the synthetic dataset knows (measurement, segmentation)."""
+    context holds what the synthetic dataset knows (measurement, segmentation). ``runs``: then
+    a small real run with every predictor and editor that fits it (:func:`model_pairs`),
+    checking ``summarize`` and ``report_section`` (:func:`check_summary_and_section`)."""
     from mxplain.components import dataset_knowledge
 
     store = tiny.store
@@ -231,6 +236,13 @@ def check_explainer(name: str, tiny: Tiny, tmp: Path) -> None:
                    f"{vname}: {d} has {got}, expected {size}")
         if arr.dtype.kind == "f":
             expect(np.isfinite(arr).all(), f"{vname}: non-finite values")
+    pairs = model_pairs(name) if runs else []
+    expect(pairs or not runs, "no registered predictor and editor meet its requirements")
+    for pred, editor in pairs:
+        try:
+            check_summary_and_section(name, pred, editor, tiny, tmp / f"{pred}-{editor}")
+        except ConformanceError as exc:
+            raise ConformanceError(f"with {pred} and {editor or 'no editor'}: {exc}") from None
 
 
 CHECKS = {"dataset": check_dataset, "predictor": check_predictor, "editor": check_editor,
@@ -256,6 +268,7 @@ def run_checks(selected: list[tuple[str, str]], root: Path, echo=print) -> int:
         tmp = root / f"{kind}-{name}"
         tmp.mkdir(parents=True, exist_ok=True)
         try:
+            check_constructor(kind, name)
             CHECKS[kind](name, tiny, tmp)
         except (ConformanceError, UserError) as exc:
             failed += 1
