@@ -1,13 +1,23 @@
 """The run's components, built from the config (parameters stored and checked, nothing learned),
 and what the dataset knows, passed to the explainers' context: the one place the pipeline, a Dask
-worker (:mod:`mxplain.distributed`) and ``mxplain report`` (:mod:`mxplain.redraw`) build them."""
+worker (:mod:`mxplain.distributed`) and ``mxplain report`` (:mod:`mxplain.redraw`) build them;
+and what both the single-process loop and a Dask worker run on them: a lot's cube values
+(:func:`explain_lot_values`), the explainers' summaries, the config hash and the stage seeds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+
+import numpy as np
+import torch
+
 from mxplain import plugins
-from mxplain.interfaces import ExplainContext
+from mxplain.interfaces import ExplainContext, Lot
 from mxplain.run_inputs import _check_input_file
-from mxplain.store import TileStore
+from mxplain.store import TileStore, to_uint8
+from mxplain.training import seed_everything
 
 
 def build_components(cfg: dict, skip=()) -> dict:
@@ -49,3 +59,82 @@ def dataset_knowledge(ctx: ExplainContext, dataset, store: TileStore) -> None:
     ctx.measure = dataset.measure if "measure" in provides else None
     ctx.segment = dataset.segment if "segment" in provides else None
     ctx.structures = dict(type(dataset).structures) if ctx.segment is not None else {}
+
+
+def config_hash(cfg: dict) -> str:
+    stable = {k: v for k, v in cfg.items() if k not in ("run", "trust")}  # trust: recomputed
+    stable["run"] = {k: v for k, v in cfg["run"].items()
+                     if k not in ("device", "report", "scheduler", "workers", "compile")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_seed(seed: int, stage: str | int) -> int:
+    """A seed for one stage (or lot) derived from the run's seed."""
+    digest = hashlib.sha256(f"{int(seed)}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+_stage_seed = stage_seed  # the name mxplain.ddp and older callers use
+
+
+def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+    size = lot.tiles.shape[-2:]
+    out = {"tile_mask": np.ones(len(lot.tiles), bool),
+           "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size),
+           "example_tile": to_uint8(lot.tiles[:1])[0] if len(lot.tiles) else
+           np.zeros(tuple(size), np.uint8)}
+    if ctx.editor is not None:
+        rec = []
+        attrs = torch.as_tensor(lot.attributes, dtype=torch.float32)
+        with torch.no_grad():
+            for i in range(0, len(lot.tiles), ctx.batch_size):
+                t = lot.tiles[i : i + ctx.batch_size].to(ctx.device)
+                a = attrs.to(ctx.device).expand(len(t), -1)
+                rec.append(ctx.predictor.predict(ctx.editor.edit(t, a), batch_size=ctx.batch_size))
+        out["reconstruction_prediction"] = np.concatenate(rec)
+    return out
+
+
+def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise RuntimeError(f"{name} for lot {lot_id!r} holds NaN or Inf values")
+
+
+def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,
+                       variables: dict, n_tiles: int, per_explainer: dict,
+                       lot: Lot | None = None) -> dict:
+    """Lot ``i``'s cube values (base variables and every explainer's), checked finite; what the
+    single-process loop and a Dask worker (:mod:`mxplain.distributed`) both run. ``lot``: the
+    lot already read (``store.lot(i)``, prefetched), else it is read here."""
+    # explainers seed their own generators per lot; the global ones are reseeded per lot too, so
+    # a lot's values never depend on which lots ran before it (resume, parallel runs)
+    seed_everything(stage_seed(ctx.seed, f"lot:{i}"))
+    if lot is None:
+        lot = store.lot(i)
+    lot.tiles = lot.tiles[:n_tiles]
+    values = _base_values(lot, ctx)
+    for ename, exp in explainers.items():
+        te = time.perf_counter()
+        part = exp.explain_lot(lot, ctx)
+        per_explainer[ename] += time.perf_counter() - te
+        for vname, arr in part.items():
+            if vname not in variables:
+                raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
+            _check_finite(vname, lot.lot_id, arr)
+        values.update(part)
+    return values
+
+
+def summarize_all(explainers: dict, cube, ctx: ExplainContext, timings: dict | None = None
+                  ) -> dict:
+    """Every explainer's :meth:`~mxplain.interfaces.Explainer.summarize` of the cube (its metrics;
+    its figures go to ``ctx.figures_dir``): what ends a run, and what ``mxplain report``
+    redraws from the run folder alone (:func:`mxplain.report.redraw_figures`)."""
+    out = {}
+    for ename, exp in explainers.items():
+        te = time.perf_counter()
+        out[ename] = exp.summarize(cube, ctx)
+        if timings is not None:
+            timings[f"summarize_{ename}"] = time.perf_counter() - te
+    return out

@@ -11,7 +11,7 @@ explainers, explains the lot and writes its region of ``results.zarr`` plus its 
 main process then summarizes, scores and reports as in a single-process run.
 
 A lot's values depend on nothing but the lot and the run's seed (the generators are reseeded per lot,
-:func:`mxplain.pipeline.explain_lot_values`), so the cube is the one a single-process run writes.
+:func:`mxplain.components.explain_lot_values`), so the cube is the one a single-process run writes.
 Workers compute with one torch thread each and the main process with as many as it has cores; a
 search that turns last-bit differences into different iterates fixes its own thread count for the
 lot (``[explain.backward] threads``, default 1), so that torch splits its float reductions alike in
@@ -87,7 +87,7 @@ class LotJob:
     model_stamp: tuple = field(default_factory=tuple)
 
     def cache_key(self) -> tuple:
-        from mxplain.pipeline import config_hash
+        from mxplain.components import config_hash
 
         return (self.folder, config_hash(self.cfg), self.device_spec, self.model_stamp)
 
@@ -174,7 +174,7 @@ def explain_lot_task(job: LotJob, index: int) -> dict:
     and figures read is in it). Returns the seconds spent per explainer."""
     import dask
 
-    from mxplain.pipeline import explain_lot_values
+    from mxplain.components import explain_lot_values
 
     with _LOCK, dask.config.set(scheduler="synchronous"):
         key = job.cache_key()

@@ -6,7 +6,6 @@ is not redone: the tile store and the cube continue lot by lot, trained models a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -21,24 +20,25 @@ import xarray as xr
 import mxplain
 from mxplain import config as config_mod
 from mxplain import failpoints, plugins, preflight, resources, zarrio
-from mxplain.components import build_components, build_explainers, dataset_knowledge
+from mxplain.components import (
+    _stage_seed,
+    build_components,
+    build_explainers,
+    config_hash,
+    dataset_knowledge,
+    explain_lot_values,
+    summarize_all,
+)
 from mxplain.cube import BASE_VARIABLES, EDITOR_VARIABLES, CubeWriter, cube_layout, open_results
 from mxplain.device import resolve_device
 from mxplain.errors import UserError
-from mxplain.interfaces import ExplainContext, Lot, RunContext
+from mxplain.interfaces import ExplainContext, RunContext
 from mxplain.model_stages import evaluate_editor, prepare_models, probe_gradients, trust_gates
 from mxplain.outputs import check_path_text
 from mxplain.run_inputs import check_paths
 from mxplain.runfolder import RunFolder, write_atomic
 from mxplain.store import TileStore
 from mxplain.training import remove_training_states, seed_everything
-
-
-def config_hash(cfg: dict) -> str:
-    stable = {k: v for k, v in cfg.items() if k not in ("run", "trust")}  # trust: recomputed
-    stable["run"] = {k: v for k, v in cfg["run"].items()
-                     if k not in ("device", "report", "scheduler", "workers", "compile")}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder: RunFolder,
@@ -76,12 +76,6 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     return model
 
 
-def _stage_seed(seed: int, stage: str | int) -> int:
-    """A seed for one stage (or lot) derived from the run's seed."""
-    digest = hashlib.sha256(f"{int(seed)}:{stage}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
 def _check_model_attributes(model, store: TileStore, kind: str) -> None:
     if kind != "editor":
         return
@@ -89,32 +83,6 @@ def _check_model_attributes(model, store: TileStore, kind: str) -> None:
     if attrs and attrs != store.attributes:
         raise UserError(f"editor checkpoint edits attributes {list(attrs)}, the tile store has "
                         f"{list(store.attributes)}")
-
-
-def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
-    from mxplain.store import to_uint8
-
-    size = lot.tiles.shape[-2:]
-    out = {"tile_mask": np.ones(len(lot.tiles), bool),
-           "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size),
-           "example_tile": to_uint8(lot.tiles[:1])[0] if len(lot.tiles) else
-           np.zeros(tuple(size), np.uint8)}
-    if ctx.editor is not None:
-        rec = []
-        attrs = torch.as_tensor(lot.attributes, dtype=torch.float32)
-        with torch.no_grad():
-            for i in range(0, len(lot.tiles), ctx.batch_size):
-                t = lot.tiles[i : i + ctx.batch_size].to(ctx.device)
-                a = attrs.to(ctx.device).expand(len(t), -1)
-                rec.append(ctx.predictor.predict(ctx.editor.edit(t, a), batch_size=ctx.batch_size))
-        out["reconstruction_prediction"] = np.concatenate(rec)
-    return out
-
-
-def _check_finite(name: str, lot_id: str, arr: np.ndarray) -> None:
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise RuntimeError(f"{name} for lot {lot_id!r} holds NaN or Inf values")
 
 
 def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
@@ -246,31 +214,6 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         write_report(folder.path, redraw=False)  # the figures were drawn just now
 
 
-def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers: dict,
-                       variables: dict, n_tiles: int, per_explainer: dict,
-                       lot: Lot | None = None) -> dict:
-    """Lot ``i``'s cube values (base variables and every explainer's), checked finite; what the
-    single-process loop and a Dask worker (:mod:`mxplain.distributed`) both run. ``lot``: the
-    lot already read (``store.lot(i)``, prefetched), else it is read here."""
-    # explainers seed their own generators per lot; the global ones are reseeded per lot too, so
-    # a lot's values never depend on which lots ran before it (resume, parallel runs)
-    seed_everything(_stage_seed(ctx.seed, f"lot:{i}"))
-    if lot is None:
-        lot = store.lot(i)
-    lot.tiles = lot.tiles[:n_tiles]
-    values = _base_values(lot, ctx)
-    for ename, exp in explainers.items():
-        te = time.perf_counter()
-        part = exp.explain_lot(lot, ctx)
-        per_explainer[ename] += time.perf_counter() - te
-        for vname, arr in part.items():
-            if vname not in variables:
-                raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
-            _check_finite(vname, lot.lot_id, arr)
-        values.update(part)
-    return values
-
-
 def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None,
              explainers: dict | None = None) -> None:
     if explainers is None:
@@ -343,20 +286,6 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     if ctx.editor is not None:
         metrics["editor"].setdefault("evaluation", {})["reconstruction_prediction_shift"] = \
             reconstruction_shift(cube)
-
-
-def summarize_all(explainers: dict, cube, ctx: ExplainContext, timings: dict | None = None
-                  ) -> dict:
-    """Every explainer's :meth:`~mxplain.interfaces.Explainer.summarize` of the cube (its metrics;
-    its figures go to ``ctx.figures_dir``): what ends a run, and what ``mxplain report``
-    redraws from the run folder alone (:func:`mxplain.report.redraw_figures`)."""
-    out = {}
-    for ename, exp in explainers.items():
-        te = time.perf_counter()
-        out[ename] = exp.summarize(cube, ctx)
-        if timings is not None:
-            timings[f"summarize_{ename}"] = time.perf_counter() - te
-    return out
 
 
 def reconstruction_shift(cube) -> dict:

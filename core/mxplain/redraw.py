@@ -46,9 +46,8 @@ def redraw_figures(run_dir: str | Path) -> list[str]:
     figures (paths relative to the run folder) written. A run without a cube or explainers draws
     nothing."""
     from mxplain import config as config_mod
-    from mxplain.components import build_explainers
+    from mxplain.components import build_explainers, summarize_all
     from mxplain.cube import open_results
-    from mxplain.pipeline import summarize_all
 
     run_dir = Path(run_dir)
     if not (run_dir / "results.zarr").exists() or not (run_dir / "config.toml").is_file():

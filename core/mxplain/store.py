@@ -29,7 +29,7 @@ import torch
 
 from mxplain import zarrio
 from mxplain.errors import UserError
-from mxplain.interfaces import Lot
+from mxplain.interface_types import Lot
 
 FORMAT_VERSION = 1
 FLAG = "lot_written"

@@ -31,7 +31,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     ``pkg.x`` when that is a module, else as ``pkg``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -50,6 +55,17 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if target and target != name:
                 found.add(target)
     return found
+
+
+def _is_type_checking(node) -> bool:
+    """``if TYPE_CHECKING:`` - the one exclusion: imports there never run; they name types for
+    annotations only (the interfaces' signatures mention ``TileStore``, ``Simulator``), which
+    string annotations need and no code depends on."""
+    if not isinstance(node, ast.If):
+        return False
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or \
+        (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
 def _graph() -> dict[str, set[str]]:
