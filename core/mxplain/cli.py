@@ -178,6 +178,8 @@ def review(run_dir, files, n_pairs, seed, delta, out, do_import, simulate, error
     mxplain review RUN --simulate --error-rate 0.1    simulated answers (synthetic lots)
     """
     from mxplain import review as review_mod
+    from mxplain.review_answers import import_answers
+    from mxplain.review_simulate import simulate as simulate_answers
 
     if do_import and simulate:
         raise UserError("give --import or --simulate, not both")
@@ -185,14 +187,14 @@ def review(run_dir, files, n_pairs, seed, delta, out, do_import, simulate, error
         raise UserError(f"unexpected argument {files[0]!r} (answers files go after --import)")
     try:
         if do_import:
-            res = review_mod.import_answers(Path(run_dir), list(files))
+            res = import_answers(Path(run_dir), list(files))
             pooled = res["pooled"]
             share = "?" if pooled["agreement"] is None else f"{pooled['agreement']:.2f}"
             echo(f"review: {pooled['answers']} answers of {len(res['reviewers'])} reviewer(s), "
                  f"agreement {share} ({pooled['verdict']}); metrics.json and the report updated")
         elif simulate:
-            path = review_mod.simulate(Path(run_dir), n_pairs, seed, delta, error_rate, reviewer,
-                                       out, device)
+            path = simulate_answers(Path(run_dir), n_pairs, seed, delta, error_rate, reviewer,
+                                    out, device)
             echo(f"answers: {path}")
         else:
             path = review_mod.write_page(Path(run_dir), n_pairs, seed, out, delta, device)

@@ -7,13 +7,13 @@ protocol, §4.2, as a tool).
   (:mod:`mxplain.review_page`) asks for each pair "which tile has more <attribute>?". The key (which
   side is the edit, which way it went) is kept in the run folder, ``review/pairs.json``, never in
   the page.
-* :func:`import_answers`: checks downloaded answer files against the key (this run, this page's
-  pairs, no duplicates), keeps a copy of each (``review/answers/``) and writes the statistics of
-  all answers imported so far (:mod:`mxplain.review_stats`) to ``metrics.json`` (``review``) and
-  the report (its trust section, :mod:`mxplain.review_report`).
-* :func:`simulate`: a simulated reviewer for data whose dataset measures attributes from images
-  (synthetic lots): answers from the measurement, wrong with probability ``error_rate``, in the
-  format of the page's download.
+* :func:`mxplain.review_answers.import_answers`: checks downloaded answer files against the key
+  (this run, this page's pairs, no duplicates), keeps a copy of each (``review/answers/``) and
+  writes the statistics of all answers imported so far (:mod:`mxplain.review_stats`) to
+  ``metrics.json`` (``review``) and the report (its trust section, :mod:`mxplain.review_report`).
+* :func:`mxplain.review_simulate.simulate`: a simulated reviewer for data whose dataset measures
+  attributes from images (synthetic lots): answers from the measurement, wrong with probability
+  ``error_rate``, in the format of the page's download.
 
 Every file is written only where it is new or recorded as mxplain's, under the run folder's lock,
 and recorded (:func:`mxplain.runfolder.record_written`), so ``mxplain run --overwrite`` removes it
@@ -47,7 +47,7 @@ class ReviewRun:
 
     def __init__(self, path: str | Path):
         from mxplain import config as config_mod
-        from mxplain.report import read_metrics
+        from mxplain.report_html import read_metrics
 
         self.path = Path(path)
         if not (self.path / "metrics.json").is_file() or read_state(self.path) is None:
@@ -205,7 +205,7 @@ class Writes:
                             f"move it away (mxplain never replaces a file it did not write)")
 
     def write(self, rel: str, text: str) -> Path:
-        from mxplain.report import _utf8
+        from mxplain.report_html import _utf8
 
         self.check(rel)
         target = self.run / rel
@@ -283,7 +283,7 @@ def write_page(run_dir, n_pairs: int = DEFAULT_PAIRS, seed: int = 0, out=None,
                delta: float = DEFAULT_DELTA, device: str = "cpu") -> Path:
     """Draw the pairs, render them, write the page and add its key to ``review/pairs.json``."""
     from mxplain.device import resolve_device
-    from mxplain.report import _utf8
+    from mxplain.report_html import _utf8
     from mxplain.review_config import descriptions
     from mxplain.review_page import png_data_uri, render
 
@@ -319,251 +319,4 @@ def write_page(run_dir, n_pairs: int = DEFAULT_PAIRS, seed: int = 0, out=None,
             write_atomic(target, page)
         writes.write(PAIRS_FILE, json.dumps(key, indent=1))
         writes.record()
-    return target
-
-
-# ---- answers ------------------------------------------------------------------------------------
-def read_answers(path) -> tuple[dict, bytes]:
-    """An answers file (as the page downloads it): its JSON object and raw bytes; unreadable, not
-    UTF-8, not JSON (a truncated download) or not an answers file: a :class:`UserError`."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read answers {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"answers {str(path)!r} are not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"answers {str(path)!r} are not valid JSON ({exc.msg} at line "
-                        f"{exc.lineno}, column {exc.colno}): a truncated or damaged file") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{str(path)!r} is not an answers file of an mxplain review page (no "
-                        f"\"format\": \"{FORMAT}\")")
-    return doc, raw
-
-
-def check_answers(doc: dict, key: dict, where: str) -> list[dict]:
-    """The answers of one file checked against the run's key; one record per answer (reviewer,
-    set, pair, attribute, answer, the side with more, seconds)."""
-    from mxplain.review_stats import ANSWERS
-
-    if doc.get("run_id") != key.get("run_id"):
-        raise UserError(f"answers {where} belong to another run (id {doc.get('run_id')!r}; this "
-                        f"run's is {key.get('run_id')!r})")
-    sid = doc.get("set_id")
-    if not isinstance(sid, str) or sid not in key["sets"]:
-        raise UserError(f"answers {where} are of a review page this run did not write "
-                        f"(set {sid!r}); known sets: {', '.join(sorted(key['sets'])) or 'none'}")
-    pairs = key["sets"][sid]["pairs"]
-    reviewer = doc.get("reviewer")
-    if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > 200:
-        raise UserError(f"answers {where} have no reviewer name (1 to 200 characters)")
-    if doc.get("pair_ids") != key["sets"][sid]["order"]:
-        raise UserError(f"answers {where}: their pair ids differ from those of page {sid} "
-                        f"(tampered or edited)")
-    rows = doc.get("answers")
-    if not isinstance(rows, list) or not rows:
-        raise UserError(f"answers {where} hold no answers")
-    out, seen = [], set()
-    for n, row in enumerate(rows, 1):
-        pid = row.get("pair") if isinstance(row, dict) else None
-        if not isinstance(pid, str) or pid not in pairs:
-            raise UserError(f"answers {where}: answer {n} names pair {pid!r}, which page {sid} "
-                            f"does not have (tampered pair id)")
-        if pid in seen:
-            raise UserError(f"answers {where}: pair {pid!r} is answered twice (duplicate)")
-        seen.add(pid)
-        if row.get("answer") not in ANSWERS:
-            raise UserError(f"answers {where}: answer {n} is {row.get('answer')!r}; one of "
-                            f"{', '.join(ANSWERS)} expected")
-        secs = row.get("seconds")
-        ok = isinstance(secs, (int, float)) and not isinstance(secs, bool) and 0 <= secs < 1e7
-        out.append({"reviewer": reviewer.strip(), "set": sid, "pair": pid,
-                    "attribute": pairs[pid]["attribute"], "answer": row["answer"],
-                    "more": pairs[pid]["more"], "seconds": float(secs) if ok else None})
-    return out
-
-
-def _stored(run: Path, key: dict) -> list[tuple[str, list[dict]]]:
-    """The answers imported before: ``(review/answers/<file>, records)`` for each copy."""
-    folder = Path(run) / ANSWERS_DIR
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rel = path.relative_to(run).as_posix()
-        doc, _raw = read_answers(path)
-        out.append((rel, check_answers(doc, key, repr(rel))))
-    return out
-
-
-def _no_duplicates(batches: list[tuple[str, list[dict]]]) -> None:
-    """One answer per reviewer and pair over every file (imported before or now)."""
-    first: dict[tuple[str, str], str] = {}
-    for where, records in batches:
-        for r in records:
-            k = (r["reviewer"], r["pair"])
-            if k in first:
-                raise UserError(f"reviewer {r['reviewer']!r} answered pair {r['pair']!r} in "
-                                f"both {first[k]} and {where} (duplicate answers)")
-            first[k] = where
-
-
-def import_answers(run_dir, files) -> dict:
-    """Check ``files`` against the run's key and every earlier import, keep a copy of each, and
-    write the review statistics of all answers to ``metrics.json`` and the report. Returns the
-    ``review`` section. Nothing is written when any file is refused."""
-    from mxplain.report import write_report
-    from mxplain.review_stats import summarize
-
-    if not files:
-        raise UserError("--import needs at least one answers file")
-    run = ReviewRun(run_dir)
-    with locked(run.path):
-        rid = run.run_id()
-        key = read_key(run.path, rid)
-        if not key["sets"]:
-            raise UserError(f"run {str(run.path)!r} has no review page yet (no {PAIRS_FILE}); "
-                            f"write one with `mxplain review {run.path}`")
-        batches = _stored(run.path, key)
-        known = {Path(rel).stem for rel, _ in batches}
-        new = []
-        for f in files:
-            doc, raw = read_answers(f)
-            digest = hashlib.sha256(raw).hexdigest()[:16]
-            if any(rel == f"{ANSWERS_DIR}/{digest}.json" for rel, _ in new):
-                raise UserError(f"answers {str(f)!r} are given twice (duplicate)")
-            if digest in known:
-                raise UserError(f"answers {str(f)!r} were imported before "
-                                f"({ANSWERS_DIR}/{digest}.json)")
-            known.add(digest)
-            new.append((f"{ANSWERS_DIR}/{digest}.json", raw))
-            batches.append((repr(str(f)), check_answers(doc, key, repr(str(f)))))
-        _no_duplicates(batches)
-        records = [r for _, recs in batches for r in recs]
-        review = {"run_id": rid, "sets": {s: {k: v[k] for k in ("n_pairs", "seed", "delta")}
-                                          for s, v in key["sets"].items()},
-                  "files": sorted({rel for rel, _ in batches if rel.startswith(ANSWERS_DIR)} |
-                                  {rel for rel, _ in new}),
-                  "reviewers": sorted({r["reviewer"] for r in records}),
-                  **summarize(records, run.attributes)}
-        writes = Writes(run.path)
-        for rel in [rel for rel, _ in new] + ["metrics.json", "report/index.html"]:
-            writes.check(rel)
-        for rel, raw in new:
-            writes.write(rel, raw.decode("utf-8"))
-        metrics = {**run.metrics, "review": review}
-        writes.write("metrics.json", json.dumps(metrics, indent=1, default=float))
-        write_report(run.path)
-        writes.done.append("report/index.html")
-        writes.record()
-    return review
-
-
-# ---- the simulated reviewer ---------------------------------------------------------------------
-def simulated_answers(left: np.ndarray, right: np.ndarray, pairs: list[dict], measure,
-                      error_rate: float, rng: np.random.Generator) -> list[str]:
-    """A reviewer who sees what the dataset's measurement sees: for each pair the side whose tile
-    measures more of the attribute (``cant_tell`` where the measurement ties, fails (NaN) or does
-    not cover the attribute); a decided answer goes to the other side with probability
-    ``error_rate``."""
-    from mxplain.editor_eval import DEFAULT_MEASURE_ATTRIBUTES
-
-    cols = {name: i for i, name in enumerate(DEFAULT_MEASURE_ATTRIBUTES)}
-    m_left = np.asarray(measure(left), dtype=np.float64)
-    m_right = np.asarray(measure(right), dtype=np.float64)
-    flips = rng.random(len(pairs)) < error_rate
-    out = []
-    for r, p in enumerate(pairs):
-        c = cols.get(p["attribute"])
-        a, b = (m_left[r, c], m_right[r, c]) if c is not None else (np.nan, np.nan)
-        if not (np.isfinite(a) and np.isfinite(b)) or a == b:
-            out.append("cant_tell")
-            continue
-        side = "left" if a > b else "right"
-        if flips[r]:
-            side = "right" if side == "left" else "left"
-        out.append(side)
-    return out
-
-
-def simulate(run_dir, n_pairs: int = DEFAULT_PAIRS, seed: int = 0, delta: float = DEFAULT_DELTA,
-             error_rate: float = 0.0, reviewer: str = "simulated", out=None,
-             device: str = "cpu") -> Path:
-    """Answer the page of ``n_pairs``/``seed``/``delta`` as :func:`simulated_answers` does and
-    write the answers (the page's download format) to ``out`` (default
-    ``review/simulated-<reviewer>-<set>.json`` in the run folder)."""
-    from mxplain.device import resolve_device
-
-    check_options(n_pairs, seed, delta)
-    if isinstance(error_rate, bool) or not isinstance(error_rate, (int, float)) or \
-            not 0 <= error_rate <= 1:
-        raise UserError(f"--error-rate = {error_rate!r}: needs a number in [0, 1]")
-    if not isinstance(reviewer, str) or not reviewer.strip():
-        raise UserError("--reviewer needs a name")
-    run = ReviewRun(run_dir)
-    measure = run.measure()
-    if measure is None:
-        raise UserError(f"the run's dataset {run.cfg['data']['name']!r} measures no attributes "
-                        f"from images; a simulated reviewer needs one that does (synthetic lots)")
-    with locked(run.path):
-        rid = run.run_id()
-        key = read_key(run.path, rid)
-        sid = set_id(rid, n_pairs, seed, float(delta))
-        if sid not in key["sets"]:
-            raise UserError(f"run {str(run.path)!r} has no review page of --pairs {n_pairs} "
-                            f"--seed {seed} --delta {delta:g}; write it first with `mxplain "
-                            f"review {run.path} --pairs {n_pairs} --seed {seed}`")
-        entry = key["sets"][sid]
-        pairs = [{"id": pid, **entry["pairs"][pid]} for pid in entry["order"]]
-        left, right = render_pairs(run.editor(resolve_device(device)), run.store, pairs)
-        name_seed = int.from_bytes(hashlib.sha256(reviewer.encode()).digest()[:4], "little")
-        rng = np.random.default_rng([int(seed), name_seed, 4242])
-        answers = simulated_answers(left, right, pairs, measure, float(error_rate), rng)
-        doc = {"format": FORMAT, "version": 1, "run_id": rid, "set_id": sid,
-               "reviewer": reviewer.strip(), "pair_ids": entry["order"],
-               "answers": [{"pair": p["id"], "answer": a, "seconds": None, "answered_at": None}
-                           for p, a in zip(pairs, answers)],
-               "simulated": {"error_rate": float(error_rate), "measurement":
-                             f"the {run.cfg['data']['name']!r} dataset's measure"}}
-        return _write_answers(run.path, out, json.dumps(doc, indent=1), reviewer.strip(), sid)
-
-
-def _write_answers(run: Path, out, text: str, reviewer: str, sid: str) -> Path:
-    """Simulated answers to ``out``: in the run folder recorded as mxplain's (default
-    ``review/simulated-<reviewer>-<set>.json``), elsewhere only a new path or a file written so
-    before."""
-    from mxplain.outputs import is_within
-
-    if out is None or is_within(out, run):
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in reviewer)
-        rel = (f"review/simulated-{safe}-{sid}.json" if out is None
-               else Path(out).resolve().relative_to(Path(run).resolve()).as_posix())
-        if out is not None and not rel.startswith("review/"):
-            raise UserError(f"--out {str(out)!r}: inside the run folder, answers go below "
-                            f"{str(Path(run) / 'review')!r}")
-        writes = Writes(run)
-        target = writes.write(rel, text)
-        writes.record()
-        return target
-    return _write_outside(Path(out), text)
-
-
-def _write_outside(target: Path, text: str) -> Path:
-    """A simulated answers file outside the run folder: new, or one written here before."""
-    from mxplain.outputs import check_path_text
-
-    target = check_path_text(target, "--out")
-    if target.is_dir() or target.is_symlink():
-        raise UserError(f"--out {str(target)!r} is a folder or a link; give a file path")
-    if target.exists():
-        try:
-            old = json.loads(target.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            old = None
-        if not (isinstance(old, dict) and old.get("format") == FORMAT and "simulated" in old):
-            raise UserError(f"--out {str(target)!r} exists and is not a simulated answers file "
-                            f"mxplain wrote; choose a new path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, text)
     return target
