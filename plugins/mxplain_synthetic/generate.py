@@ -207,7 +207,8 @@ def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> n
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
-def _render_star(args):
+def render_star(args):
+    """``render_tile(*args)``, for a process pool's map."""
     return render_tile(*args)
 
 
@@ -227,7 +228,7 @@ def generate_tiles(attributes: Mapping[str, float], n: int, tile_size: int,
     jobs = [(attrs, int(tile_size), int(s)) for s in seeds]
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=int(workers)) as ex:
-            tiles = list(ex.map(_render_star, jobs, chunksize=max(1, n // (4 * workers))))
+            tiles = list(ex.map(render_star, jobs, chunksize=max(1, n // (4 * workers))))
     else:
         tiles = [render_tile(*j) for j in jobs]
     if not tiles:

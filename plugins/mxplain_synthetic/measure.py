@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -243,9 +244,11 @@ def measure_tile(tile: np.ndarray) -> np.ndarray:
     return np.array([size, poro, poly, facet])
 
 
-def measure_tiles(tiles: np.ndarray) -> np.ndarray:
+def measure_tiles(tiles: np.ndarray, workers: int = 1) -> np.ndarray:
     """Raw measurements ``(N, 4)`` (columns :data:`ATTRIBUTES`, units :data:`UNITS`) of ``uint8``
-    tiles ``(N, H, W)``; NaN where a tile shows nothing measurable (e.g. no crystal)."""
+    tiles ``(N, H, W)``; NaN where a tile shows nothing measurable (e.g. no crystal). Tiles not
+    remembered are measured once each, in a pool of ``workers`` processes when > 1 (the same
+    numbers: each tile is measured alone)."""
     tiles = np.asarray(tiles)
     if tiles.ndim == 2:
         tiles = tiles[None]
@@ -253,21 +256,26 @@ def measure_tiles(tiles: np.ndarray) -> np.ndarray:
         raise ValueError(f"tiles must be (N, H, W), got shape {tiles.shape}")
     if len(tiles) == 0:
         return np.zeros((0, len(ATTRIBUTES)))
-    return np.stack([_remembered(t) for t in tiles])
-
-
-def _remembered(tile: np.ndarray) -> np.ndarray:
-    t = np.ascontiguousarray(tile)
-    key = hashlib.blake2b(t.tobytes(), digest_size=16,
-                          person=f"{t.dtype.str}{t.shape}".encode()[:16]).digest()
-    m = _cache.get(key)
-    if m is None:
-        m = _cache[key] = measure_tile(t)
-        if len(_cache) > CACHE_TILES:
-            _cache.popitem(last=False)
-    else:
-        _cache.move_to_end(key)
-    return m.copy()
+    tiles = np.ascontiguousarray(tiles)
+    person = f"{tiles.dtype.str}{tiles.shape[1:]}".encode()[:16]
+    keys = [hashlib.blake2b(t.tobytes(), digest_size=16, person=person).digest() for t in tiles]
+    found = {k: _cache[k] for k in keys if k in _cache}
+    todo = {k: i for i, k in enumerate(keys) if k not in found}
+    if todo:
+        rows = [tiles[i] for i in todo.values()]
+        if workers > 1 and len(rows) >= 2 * workers:
+            with ProcessPoolExecutor(max_workers=int(workers)) as ex:
+                done = list(ex.map(measure_tile, rows, chunksize=max(1, len(rows) // (4 * workers))))
+        else:
+            done = [measure_tile(t) for t in rows]
+        found.update(zip(todo, done))
+    for k in keys:
+        if k not in _cache:
+            _cache[k] = found[k]
+        _cache.move_to_end(k)
+    while len(_cache) > CACHE_TILES:
+        _cache.popitem(last=False)
+    return np.stack([found[k] for k in keys])
 
 
 def lot_measurement(tiles: np.ndarray) -> np.ndarray:

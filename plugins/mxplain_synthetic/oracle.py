@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ import torch
 from mxplain.errors import UserError
 from mxplain.interfaces import Editor
 from mxplain.store import to_uint8
-from mxplain_synthetic.generate import ATTRIBUTES, render_tile
+from mxplain_synthetic.generate import ATTRIBUTES, render_star, render_tile
+from mxplain_synthetic.lots import NAME, LotRenderer
 
 RENDER_CACHE_BYTES = 64 << 20
 _renders: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -66,13 +68,11 @@ class SyntheticOracleEditor(Editor):
 
     # ---- learned state: the dataset's parameters ----------------------------------------------
     def fit(self, store, ctx) -> dict:
-        from mxplain_synthetic.dataset import SyntheticLots
-
         source = (getattr(store, "attrs", None) or {}).get("source") or {}
-        if source.get("dataset") != SyntheticLots.name:
+        if source.get("dataset") != NAME:
             raise UserError("the synthetic_oracle editor needs a tile store built by the synthetic "
                             f"dataset; {str(store.path)!r} was not")
-        self.dataset_, self._store, self._seeds = SyntheticLots(**source["params"]), store, None
+        self.dataset_, self._store, self._seeds = LotRenderer(source["params"]), store, None
         return {"tiles_indexed": len(self._seed_table())}
 
     def state_dict(self) -> dict:
@@ -81,9 +81,7 @@ class SyntheticOracleEditor(Editor):
         return {"dataset_params": json.dumps(params, sort_keys=True)}
 
     def load_state_dict(self, state: dict) -> None:
-        from mxplain_synthetic.dataset import SyntheticLots
-
-        self.dataset_ = SyntheticLots(**json.loads(state["dataset_params"]))
+        self.dataset_ = LotRenderer(json.loads(state["dataset_params"]))
         self._store, self._seeds = None, None
 
     # ---- editing ------------------------------------------------------------------------------
@@ -109,25 +107,33 @@ class SyntheticOracleEditor(Editor):
             out.append(seed)
         return torch.tensor(out, dtype=torch.int64)
 
-    @staticmethod
-    def _render(attrs: tuple, size: int, seed: int) -> np.ndarray:
-        """``render_tile``, remembered for recent (attributes, size, seed), whatever the oracle:
-        the fidelity protocol and the realism ceiling ask for the same renders again (a clipped
-        +/-delta edit is the sweep's end)."""
-        key = (attrs, size, seed)
-        tile = _renders.get(key)
-        if tile is None:
-            tile = _renders[key] = render_tile(dict(zip(ATTRIBUTES, attrs)), size, seed)
-            while _renders and len(_renders) * size * size > RENDER_CACHE_BYTES:
-                _renders.popitem(last=False)
+    def _render(self, keys: list[tuple]) -> list[np.ndarray]:
+        """``render_tile`` of each (attributes, size, seed), remembered for recent ones whatever
+        the oracle (the fidelity protocol and the realism ceiling ask for the same renders again:
+        a clipped +/-delta edit is the sweep's end); the others rendered once each, in the
+        dataset's ``workers`` processes when > 1, as generation does (the same tiles)."""
+        found = {k: _renders[k] for k in keys if k in _renders}
+        jobs = {k: (dict(zip(ATTRIBUTES, k[0])), k[1], k[2]) for k in keys if k not in found}
+        workers = int(getattr(self.dataset_, "workers", 1))
+        if workers > 1 and len(jobs) >= 2 * workers:
+            with ProcessPoolExecutor(max_workers=workers) as ex:
+                done = list(ex.map(render_star, jobs.values(),
+                                   chunksize=max(1, len(jobs) // (4 * workers))))
         else:
-            _renders.move_to_end(key)
-        return tile
+            done = [render_tile(*j) for j in jobs.values()]
+        found.update(zip(jobs, done))
+        for k in keys:
+            if k not in _renders:
+                _renders[k] = found[k]
+            _renders.move_to_end(k)
+        while _renders and len(_renders) * keys[0][1] ** 2 > RENDER_CACHE_BYTES:
+            _renders.popitem(last=False)
+        return [found[k] for k in keys]
 
     def decode(self, latent: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         a = attributes.detach().double().cpu().clamp(0.0, 1.0).numpy()
         size = int(self.dataset_.tile_size)
-        tiles = [self._render(tuple(map(float, row)), size, int(s))
-                 for row, s in zip(a, latent.tolist())]
+        tiles = self._render([(tuple(map(float, row)), size, int(s))
+                              for row, s in zip(a, latent.tolist())])
         out = torch.from_numpy(np.stack(tiles).astype(np.float32) / 255.0)[:, None]
         return out.to(getattr(self, "device", torch.device("cpu")))

@@ -81,3 +81,22 @@ def test_fidelity_and_ceiling_identical_with_and_without_remembering(built, coun
     assert counted["measure"] < every["measure"] / 2  # the second call is all remembered
     assert counted["render"] < every["render"] / 2
     np.testing.assert_equal(kept, fresh)  # NaN == NaN here
+
+
+def test_workers_measure_and_render_as_the_serial_path(built, tmp_path):
+    ds, store = built
+    kwargs = {"n_tiles_per_lot": 3, "ctx": CTX, "seed": 0, "n_steps": 3,
+              "measure_attributes": store.attributes}
+    measure._cache.clear()
+    oracle._renders.clear()
+    serial = ds.edit_fidelity_ceiling(store, ds.measure, **kwargs)
+    m_serial = ds.measure(store.tiles(1))
+    measure._cache.clear()
+    oracle._renders.clear()
+    pooled = SyntheticLots(**{**ds.get_params(), "workers": 2})
+    np.testing.assert_array_equal(pooled.measure(store.tiles(1)), m_serial)
+    measure._cache.clear()
+    np.testing.assert_equal(pooled.edit_fidelity_ceiling(store, pooled.measure, **kwargs), serial)
+    assert np.isfinite(serial["mean_direction_share"])
+    measure._cache.clear()
+    oracle._renders.clear()
