@@ -339,10 +339,11 @@ class SyntheticLots(Dataset):
     # ---- the measurement module -----------------------------------------------------------
     def measure(self, tiles) -> np.ndarray:
         """Raw image-analysis measurements ``(N, 4)`` of ``uint8`` tiles ``(N, H, W)`` (float
-        tiles in [0, 1] are converted), columns in :data:`ATTRIBUTES` order (see ``measure.py``)."""
+        tiles in [0, 1] are converted), columns in :data:`ATTRIBUTES` order (see ``measure.py``);
+        in ``workers`` processes like generation, the same numbers."""
         from mxplain_synthetic.measure import measure_tiles
 
-        return measure_tiles(_as_uint8(tiles))
+        return measure_tiles(_as_uint8(tiles), workers=int(self.workers))
 
     def segment(self, tiles) -> dict[str, np.ndarray]:
         """Boolean ``holes``, ``boundaries`` and ``crystals`` masks ``(N, H, W)`` of ``uint8`` tiles
