@@ -6,6 +6,7 @@ its own section: its name, its summary's numbers rounded, its figure."""
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,20 @@ def test_a_plugin_explainer_survives_dask_and_has_its_report_section(installed, 
                 in section)
         assert "<tr><th>lots</th><td>4</td></tr>" in section
         assert re.search(r'<img alt="throwaway_bars" src="data:image/png;base64,', section)
+
+
+@pytest.mark.slow
+def test_the_conformance_command_checks_the_installed_plugin(installed):
+    """``python -m mxplain.conformance DISTRIBUTION`` in a fresh process finds the plugin through
+    its entry point: constructor, explain_lot, and a small real run with each fitting predictor
+    (no editor: it needs none) through summarize and report_section."""
+    import subprocess
+
+    from mxplain.conformance import model_pairs
+
+    assert model_pairs("throwaway") == [(p, None) for p in plugins.available("predictor")]
+    done = subprocess.run([sys.executable, "-m", "mxplain.conformance", "mxplain-throwaway"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-2:] == ["ok   explainer throwaway",
+                                             "1 of 1 components conform"]
