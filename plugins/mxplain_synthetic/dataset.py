@@ -29,33 +29,18 @@ from mxplain.interfaces import Dataset, Editor, RunContext
 from mxplain.outputs import prepare_store
 from mxplain.review_config import check_descriptions
 from mxplain.store import LotTable, TileStore
-from mxplain_synthetic.generate import ATTRIBUTES, generate_tiles, tile_seeds
+from mxplain_synthetic.generate import ATTRIBUTES
+from mxplain_synthetic.lots import (  # noqa: F401  (SAMPLINGS, sample_attributes: imported from here)
+    NAME,
+    SAMPLINGS,
+    LotRenderer,
+    sample_attributes,
+)
 
 DEFAULT_LAW = {"size": -2.0, "porosity": 0.5, "polydispersity": 1.0, "facetness": 1.5}
-SAMPLINGS = ("lhs", "uniform")
 PROPERTIES = ("law", "simulated")
 #: the masks :meth:`SyntheticLots.segment` returns (``measure.segment``'s structures)
 SEGMENTED = ("holes", "boundaries", "crystals")
-
-
-def sample_attributes(n_lots: int, seed, method: str = "lhs") -> np.ndarray:
-    """``(n_lots, 4)`` lot attributes in [0.05, 0.95]: a Latin hypercube optimised for an even
-    spread (centred-discrepancy, up to 256 lots; attributes nearly uncorrelated), or independent
-    uniform draws.
-    ``seed`` is an int or a ``numpy.random.SeedSequence``."""
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    rng = np.random.default_rng(ss)
-    if method == "lhs":
-        from scipy.stats import qmc
-
-        # the discrepancy optimisation costs ~n^2: plain LHS beyond a few hundred lots
-        opt = "random-cd" if n_lots <= 256 else None
-        u = qmc.LatinHypercube(d=len(ATTRIBUTES), optimization=opt, seed=rng).random(n_lots)
-    elif method == "uniform":
-        u = rng.random((n_lots, len(ATTRIBUTES)))
-    else:
-        raise UserError(f"[data] attribute_sampling = {method!r}: use one of {list(SAMPLINGS)}")
-    return 0.05 + 0.9 * u
 
 
 def _is_int(x) -> bool:
@@ -75,7 +60,7 @@ class SyntheticLots(Dataset):
     ``mxplain review`` shows; ``None`` = the built-in definitions of the four attributes).
     """
 
-    name: ClassVar[str] = "synthetic"
+    name: ClassVar[str] = NAME
     attributes: ClassVar[tuple[str, ...]] = ATTRIBUTES
     #: :meth:`segment`'s structures and the attribute each carries (pin-holes: porosity; crystal
     #: edges: size, the smaller the crystals the more edge per pixel)
@@ -214,10 +199,12 @@ class SyntheticLots(Dataset):
         width = max(3, len(str(self.n_lots - 1)))
         return [f"lot{i:0{width}d}" for i in range(self.n_lots)]
 
+    def _lots(self) -> LotRenderer:
+        return LotRenderer(self.get_params())
+
     def lot_attributes(self) -> np.ndarray:
         """``(n_lots, 4)`` nominal attributes in :data:`ATTRIBUTES` order."""
-        ss = np.random.SeedSequence(self.seed, spawn_key=(0,))
-        return sample_attributes(self.n_lots, ss, self.attribute_sampling)
+        return self._lots().lot_attributes()
 
     def lot_properties(self, attributes: np.ndarray | None = None) -> np.ndarray:
         """The law applied to each lot's attributes, with the lot's own noise."""
@@ -246,19 +233,15 @@ class SyntheticLots(Dataset):
 
     def lot_tiles(self, index: int, attributes: np.ndarray | None = None) -> np.ndarray:
         """Lot ``index``'s tiles, ``uint8`` ``(tiles_per_lot, H, W)``, regenerated from its seed."""
-        if not 0 <= index < self.n_lots:
-            raise UserError(f"lot index {index} outside 0..{self.n_lots - 1}")
-        a = self.lot_attributes()[index] if attributes is None else attributes
-        return generate_tiles(dict(zip(ATTRIBUTES, map(float, a))), self.tiles_per_lot,
-                              self.tile_size, self._lot_rng(index), workers=self.workers)
+        return self._lots().lot_tiles(index, attributes)
 
     def _lot_rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2, int(index))))
+        return self._lots().lot_rng(index)
 
     def tile_seeds(self, index: int) -> np.ndarray:
         """The render seed of each of lot ``index``'s tiles (``render_tile(attributes, size,
         seed)`` gives the tile back)."""
-        return tile_seeds(self._lot_rng(index), self.tiles_per_lot)
+        return self._lots().tile_seeds(index)
 
     def edit_fidelity_ceiling(self, store, measure=None, **kwargs) -> dict:
         """:func:`mxplain.editor_eval.edit_fidelity` of the generator itself used as the editor

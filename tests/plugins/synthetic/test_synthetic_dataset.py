@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import mxplain_synthetic.dataset as dsmod
+import mxplain_synthetic.lots as lots_mod  # the lots are rendered there
 from mxplain import plugins
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
@@ -67,7 +67,7 @@ def test_build_round_trip(tmp_path):
 def test_resume_after_interruption(tmp_path, monkeypatch):
     ds = SyntheticLots(**SMALL)
     ref = ds.build(tmp_path / "ref.zarr", CTX)
-    real, calls = dsmod.generate_tiles, []
+    real, calls = lots_mod.generate_tiles, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -76,7 +76,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     path = tmp_path / "tiles.zarr"
-    monkeypatch.setattr(dsmod, "generate_tiles", failing)
+    monkeypatch.setattr(lots_mod, "generate_tiles", failing)
     with pytest.raises(KeyboardInterrupt):
         ds.build(path, CTX)
     with pytest.raises(UserError, match="incomplete"):
@@ -88,7 +88,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dsmod, "generate_tiles", counting)
+    monkeypatch.setattr(lots_mod, "generate_tiles", counting)
     store = ds.build(path, CTX, resume=True)
     assert len(calls) == 2  # only the two missing lots were generated
     for i in range(4):
