@@ -150,7 +150,7 @@ def explainer_sections(run_dir: Path, metrics: dict, figures: list[Path],
             into, names = merged[section.title]
             into.paragraphs += section.paragraphs
             into.tables += section.tables
-            into.figures += [f for f in section.figures if f not in into.figures]
+            into.figures = sorted({*into.figures, *section.figures}, key=lambda f: f.name)
             names.append(name)
         else:
             merged[section.title] = (section, [name])
