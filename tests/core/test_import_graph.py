@@ -1,6 +1,7 @@
 """The import graph of ``core/`` and ``plugins/``: no cycle, no plugin importing another plugin,
 and the size limits (no function over 80 lines, no file over 450). Every import counts, at module
-level or inside a function, so a cycle cannot be hidden by moving an import into a function."""
+level or inside a function, so a cycle cannot be hidden by moving an import into a function; only
+imports under ``if TYPE_CHECKING:`` are left out (:func:`_is_type_checking` says why)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,16 @@ def _path_through(comp: list[str], edges: dict[str, list[str]]) -> list[str]:
 def test_cycle_search_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "p": set(), "p.m": {"p"}}
     assert _cycles(graph) == [(["a", "b", "c", "a"], ["a", "b", "c"])]
+
+
+def test_imports_resolve_relative_function_level_and_from_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nfrom . import b\nfrom .c import f\n"
+                              "import numpy\n\ndef g():\n    import pkg.d\n\n"
+                              "if TYPE_CHECKING:\n    import pkg.e\n")
+    modules = {m: pkg / "x.py" for m in ("pkg", "pkg.a", "pkg.b", "pkg.c", "pkg.d", "pkg.e")}
+    assert _imports("pkg.a", pkg / "a.py", modules) == {"pkg.b", "pkg.c", "pkg.d"}
 
 
 def test_no_import_cycle():
