@@ -45,7 +45,11 @@ def test_explainer(name, tiny, tmp_path):
 
 
 def explainer_runs():
-    return [pytest.param(name, pred, editor, id=f"{name}:{pred}+{editor or 'none'}")
+    """Every fitting pair; those where the explainer falls back for what the pair lacks (the
+    backward search's SPSA, 20-80 s each on a shared CPU) marked slow."""
+    return [pytest.param(name, pred, editor, id=f"{name}:{pred}+{editor or 'none'}",
+                         marks=[pytest.mark.slow] if conformance.fallbacks(name, pred, editor)
+                         else [])
             for name in plugins.available("explainer")
             for pred, editor in conformance.model_pairs(name)]
 

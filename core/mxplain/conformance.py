@@ -35,6 +35,7 @@ from mxplain.conformance_run import (  # noqa: F401 (the suite's names, re-expor
     check_constructor,
     check_summary_and_section,
     expect,
+    fallbacks,
     make,
     model_pairs,
 )

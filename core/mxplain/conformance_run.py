@@ -42,23 +42,34 @@ def _offered(kind: str, name: str) -> frozenset[str]:
     return frozenset(cls.capabilities({**cls.param_defaults(), **cls.test_params}))
 
 
+def _needs_and_uses(name: str) -> tuple[frozenset[str], frozenset[str]]:
+    cls = plugins.get("explainer", name)
+    params = {**cls.param_defaults(), **cls.test_params}
+    return frozenset(cls.requirements(params)), frozenset(cls.uses(params))
+
+
+def offered_by(pred: str, editor: str | None) -> frozenset[str]:
+    """What a predictor and an editor (or none) offer an explainer (names of
+    :data:`~mxplain.interfaces.NEEDS`; the tiny store names its attributes)."""
+    offered = {"predictor", "attributes"} | _offered("predictor", pred)
+    if editor is not None:
+        offered |= {"editor"} | _offered("editor", editor)
+    return frozenset(offered)
+
+
 def model_pairs(name: str) -> list[tuple[str, str | None]]:
     """``(predictor, editor)`` pairs that fit explainer ``name`` (with its ``test_params``) by
     what they declare: every editor where it needs or uses one (``None`` otherwise)."""
-    cls = plugins.get("explainer", name)
-    params = {**cls.param_defaults(), **cls.test_params}
-    needs = frozenset(cls.requirements(params))
-    wants_editor = "editor" in needs | frozenset(cls.uses(params))
-    editors = plugins.available("editor") if wants_editor else [None]
-    pairs = []
-    for pred in plugins.available("predictor"):
-        for editor in editors:
-            offered = {"predictor", "attributes"} | _offered("predictor", pred)
-            if editor is not None:
-                offered |= {"editor"} | _offered("editor", editor)
-            if needs <= offered:
-                pairs.append((pred, editor))
-    return pairs
+    needs, uses = _needs_and_uses(name)
+    editors = plugins.available("editor") if "editor" in needs | uses else [None]
+    return [(pred, editor) for pred in plugins.available("predictor") for editor in editors
+            if needs <= offered_by(pred, editor)]
+
+
+def fallbacks(name: str, pred: str, editor: str | None) -> frozenset[str]:
+    """What explainer ``name`` uses where offered but the pair does not offer (its slower
+    fallback runs instead, e.g. the backward search's SPSA without gradients)."""
+    return _needs_and_uses(name)[1] - offered_by(pred, editor)
 
 
 def check_constructor(kind: str, name: str) -> None:
