@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from mxplain.errors import UserError
+from mxplain.studies.generators import GENERATORS
 
 MARKER = "mxplain_study"
 STUDY = "augmentation"
-GENERATORS = ("texturevae", "grf")
 
 
 def _editor_defaults() -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxplain.studies.augmentation import GENERATORS
+from mxplain.studies.generators import GENERATORS
 
 LABELS = {"texturevae": "TextureVAE (latent neighbourhood)", "grf": "GRF, fixed pore fraction"}
 SHORT = {"texturevae": "TextureVAE", "grf": "GRF"}

@@ -26,6 +26,7 @@ from mxplain.errors import UserError
 from mxplain.simulate import PhaseConductivity, as_unit_float
 from mxplain.store import to_tensor, to_uint8
 
+GENERATORS = ("texturevae", "grf")  # the study's two pools, in its order
 CORRELATIONS = tuple(np.round(np.arange(0.5, 8.01, 0.25), 2))
 MAX_LAG = 8
 
