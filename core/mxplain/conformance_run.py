@@ -89,9 +89,8 @@ def check_constructor(kind: str, name: str) -> None:
 def small_run(name: str, pred: str, editor: str | None, tiny, out: Path):
     """Explainer ``name`` over every lot of the tiny store with the fitted ``pred`` and
     ``editor``: its results cube (``out/results.zarr``), context and the explainer."""
-    from mxplain.components import dataset_knowledge
+    from mxplain.components import dataset_knowledge, explain_lot_values
     from mxplain.cube import BASE_VARIABLES, EDITOR_VARIABLES, CubeWriter, cube_layout, open_results
-    from mxplain.pipeline import explain_lot_values
 
     store, exp = tiny.store, make("explainer", name)
     ctx = ExplainContext(out_dir=out, progress=False, batch_size=16,
