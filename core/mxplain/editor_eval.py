@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mxplain.editing import edit_batched, editor_device, encode_batched
 from mxplain.figures import save_figure
 from mxplain.interfaces import Editor, RunContext
-from mxplain.store import to_tensor, to_uint8
+from mxplain.store import to_tensor
 
 #: the synthetic lots' measurement columns (``mxplain.review`` reads them); :func:`edit_fidelity`
 #: takes the tile store's attributes where it is given no columns
@@ -47,34 +48,6 @@ def sample_tiles(store, n_tiles_per_lot: int = 8, seed: int = 0,
                  lots: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n_tiles_per_lot`` tiles of every lot (seeded): ``uint8 (N, H, W)`` and lot indices."""
     return store.all_tiles(lots, max_per_lot=n_tiles_per_lot, seed=seed)
-
-
-def _editor_device(editor: Editor) -> torch.device:
-    return torch.device(getattr(editor, "device", "cpu"))
-
-
-def _edit_batched(editor: Editor, latent, attrs: torch.Tensor, batch: int) -> np.ndarray:
-    """Decode ``attrs`` (N, K) for a precomputed latent, batched -> uint8 (N, H, W)."""
-    from mxplain.interfaces import latent_take
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(attrs), batch):
-            sl = slice(i, i + batch)
-            y = editor.decode(latent_take(latent, sl), attrs[sl].to(_editor_device(editor)))
-            out.append(to_uint8(y.float().cpu()))
-    return np.concatenate(out)
-
-
-def _encode_batched(editor: Editor, tiles: torch.Tensor, batch: int):
-    """Encode in batches; the latent is kept on the editor's device (tensor or tuple)."""
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(tiles), batch):
-            parts.append(editor.encode(tiles[i:i + batch].to(_editor_device(editor))))
-    if isinstance(parts[0], (tuple, list)):
-        return type(parts[0])(torch.cat([p[j] for p in parts]) for j in range(len(parts[0])))
-    return torch.cat(parts)
 
 
 def _measure(measure: Measure, tiles_u8: np.ndarray) -> np.ndarray:
@@ -112,7 +85,7 @@ def _delta_edits(editor: Editor, latent, measure: Measure, a0: torch.Tensor, j: 
         a = a0.clone()
         a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
         step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
-        m = _measure(measure, _edit_batched(editor, latent, a, batch_size))
+        m = _measure(measure, edit_batched(editor, latent, a, batch_size))
         change = (m - m_rec) / spread
         measured = np.isfinite(change[:, col])
         valid = (np.abs(step) > 1e-6) & measured
@@ -164,9 +137,9 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
     tiles_u8, lot_idx = sample_tiles(store, n_tiles_per_lot, seed)
     a0 = torch.from_numpy(store.lot_attributes[lot_idx].astype(np.float32))
     n, k = a0.shape
-    latent = _encode_batched(editor, to_tensor(tiles_u8), batch_size)
+    latent = encode_batched(editor, to_tensor(tiles_u8), batch_size)
     m_orig = _measure(measure, tiles_u8)
-    m_rec = _measure(measure, _edit_batched(editor, latent, a0, batch_size))
+    m_rec = _measure(measure, edit_batched(editor, latent, a0, batch_size))
     spread = np.nanstd(m_orig, axis=0)
     spread = np.where(spread > 0, spread, 1.0)
     values = np.linspace(0.0, 1.0, n_steps)
@@ -179,7 +152,7 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
         for s, v in enumerate(values):
             a = a0.clone()
             a[:, j] = float(v)
-            sweep[s] = _measure(measure, _edit_batched(editor, latent, a, batch_size))[:, col]
+            sweep[s] = _measure(measure, edit_batched(editor, latent, a, batch_size))[:, col]
         req = np.repeat(values[:, None], n, axis=1)
         per_tile = [_spearman(values, sweep[:, i]) for i in range(n)]
         per_tile = [r for r in per_tile if np.isfinite(r)]
@@ -211,8 +184,8 @@ def reconstruction_error(editor: Editor, store, n_tiles_per_lot: int = 8, seed: 
     l1 = mse = 0.0
     with torch.no_grad():
         for i in range(0, len(t), batch_size):
-            x = t[i:i + batch_size].to(_editor_device(editor))
-            y = editor.edit(x, a[i:i + batch_size].to(_editor_device(editor))).float()
+            x = t[i:i + batch_size].to(editor_device(editor))
+            y = editor.edit(x, a[i:i + batch_size].to(editor_device(editor))).float()
             l1 += float((y - x).abs().mean(dim=(1, 2, 3)).sum())
             mse += float(((y - x) ** 2).mean(dim=(1, 2, 3)).sum())
     l1, mse = l1 / len(t), mse / len(t)
@@ -236,7 +209,7 @@ def edit_grid_figure(editor: Editor, store, path: str | Path, n_tiles: int = 3,
     t = to_tensor(tiles_u8)
     a0 = torch.from_numpy(store.lot_attributes[lot_idx].astype(np.float32))
     k, nt = len(attrs), len(t)
-    dev = _editor_device(editor)
+    dev = editor_device(editor)
     fig, axes = plt.subplots(k, 3 * nt, figsize=(1.8 * 3 * nt, 1.9 * k), squeeze=False)
     with torch.no_grad():
         latent = editor.encode(t.to(dev))

@@ -247,13 +247,14 @@ def effect_intervals(editor, store, measure, probe: Probe, slopes: dict, n_tiles
     fixed)."""
     import torch
 
-    from mxplain.editor_eval import _edit_batched, _encode_batched, sample_tiles
+    from mxplain.editing import edit_batched, encode_batched
+    from mxplain.editor_eval import sample_tiles
     from mxplain.store import to_tensor
 
     tiles, lot_idx = sample_tiles(store, n_tiles_per_lot, seed)
     a0 = torch.from_numpy(store.lot_attributes[lot_idx].astype(np.float32))
-    latent = _encode_batched(editor, to_tensor(tiles), 64)
-    rec = measure(_edit_batched(editor, latent, a0, 64))
+    latent = encode_batched(editor, to_tensor(tiles), 64)
+    rec = measure(edit_batched(editor, latent, a0, 64))
     names = list(editor.attributes or store.attributes)
     rng, out = np.random.default_rng(seed), {}
     for col, name in enumerate(probe.attributes):
@@ -265,7 +266,7 @@ def effect_intervals(editor, store, measure, probe: Probe, slopes: dict, n_tiles
             a = a0.clone()
             a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
             step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
-            change = measure(_edit_batched(editor, latent, a, 64))[:, col] - rec[:, col]
+            change = measure(edit_batched(editor, latent, a, 64))[:, col] - rec[:, col]
             per_tile.append(np.where(np.abs(step) > 1e-6, change / np.where(
                 np.abs(step) > 1e-6, step, 1.0), np.nan))
         per_tile = np.nanmean(np.stack(per_tile, axis=1), axis=1)

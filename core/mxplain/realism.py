@@ -129,12 +129,12 @@ def edit_targets(a0: np.ndarray, delta: float, seed: int) -> tuple[np.ndarray, n
 def _editor_tiles(editor: Editor, tiles_u8: np.ndarray, a0: np.ndarray, a_edit: np.ndarray,
                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The editor's reconstructions (at ``a0``) and edits (at ``a_edit``) of ``tiles_u8``, uint8."""
-    from mxplain.editor_eval import _edit_batched, _encode_batched
+    from mxplain.editing import edit_batched, encode_batched
     from mxplain.store import to_tensor
 
-    latent = _encode_batched(editor, to_tensor(tiles_u8), batch_size)
-    rec = _edit_batched(editor, latent, torch.from_numpy(a0.astype(np.float32)), batch_size)
-    edit = _edit_batched(editor, latent, torch.from_numpy(a_edit.astype(np.float32)), batch_size)
+    latent = encode_batched(editor, to_tensor(tiles_u8), batch_size)
+    rec = edit_batched(editor, latent, torch.from_numpy(a0.astype(np.float32)), batch_size)
+    edit = edit_batched(editor, latent, torch.from_numpy(a_edit.astype(np.float32)), batch_size)
     return rec, edit
 
 

@@ -170,7 +170,7 @@ def render_pairs(editor, store, pairs: list[dict], batch_size: int = 32):
     """The two tiles of each pair as the page shows them: ``uint8`` ``(N, H, W)`` left and right."""
     import torch
 
-    from mxplain.editor_eval import _edit_batched, _encode_batched
+    from mxplain.editing import edit_batched, encode_batched
     from mxplain.store import to_tensor
 
     if not pairs:
@@ -181,9 +181,9 @@ def render_pairs(editor, store, pairs: list[dict], batch_size: int = 32):
     a1 = a0.copy()
     for r, p in enumerate(pairs):
         a1[r, p["attribute_index"]] = p["after"]
-    latent = _encode_batched(editor, to_tensor(tiles), batch_size)
-    rec = _edit_batched(editor, latent, torch.from_numpy(a0), batch_size)
-    edit = _edit_batched(editor, latent, torch.from_numpy(a1), batch_size)
+    latent = encode_batched(editor, to_tensor(tiles), batch_size)
+    rec = edit_batched(editor, latent, torch.from_numpy(a0), batch_size)
+    edit = edit_batched(editor, latent, torch.from_numpy(a1), batch_size)
     on_left = np.array([p["edit_side"] == "left" for p in pairs])[:, None, None]
     return np.where(on_left, edit, rec), np.where(on_left, rec, edit)
 
