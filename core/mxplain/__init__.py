@@ -74,9 +74,9 @@ def load_checkpoint(path, device="cpu"):
     the registered components, its parameters and state read without executing code
     (``torch.load(weights_only=True)``). ``device``: where its tensors go. A file that is not an
     mxplain checkpoint, or names a component that is not installed, is a ``UserError``."""
-    from mxplain.checkpoint import load
+    from mxplain.plugins import load_checkpoint as _load
 
-    return load(path, device)
+    return _load(path, device)
 
 
 __all__ += ["run", "create_predictor", "create_editor", "create_explainer", "create_dataset",

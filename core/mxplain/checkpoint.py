@@ -3,8 +3,8 @@
 Loading uses ``torch.load(weights_only=True)``, so a file holding a pickled object is refused instead
 of executed. Saving checks the same first (:func:`check_plain`): a state that holds an object (a
 scikit-learn estimator, a numpy array) is refused when it is saved, naming the key, with how to
-store it as plain data instead. :func:`load` rebuilds any registered component from its file
-(``mxplain.load_checkpoint``).
+store it as plain data instead. :func:`mxplain.plugins.load_checkpoint` rebuilds any registered
+component from its file (``mxplain.load_checkpoint``).
 """
 
 from __future__ import annotations
@@ -149,16 +149,6 @@ def load_component(cls, path: str | Path, device="cpu"):
                               else str(exc))
         raise UserError(f"checkpoint {str(path)!r} does not fit {cls.name!r}: {msg}") from None
     return component
-
-
-def load(path: str | Path, device="cpu"):
-    """The component saved in ``path``, whatever its kind: its class found by the checkpoint's
-    kind and name among the registered components, rebuilt without executing code from the file
-    (``mxplain.load_checkpoint``). A predictor predicts, an editor edits as when it was saved."""
-    from mxplain import plugins
-
-    payload = read_checkpoint(path)
-    return load_component(plugins.get(payload["kind"], payload["name"]), path, device)
 
 
 def _refused_object(message: str) -> str:

@@ -172,3 +172,13 @@ def list_components() -> list[dict[str, str]]:
                 {"name": e.name, "kind": kind, "distribution": e.distribution, "version": e.version}
             )
     return out
+
+
+def load_checkpoint(path, device="cpu"):
+    """The component saved in ``path``, whatever its kind: its class found by the checkpoint's
+    kind and name among the registered components, rebuilt without executing code from the file
+    (``mxplain.load_checkpoint``). A predictor predicts, an editor edits as when it was saved."""
+    from mxplain.checkpoint import load_component, read_checkpoint
+
+    payload = read_checkpoint(path)
+    return load_component(get(payload["kind"], payload["name"]), path, device)
