@@ -335,12 +335,12 @@ class TextureVAEEditor(Editor):
         x, lot_idx = self._load_tiles(store)
         metrics = train_vae(self, x, ctx)
         metrics["probe"] = self.fit_probe(x, lot_idx, store.lot_attributes)
-        from mxplain_texturevae.evaluate import texture_scores
+        from mxplain_texturevae.quality import texture_scores
 
         metrics["texture"] = texture_scores(self, x, n_tiles=min(32, len(x)), seed=self.seed,
                                             lots=lot_idx)
         if self.figures and ctx.figures_dir is not None:
-            from mxplain_texturevae.evaluate import save_figures
+            from mxplain_texturevae.quality import save_figures
 
             try:
                 metrics["figures"] = save_figures(self, x, ctx.figures_dir, seed=self.seed)

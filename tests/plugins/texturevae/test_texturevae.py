@@ -11,7 +11,7 @@ import torch
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
 from mxplain_texturevae.editor import TextureVAEEditor
-from mxplain_texturevae.evaluate import (
+from mxplain_texturevae.quality import (
     gram_similarity,
     texture_scores,
     traversal,
@@ -207,7 +207,7 @@ def test_untrained_editor_is_a_user_error():
 
 
 def test_figures_written(fitted, store, tmp_path):
-    from mxplain_texturevae.evaluate import save_figures
+    from mxplain_texturevae.quality import save_figures
 
     ed, _ = fitted
     xs = torch.cat([store.lot(i).tiles for i in range(6)])
