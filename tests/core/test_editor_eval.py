@@ -1,9 +1,14 @@
 """mxplain.editor_eval on editors whose behaviour is known exactly, and on a tiny AttGAN."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from attgan_data import ATTRS, make_store, one_thread, stand_in_measure  # noqa: F401
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "plugins" / "attgan"))  # attgan_data.py
+from attgan_data import ATTRS, make_store, one_thread, stand_in_measure  # noqa: E402, F401
 
 from mxplain import editor_eval as ee
 from mxplain.interfaces import Editor, NoLearnedState, RunContext

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "plugins" / "wideresnet"))  # blobs.py
 from blobs import make_store  # noqa: E402
 
 from mxplain_wideresnet.predictor import augment_batch  # noqa: E402
