@@ -85,6 +85,20 @@ def _check_model_attributes(model, store: TileStore, kind: str) -> None:
                         f"{list(store.attributes)}")
 
 
+IMPORTED_SECTIONS = ("review",)  # written into metrics.json after a run (mxplain review --import)
+
+
+def _keep_imported(path: Path, metrics: dict) -> None:
+    """A resumed run rewrites ``metrics.json``: the sections other commands imported into it (the
+    experts' review of this run's editor, the same config's) are carried over, not dropped."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(old, dict):
+        metrics.update({k: old[k] for k in IMPORTED_SECTIONS if k in old})
+
+
 def run(cfg: dict | str | Path | None = None, out: str | Path = "mxplain-run",
         device: str | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, scheduler: str | None = None, workers: int | None = None) -> Path:
@@ -206,6 +220,8 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         metrics[kind]["gradient_probe"] = why  # treated as not differentiable in this run
     metrics["timings_seconds"] = timings
     metrics["provenance"] = {**provenance(cfg, dev), **run_info}
+    if resume:
+        _keep_imported(folder.path / "metrics.json", metrics)
     write_atomic(folder.path / "metrics.json", json.dumps(metrics, indent=1, default=float))
     folder.record()
     if run_cfg["report"]:

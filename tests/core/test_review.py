@@ -142,6 +142,10 @@ def test_simulated_reviewers_import_and_kappa(runs, tmp_path, capsys):
     assert len(review["files"]) == 3
     html = (run / "report" / "index.html").read_text()
     assert "Trust: expert review" in html and "contrary" in html
+    pipeline.run(run.parent / "a.toml", out=run, device="cpu", progress=False, resume=True)
+    resumed = json.loads((run / "metrics.json").read_text())  # the import survives a resume
+    assert resumed["review"] == review and "Trust: expert review" in (
+        run / "report" / "index.html").read_text()
 
 
 def test_bad_answers_are_one_error_and_leave_metrics(runs, tmp_path, capsys):
