@@ -191,14 +191,7 @@ def open_results(path: str | Path, verify: bool = True) -> xr.Dataset:
     path = Path(path)
     if (path / "results.zarr").exists():
         path = path / "results.zarr"
-    if not path.exists():
-        raise UserError(f"results cube {str(path)!r} does not exist")
-    try:
-        attrs = zarrio.read_attrs(path)
-    except Exception:
-        raise UserError(f"{str(path)!r} is not a zarr store") from None
-    if attrs.get("mxplain_results_cube") != FORMAT_VERSION:
-        raise UserError(f"{str(path)!r} is not an mxplain results cube")
+    zarrio.read_marked(path, "results cube", "mxplain_results_cube", FORMAT_VERSION)
     if verify:
         zarrio.verify_or_unflag(path, FLAG, "results cube", repair=False)
     return zarrio.open_dataset(path)

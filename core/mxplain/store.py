@@ -198,15 +198,7 @@ class TileStore:
     def open(cls, path: str | Path) -> TileStore:
         """Open a complete tile store; anything else is a :class:`UserError` naming the path."""
         path = Path(path)
-        if not path.exists():
-            raise UserError(f"tile store {str(path)!r} does not exist")
-        try:
-            attrs = zarrio.read_attrs(path)
-        except Exception:
-            raise UserError(f"{str(path)!r} is not a zarr store") from None
-        if attrs.get("mxplain_tile_store") != FORMAT_VERSION:
-            raise UserError(f"{str(path)!r} is a zarr store but not an mxplain tile store "
-                            f"(no 'mxplain_tile_store' attribute)")
+        attrs = zarrio.read_marked(path, "tile store", "mxplain_tile_store", FORMAT_VERSION)
         if not attrs.get("complete"):
             raise UserError(f"tile store {str(path)!r} is incomplete (an interrupted write); "
                             f"rerun with --resume")

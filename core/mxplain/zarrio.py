@@ -249,6 +249,22 @@ def read_attrs(path: Path) -> dict:
         return dict(zarr.open_group(str(path), mode="r").attrs)
 
 
+def read_marked(path: Path, what: str, marker: str, version) -> dict:
+    """The attributes of the mxplain store ``path`` whose ``marker`` attribute is ``version``;
+    a missing path, a folder that is no zarr store, or another zarr store is a :class:`UserError`
+    naming the path and ``what`` it should be (e.g. ``"tile store"``)."""
+    if not path.exists():
+        raise UserError(f"{what} {str(path)!r} does not exist")
+    try:
+        attrs = read_attrs(path)
+    except Exception:
+        raise UserError(f"{str(path)!r} is not a zarr store") from None
+    if attrs.get(marker) != version:
+        raise UserError(f"{str(path)!r} is a zarr store but not an mxplain {what} "
+                        f"(no {marker!r} attribute)")
+    return attrs
+
+
 def open_dataset(path: Path) -> xr.Dataset:
     with quiet():
         return xr.open_zarr(path, consolidated=True)

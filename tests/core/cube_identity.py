@@ -18,28 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-CONFIG = """
-[data]
-name = "synthetic"
-n_lots = 4
-tiles_per_lot = 6
-tile_size = 32
-seed = 3
-[predictor]
-name = "wideresnet"
-depth = 10
-widen = 1
-epochs = 1
-batch_size = 8
-[editor]
-name = "attgan"
-enc_dim = 8
-dec_dim = 8
-dis_dim = 8
-dis_fc_dim = 16
-n_layers = 3
-epochs = 1
-batch_size = 8
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_run import DATA, MODELS  # noqa: E402 - the tiny runs the core tests share
+
+CONFIG = DATA + MODELS + """
 [explain.forward]
 steps = 3
 n_boot = 50
