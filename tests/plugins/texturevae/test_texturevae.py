@@ -11,11 +11,6 @@ import torch
 from mxplain.errors import UserError
 from mxplain.interfaces import RunContext
 from mxplain_texturevae.editor import TextureVAEEditor
-from mxplain_texturevae.quality import (
-    gram_similarity,
-    texture_scores,
-    traversal,
-)
 from mxplain_texturevae.model import (
     Decoder,
     gram,
@@ -23,6 +18,11 @@ from mxplain_texturevae.model import (
     layer_style_loss,
     sliding_patches,
     style_loss,
+)
+from mxplain_texturevae.quality import (
+    gram_similarity,
+    texture_scores,
+    traversal,
 )
 
 TINY = {"latent_dim": 8, "dec_dim": 4, "batch_size": 3, "lr": 3e-3, "figures": False}
