@@ -135,7 +135,7 @@ def explainer_sections(run_dir: Path, metrics: dict, figures: list[Path],
     its section; sections sharing a title merged. Returns ``(section, explainer names)`` in the
     run's order. An explainer whose plugin is not installed here gets :func:`default_section`."""
     explain = metrics.get("explain") if isinstance(metrics.get("explain"), dict) else {}
-    config = ((metrics.get("provenance") or {}).get("config") or {}).get("explain") or {}
+    config = _dict(_dict(_dict(metrics.get("provenance")).get("config")).get("explain"))
     merged: dict[str, tuple[ReportSection, list[str]]] = {}
     cube = _cube(run_dir) if explain else None
     for name, block in explain.items():
