@@ -11,7 +11,7 @@ from mxplain.store import to_uint8
 
 
 def editor_device(editor: Editor) -> torch.device:
-    return torch.device(getattr(editor, "device", "cpu"))
+    return torch.device(editor.device)  # declared on TrainableModel (cpu until moved)
 
 
 def edit_batched(editor: Editor, latent, attrs: torch.Tensor, batch: int) -> np.ndarray:
