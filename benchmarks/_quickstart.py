@@ -41,7 +41,7 @@ def models(cfg: dict, device: torch.device, predictor_path: str | None = None):
     """The shipped quickstart AttGAN and a WideResNet-``depth``-``widen`` at the quickstart's tile
     size: loaded from ``predictor_path`` (a checkpoint, e.g. ``runs/quickstart/models/
     predictor.pt``) or freshly initialised (seeded)."""
-    from mxplain.checkpoint import load
+    from mxplain import load_checkpoint as load
     from mxplain.resources import resolve_checkpoint
 
     editor = load(resolve_checkpoint(EDITOR), device)
