@@ -11,9 +11,10 @@ the largest difference of the results:
 * ``compare-batch``: compare's attribute part (slopes from ``sweep_steps`` values of each attribute,
   the reference and the +-delta gains: 1 + K * (steps + 2) decode + predict calls of ``max_tiles``
   rows) as one decode + predict of all rows;
-* ``upsample``: the shipped AttGAN's ``nn.Upsample(nearest)`` layers replaced by an
-  expand + reshape (the same values, bit for bit): decode + predict at the forward sweep's batch and
-  decode + predict + backward at backward's, on a copy of the editor;
+* ``upsample``: the AttGAN's nearest upsampling as ``nn.Upsample(nearest)`` (on a copy of the
+  editor: the reference) against the expand + reshape ``mxplain_attgan.model.NearestUp2`` it now
+  ships with (the same values, bit for bit): decode + predict at the forward sweep's batch and
+  decode + predict + backward at backward's;
 * ``latent-batch``: latent_design's latent and pixel paths of every lot's ``max_tiles`` tiles in
   one batch instead of one batch a lot (the paths' step sizes use batch statistics: the mean latent
   norm and the median rise, so the results change; the largest difference is printed);
@@ -158,24 +159,18 @@ def latent_batch(design, editor, predictor, lots) -> dict:
             "max_diff": float((y0 - y1).abs().max())}
 
 
-class NearestUp2(torch.nn.Module):
-    """Nearest-neighbour x2 upsampling as a broadcast copy (what ``nn.Upsample(scale_factor=2,
-    mode="nearest")`` computes)."""
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
-
-
 def upsample(editor, predictor, lots, batches=(256, 128)) -> dict:
     import copy
 
-    fast = copy.deepcopy(editor)
+    from mxplain_attgan.model import NearestUp2
+
+    fast = editor  # the shipped layers are NearestUp2 (landed); the reference is nn.Upsample
+    editor = copy.deepcopy(editor)
     swapped = 0
-    for mod in fast.generator.modules():
+    for mod in editor.generator.modules():
         for name, child in mod.named_children():
-            if isinstance(child, torch.nn.Upsample):
-                setattr(mod, name, NearestUp2())
+            if isinstance(child, NearestUp2):
+                setattr(mod, name, torch.nn.Upsample(scale_factor=2, mode="nearest"))
                 swapped += 1
     tiles = torch.cat([lot.tiles for lot in lots])
     k = len(editor.attributes)
