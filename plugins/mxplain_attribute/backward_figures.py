@@ -102,14 +102,14 @@ def _figure7(cube, ctx, attrs, rows, base):
         for j, d in enumerate(DIRECTIONS):
             ax.bar(pos + (j - 0.5) * 0.38, np.nan_to_num(change[j]), 0.38, color=COLORS[d],
                    yerr=err[j], capsize=3, ecolor="k", error_kw={"lw": 0.8},
-                   label=f"{d} ({reached[j]:.0%} reached)" if np.isfinite(reached[j])
-                   else d)
+                   label=f"{d} ({reached[j]:.0%} of reachable reached)"
+                   if np.isfinite(reached[j]) else f"{d}: no reachable target")
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(pos, attrs)
         ax.set_title(f"{label} {ctx.property_name}: lot {lot_label(cube, li)}", fontsize=10)
+        ax.legend(fontsize=8)  # each lot's own reached shares
         if c == 0:
             ax.set_ylabel("mean A' - A over reached tiles\n(95 % bootstrap interval)")
-            ax.legend(fontsize=8)
     fig.suptitle(_reached_caption(cube, mask), fontsize=9)
     return fig
 
@@ -125,9 +125,14 @@ def _example(cube, li: int):
 def _lot_change(cube, li: int, mask, base):
     """Figure 7's bars of lot ``li``: the mean change over converged tiles ``(D, K)`` (NaN: none
     converged, no bar), error bars ``(D, 2, K)`` (below, above; 0 without an interval) and the
-    reached share ``(D,)``. Cubes without the lot variables are recomputed from the tiles."""
+    reached share of the reachable tiles ``(D,)`` (NaN: the lot has no reachable target in that
+    direction; the cube stores that as 0). Cubes without the lot variables are recomputed from the
+    tiles."""
     if "backward_mean_change" in cube:
         reached = np.asarray(cube["backward_reached_share"].values[li], np.float64)
+        if "backward_reachable" in cube:
+            any_reach = np.asarray(cube["backward_reachable"].values[li], bool)[mask[li]].any(0)
+            reached = np.where(any_reach, reached, np.nan)
         change = np.where((reached > 0)[:, None],
                           np.asarray(cube["backward_mean_change"].values[li], np.float64), np.nan)
     else:
