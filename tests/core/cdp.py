@@ -119,8 +119,18 @@ class Browser:
         self.wait_event("Page.loadEventFired")
 
     def reload(self) -> None:
+        """Reload and return once the *new* document has loaded: a load event still queued from
+        before, or an evaluation that reaches the old document, cannot pass for it."""
+        self.events = [ev for ev in self.events if ev["method"] != "Page.loadEventFired"]
+        self.evaluate("window.__mxplainBeforeReload = true")
         self.call("Page.reload")
         self.wait_event("Page.loadEventFired")
+        deadline = time.monotonic() + self.timeout
+        while self.evaluate("window.__mxplainBeforeReload === true "
+                            "|| document.readyState !== 'complete'"):
+            if time.monotonic() > deadline:
+                raise CDPError("the reloaded page did not finish loading")
+            time.sleep(0.05)
 
     def key(self, key: str, code: str | None = None, vk: int = 0, text: str | None = None) -> None:
         """One key press (down and up), as the keyboard sends it."""
