@@ -1,5 +1,6 @@
-"""mxplain never deletes or overwrites a file it did not write (issue 16, items 1-6 and 10): every
-case of the fault battery, and a property test over random trees of user files around ``--out``."""
+"""mxplain.outputs: mxplain never deletes or overwrites a file it did not write (issue 16, items
+1-6 and 10): every case of the fault battery, and a property test over random trees of user files
+around ``--out``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The single-process explain stage: reads and writes overlapped with compute (same cube as the
-sequential loop, errors of the I/O threads raised in the main thread), ``[run] batch_size = "auto"``
-and ``[run] compile``."""
+"""mxplain.pipeline. The single-process explain stage: reads and writes overlapped with compute
+(same cube as the sequential loop, errors of the I/O threads raised in the main thread),
+``[run] batch_size = "auto"`` and ``[run] compile``."""
 
 import json
 import threading
