@@ -11,7 +11,6 @@ import pytest
 
 from mxplain import plugins
 from mxplain.studies import augmentation as aug
-from mxplain.studies.generators import ThresholdedGRF, two_point
 
 
 @pytest.fixture(scope="module")
@@ -116,38 +115,6 @@ def test_draws_differ_below_the_pool_and_are_seeded():
     np.testing.assert_array_equal(a, aug.draw_indices(cfg, "texturevae", 50, 0))
     assert not np.array_equal(a, aug.draw_indices(cfg, "texturevae", 50, 1))
     assert not np.array_equal(a, aug.draw_indices(cfg, "grf", 50, 0))
-
-
-def test_grf_hits_its_volume_fraction(simulator):
-    rng = np.random.default_rng(0)
-    grf = ThresholdedGRF(fraction=0.4, correlation=2.0)
-    authentic = plugins.create("dataset", "synthetic", n_lots=2, tiles_per_lot=4, tile_size=32,
-                               seed=5).lot_tiles(0)
-    grf.fit(authentic, simulator)
-    maps = grf.sample_maps(12, rng)
-    assert maps.shape == (12, 32, 32)
-    np.testing.assert_array_equal(maps.reshape(12, -1).sum(1), round(0.4 * 1024))
-    tiles = grf.render(maps)
-    # the simulator's own phase map of the rendered tiles is the GRF's pore space
-    seen = simulator.phases(tiles)
-    assert np.mean(seen == maps) > 0.97
-    assert abs(seen.mean() - 0.4) < 0.02
-    # fitted without a fraction: the authentic tiles' mean pore fraction, for every tile
-    free = ThresholdedGRF().fit(authentic, simulator)
-    assert free.fraction_ == pytest.approx(simulator.phases(authentic).mean())
-    k = round(free.fraction_ * 1024)
-    np.testing.assert_array_equal(free.sample_maps(5, rng).reshape(5, -1).sum(1), k)
-
-
-def test_grf_fit_recovers_a_known_correlation_length(simulator):
-    truth = ThresholdedGRF(fraction=0.5, correlation=3.0)
-    truth.size_, truth.fraction_, truth.correlation_ = 32, 0.5, 3.0
-    truth.pore_grey_, truth.solid_grey_ = 0.1, 0.6
-    tiles = truth.sample(32, np.random.default_rng(1))
-    fitted = ThresholdedGRF(seed=2).fit(tiles, simulator)
-    assert abs(fitted.correlation_ - 3.0) <= 0.5
-    assert fitted.fraction_ == pytest.approx(0.5, abs=0.02)
-    assert two_point(np.zeros((2, 8, 8), bool)).tolist() == [0.0] * 8
 
 
 @pytest.mark.parametrize("args, words", [
