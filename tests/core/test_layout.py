@@ -28,7 +28,7 @@ TESTS = ROOT / "tests"
 LEFT_OUT = {"__init__", "__main__"}
 
 PENDING = {
-    "builtins", "checkpoint", "components", "configdoc", "conformance_run", "ddp",
+    "builtins", "components", "configdoc", "conformance_run", "ddp",
     "device", "editing", "errors", "evaluate", "failpoints", "figures", "gradients", "hookspecs",
     "images", "ingest", "interface_types", "interfaces", "model_stages", "outputs", "preflight",
     "probe_morphology", "probe_texture", "report_answers", "report_compare", "report_evidence",
