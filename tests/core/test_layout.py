@@ -30,7 +30,7 @@ LEFT_OUT = {"__init__", "__main__"}
 PENDING = {
     "builtins", "components", "configdoc", "conformance_run", "ddp",
     "device", "editing", "errors", "evaluate", "failpoints", "figures", "gradients", "hookspecs",
-    "images", "ingest", "interface_types", "interfaces", "model_stages", "outputs", "preflight",
+    "interface_types", "interfaces", "model_stages", "outputs", "preflight",
     "probe_morphology", "probe_texture", "report_answers", "report_compare", "report_evidence",
     "report_html", "resources", "review_answers", "review_config", "review_page", "review_report",
     "review_simulate", "run_inputs", "runfolder", "studies.augmentation_report", "studies.cnn",

@@ -1,84 +1,95 @@
-"""Issue 19 item 6: ingest for real microscopes. Bit depth read from the files (12-bit data in
-16-bit TIFF/PNG scaled by its declared or observed range, the rule printed and kept in the store's
-provenance), grey RGB accepted (colour refused in one line), ``--attributes a,b,c`` choosing the
-label columns (the others ignored and listed). The user's files are never changed."""
+"""mxplain.images: microscope tiles' bit depth (12-bit data in 16-bit TIFF/PNG scaled by its
+declared or observed range, the rule printed and kept in the store's provenance) and grey RGB
+(accepted; colour and transparency refused in one line), read directly and through
+``mxplain data ingest`` (issue 19 item 6)."""
 
 from __future__ import annotations
-
-import hashlib
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from microscope_files import digest, ingest, labels, one_error, png_with_sbit, ramp, tiles
 from PIL import Image
 
-from mxplain.cli import main
+from mxplain.errors import UserError
+from mxplain.images import Intensity, RawTile, read_raw, survey
 from mxplain.store import TileStore
 
-HEADER = "lot,grain_size,density,roughness,operator,hardness"
-ROWS = ["L1,0.2,0.3,0.9,ann,310", "L2,0.8,0.1,0.4,bob,345"]
+
+def test_read_raw_gives_values_container_and_declared_range(tmp_path):
+    grey = ramp(250, 0, 0).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    raw = read_raw(tmp_path / "a.png")
+    assert (raw.container, raw.declared, raw.rgb_as_grey) == (8, None, False)
+    assert raw.values.dtype == np.uint8 and np.array_equal(raw.values, grey)
+
+    png_with_sbit(tmp_path / "b.png", ramp(3000, 0, 0), 12)
+    raw = read_raw(tmp_path / "b.png")
+    assert (raw.container, raw.declared) == (16, 4095)
+    assert raw.values.dtype == np.uint16 and int(raw.values.max()) == 3000
+
+    tifffile.imwrite(tmp_path / "c.tif", ramp(1000, 0, 0), extratags=[(281, "H", 1, 4095, True)])
+    assert read_raw(tmp_path / "c.tif").declared == 4095
+    tifffile.imwrite(tmp_path / "d.tif", ramp(1000, 0, 0))
+    assert read_raw(tmp_path / "d.tif").declared is None
 
 
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+def test_read_raw_maps_one_bit_to_0_and_255_and_grey_alpha_to_grey(tmp_path):
+    bits = np.zeros((8, 8), bool)
+    bits[2:5, 3] = True
+    Image.fromarray(bits).save(tmp_path / "bw.png")
+    raw = read_raw(tmp_path / "bw.png")
+    assert raw.container == 1 and raw.values.dtype == np.uint8
+    assert np.array_equal(raw.values, bits.astype(np.uint8) * 255)
+
+    g = ramp(200, 0, 0).astype(np.uint8)
+    Image.fromarray(np.stack([g, np.full_like(g, 255)], -1), "LA").save(tmp_path / "la.png")
+    raw = read_raw(tmp_path / "la.png")
+    assert np.array_equal(raw.values, g) and raw.rgb_as_grey is False
 
 
-def one_error(code, err, *needles):
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+@pytest.mark.parametrize("write,needle", [
+    (lambda p: p.write_bytes(b"not an image"), "is not a readable image"),
+    (lambda p: tifffile.imwrite(p, np.zeros((5, 8, 8), np.uint8)), "has shape (5, 8, 8)"),
+    (lambda p: tifffile.imwrite(p, np.zeros((8, 8), np.float32)), "has dtype float32"),
+])
+def test_read_raw_refuses_what_is_not_a_grey_tile(tmp_path, write, needle):
+    path = tmp_path / "t.tif"
+    write(path)
+    with pytest.raises(UserError, match="^tile ") as info:
+        read_raw(path)
+    assert needle in str(info.value) and str(path) in str(info.value)
 
 
-def labels(tmp_path, header=HEADER, rows=ROWS) -> Path:
-    path = tmp_path / "lots.csv"
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
+def test_intensity_scales_by_its_full_scale_and_says_so():
+    rule = Intensity(16, 1023, "observed", 1000, {"tiles": 2, "rgb_as_grey": 0})
+    raw = RawTile(np.array([[0, 512, 1000, 1023]], np.uint16), 16)
+    assert rule.bits == 10
+    assert rule.to_uint8(raw, None).tolist() == [[0, 128, 249, 255]]
+    assert rule.text() == ("16-bit files holding 10-bit data (observed: the largest value is 1000, "
+                           "no range declared in the files), scaled to 0-255 by "
+                           "round(x * 255 / 1023)")
+    rec = rule.record()
+    assert (rec["container_bits"], rec["data_bits"], rec["full_scale"], rec["tiles"]) == \
+        (16, 10, 1023, 2)
+    eight = Intensity(8, 255, "8-bit", 255)
+    assert eight.text() == "8-bit tiles, stored as read" and eight.record()["data_bits"] == 8
+    assert eight.to_uint8(RawTile(np.array([[7, 200]], np.uint8), 8), None).tolist() == [[7, 200]]
 
 
-def tiles(tmp_path, write, n=2) -> Path:
-    """``FOLDER/L1, L2`` with ``n`` tiles each, written by ``write(path_stem, lot, j)``."""
-    root = tmp_path / "tiles"
-    for i, lot in enumerate(("L1", "L2")):
-        (root / lot).mkdir(parents=True)
-        for j in range(n):
-            write(root / lot / f"t{j}", i, j)
-    return root
+def test_survey_chooses_one_rule_for_all_tiles(tmp_path):
+    for n, top in enumerate((700, 1000)):
+        tifffile.imwrite(tmp_path / f"o{n}.tif", ramp(top, 0, 0))
+    rule = survey(sorted(tmp_path.glob("o*.tif")))
+    assert (rule.rule, rule.full_scale, rule.max_value) == ("observed", 1023, 1000)
+    assert rule.files == {"tiles": 2, "rgb_as_grey": 0}
 
-
-def ramp(top: int, i: int, j: int) -> np.ndarray:
-    """A 32 x 32 ramp from 0 to ``top`` (the first tile of L1 reaches it), as uint16."""
-    v = np.linspace(0, top, 32 * 32).reshape(32, 32) * (1 - 0.1 * (i + j))
-    return np.rint(v).astype(np.uint16)
-
-
-def png_with_sbit(path: Path, arr: np.ndarray, bits: int) -> None:
-    """A 16-bit grey PNG with an sBIT chunk declaring ``bits`` significant bits."""
-    Image.fromarray(arr).save(path)
-    data = path.read_bytes()
-    chunk = b"sBIT" + bytes([bits])
-    sbit = struct.pack(">I", 1) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
-    end_ihdr = 8 + 8 + 13 + 4
-    path.write_bytes(data[:end_ihdr] + sbit + data[end_ihdr:])
-
-
-def ingest(tmp_path, capsys, root, csv, *extra):
-    out = tmp_path / "s.zarr"
-    code, stdout, err = run_cli(["data", "ingest", root, "--labels", csv, "--out", out,
-                                 "--property-column", "hardness", "--units", "HV",
-                                 "--attributes", "grain_size,density,roughness", *extra], capsys)
-    return code, stdout, err, out
-
-
-def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    tifffile.imwrite(tmp_path / "d0.tif", ramp(900, 0, 0), extratags=[(281, "H", 1, 4095, True)])
+    tifffile.imwrite(tmp_path / "d1.tif", ramp(900, 0, 0), extratags=[(281, "H", 1, 16383, True)])
+    with pytest.raises(UserError, match="tiles declare different ranges"):
+        survey([tmp_path / "d0.tif", tmp_path / "d1.tif"])
+    rule = survey([tmp_path / "d0.tif"])
+    assert (rule.rule, rule.full_scale, rule.bits) == ("declared", 4095, 12)
 
 
 def test_12_bit_data_in_16_bit_tiffs_is_scaled_by_its_observed_range(tmp_path, capsys):
@@ -195,43 +206,3 @@ def test_colour_and_transparent_tiles_are_one_line(tmp_path, capsys, kind, needl
     assert not out.exists()
 
 
-def grey_tiles(tmp_path) -> Path:
-    return tiles(tmp_path, lambda p, i, j: Image.fromarray(
-        ramp(250, i, j).astype(np.uint8)).save(p.with_suffix(".png")))
-
-
-def test_attributes_choose_the_label_columns(tmp_path, capsys):
-    code, stdout, err, out = ingest(tmp_path, capsys, grey_tiles(tmp_path), labels(tmp_path))
-    assert code == 0, err
-    store = TileStore.open(out)
-    assert store.attributes == ("grain_size", "density", "roughness")
-    assert store.property_name == "hardness" and store.property_units == "HV"
-    src = store.attrs["source"]
-    assert src["ignored_columns"] == ["operator"] and src["attributes_chosen"] is True
-    assert "attributes: grain_size, density, roughness (columns ignored, not in --attributes: " \
-           "operator)" in stdout
-
-
-def test_without_attributes_a_text_column_says_how_to_choose(tmp_path, capsys):
-    root, csv = grey_tiles(tmp_path), labels(tmp_path)
-    out = tmp_path / "s.zarr"
-    code, _, err = run_cli(["data", "ingest", root, "--labels", csv, "--out", out,
-                            "--property-column", "hardness"], capsys)
-    one_error(code, err, "'operator' = 'ann' is not a number",
-              "choose the attribute columns with --attributes a,b,c")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("names,needles", [
-    ("grain_size,densty", ["has no 'densty' column", "did you mean 'density'?"]),
-    ("grain_size,hardness", ["'hardness' is the property column"]),
-    ("grain_size,,density", ["name the attribute columns"]),
-    ("density,density", ["'density' is named 2 times"]),
-])
-def test_bad_attribute_lists_are_one_line(tmp_path, capsys, names, needles):
-    root, csv = grey_tiles(tmp_path), labels(tmp_path)
-    out = tmp_path / "s.zarr"
-    code, _, err = run_cli(["data", "ingest", root, "--labels", csv, "--out", out,
-                            "--property-column", "hardness", "--attributes", names], capsys)
-    one_error(code, err, "--attributes", *needles)
-    assert not out.exists()
