@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mxplain import outputs
 from mxplain.cli import main
+from mxplain.errors import UserError
 
 DATA = """
 [data]
@@ -263,3 +265,75 @@ def test_no_user_file_ever_changes(tmp_path_factory, tree, action, finished_firs
     assert code in (0, 2)
     assert not unchanged(out, before), (action, files, code)
     assert not unchanged(out.parent, around)
+
+
+# ---- the functions of mxplain.outputs, called directly ------------------------------------------
+def test_store_files_tells_zarrs_files_from_a_users(small_store):
+    root = small_store.path
+    ours, foreign = outputs.store_files(root)
+    assert foreign == [] and root / "zarr.json" in ours
+    assert all(p.name == "zarr.json" or "/c/" in p.as_posix() for p in ours), ours
+    (root / "tiles" / "notes.txt").write_text("mine")
+    (root / "c").mkdir()
+    (root / "c" / "0").write_text("not a chunk of a listed array")
+    ours_after, foreign = outputs.store_files(root)
+    assert sorted(p.relative_to(root).as_posix() for p in foreign) == ["c/0", "tiles/notes.txt"]
+    assert ours_after == ours
+    assert outputs.store_marker(root)["mxplain_tile_store"] is not None
+    assert outputs.store_marker(root / "tiles") is None  # an array, not a group
+
+
+def test_remove_store_deletes_a_clean_store_and_refuses_a_touched_one(small_store, tmp_path):
+    root = small_store.path
+    (root / "tiles" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files mxplain did not write \('tiles/notes.txt'\)"):
+        outputs.remove_store(root, "tile store")
+    assert (root / "zarr.json").is_file() and len(outputs.store_files(root)[0]) > 3
+    (root / "tiles" / "notes.txt").unlink()
+    outputs.remove_store(root, "tile store")
+    assert not root.exists() and tmp_path.is_dir()
+    outputs.remove_store(root, "tile store")  # already gone: nothing to do
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is not a folder mxplain wrote"):
+        outputs.remove_store(tmp_path / "file", "cube")
+
+
+def test_prepare_store_resumes_replaces_or_refuses(small_store, tmp_path):
+    root = small_store.path
+    assert outputs.prepare_store(root, "mxplain_tile_store", "tile store", resume=True) is True
+    assert outputs.prepare_store(root, "mxplain_tile_store", "tile store", resume=False,
+                                 delete=False) is False and root.is_dir()
+    with pytest.raises(UserError, match="not an mxplain store"):
+        outputs.prepare_store(root, "mxplain_results_cube", "cube", resume=False)
+    assert root.is_dir()
+    assert outputs.prepare_store(root, "mxplain_tile_store", "tile store", resume=False) is False
+    assert not root.exists()
+    leftover = outputs.creating_path(tmp_path / "new.zarr")
+    assert leftover == tmp_path / ".new.zarr.creating"
+    leftover.mkdir()
+    (leftover / outputs.CREATING).write_text("")
+    assert outputs.prepare_store(tmp_path / "new.zarr", "m", "store", resume=False) is False
+    assert not leftover.exists()
+    leftover.mkdir()
+    (leftover / "a.txt").write_text("mine")
+    with pytest.raises(UserError, match="in the way.*holds 'a.txt'"):
+        outputs.prepare_store(tmp_path / "new.zarr", "m", "store", resume=False)
+    with pytest.raises(UserError, match="store is empty"):
+        outputs.prepare_store(" ", "m", "store", resume=False)
+
+
+def test_describe_within_and_output_in_input(tmp_path):
+    for name in ("b.txt", "a.txt", "e", "d", "c"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "sub").mkdir()
+    assert outputs.describe(tmp_path, limit=2) == "'a.txt', 'b.txt' and 4 more"
+    assert outputs.describe(tmp_path / "sub") == "nothing"
+    assert outputs.is_within(tmp_path / "sub" / ".." / "sub", tmp_path)
+    assert outputs.is_within(tmp_path, tmp_path) and not outputs.is_within(tmp_path, tmp_path / "sub")
+    with pytest.raises(UserError, match="lies inside the input data"):
+        outputs.refuse_output_in_input(tmp_path / "sub" / "out", {"data": tmp_path}, "--out")
+    with pytest.raises(UserError, match="'.*sub' is the input"):
+        outputs.refuse_output_in_input(tmp_path / "sub", {"x": None, "data": tmp_path / "sub"}, "--out")
+    outputs.refuse_output_in_input(tmp_path / "elsewhere", {"data": tmp_path / "sub"}, "--out")
+    outputs.remove_empty_dirs(tmp_path)  # keeps every folder that holds a file
+    assert (tmp_path / "a.txt").is_file() and not (tmp_path / "sub").exists()
