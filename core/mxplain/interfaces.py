@@ -65,7 +65,7 @@ class Component(ABC):
 
     name: ClassVar[str]
     kind: ClassVar[str]
-    #: parameters of a tiny, fast instance: what the conformance suite (tests/test_conformance.py)
+    #: parameters of a tiny, fast instance: what the conformance suite (tests/core/test_conformance.py)
     #: builds every registered component with
     test_params: ClassVar[dict[str, Any]] = {}
     #: parameters that may hold NaN or Inf (everywhere else a non-finite number is refused)
@@ -122,7 +122,17 @@ class TrainableModel(Component):
     with ``torch.load(weights_only=True)`` (see :mod:`mxplain.checkpoint`).
     """
 
-    device: torch.device = torch.device("cpu")
+    _device: torch.device = torch.device("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: the CPU until :meth:`to` (or ``fit`` on ``ctx.device``)
+        moves it; not a parameter, so no constructor sets it."""
+        return self._device
+
+    @device.setter
+    def device(self, device: torch.device | str) -> None:
+        self._device = torch.device(device)
 
     @abstractmethod
     def fit(self, store: TileStore, ctx: RunContext) -> dict:
@@ -137,7 +147,7 @@ class TrainableModel(Component):
         """Restore learned state produced by :meth:`state_dict` (constructor params already set)."""
 
     def to(self, device: torch.device | str):
-        self.device = torch.device(device)
+        self._device = torch.device(device)
         return self
 
     def save(self, path: str | Path) -> None:

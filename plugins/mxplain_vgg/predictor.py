@@ -74,7 +74,6 @@ class TextureForestPredictor(Predictor):
         self._featurizer: Featurizer | None = None
         self._forest: ForestArrays | None = None
         self._fingerprint: float | None = None
-        self.device = torch.device("cpu")
 
     # ---- helpers ------------------------------------------------------------------------------
     @classmethod
@@ -203,7 +202,7 @@ class TextureForestPredictor(Predictor):
         return torch.from_numpy(y.astype(np.float32)).to(tiles.device)
 
     def to(self, device):
-        self.device = torch.device(device)
+        super().to(device)
         if self._featurizer is not None:
             self._featurizer.vgg.to(self.device)
         return self

@@ -85,6 +85,8 @@ class WideResNetPredictor(Predictor):
     gradcam_layer: ClassVar[str] = "block3"
     test_params: ClassVar[dict] = {"depth": 10, "widen": 1, "epochs": 2, "batch_size": 8,
                                    "patience": 2, "seed": 0}
+    #: the size of the tiles it was trained on (set by ``fit`` and ``load_state_dict``)
+    tile_size_: int | None = None
 
     def __init__(self, depth: int = 28, widen: int = 1, dropout: float = 0.0, epochs: int = 30,
                  batch_size: int = 64, lr: float = 1e-3, val_fraction: float = 0.1,
@@ -106,8 +108,6 @@ class WideResNetPredictor(Predictor):
         self.max_tiles_per_lot = max_tiles_per_lot
         self.lr_schedule = lr_schedule
         self._module: WideResNet | None = None
-        self.device = torch.device("cpu")
-        self.tile_size: int | None = None
 
     # ---- parameters ---------------------------------------------------------------------------
     @classmethod
@@ -223,7 +223,7 @@ class WideResNetPredictor(Predictor):
         center, half = target_range(y[tr])
         z = torch.from_numpy(((y - center) / half).astype(np.float32))
         trainer = self._trainer(x, z, tr, center, half, ddp, g)
-        self.tile_size = int(x.shape[-1])
+        self.tile_size_ = int(x.shape[-1])
         ckpt = TrainingCheckpoint.for_run(
             ctx, self.name if not key else f"{self.name} ({key})", key=key,
             signature={**self.get_params(), "split": split, "n": int(len(x)),
@@ -363,7 +363,7 @@ class WideResNetPredictor(Predictor):
         return ["wideresnet.forward"]
 
     def to(self, device):
-        self.device = torch.device(device)
+        super().to(device)
         if self._module is not None:
             self._module.to(self.device)
             if _is_cuda(self.device):
@@ -379,7 +379,7 @@ class WideResNetPredictor(Predictor):
             "half_range": float(module.half_range),
             "depth": int(module.depth),
             "widen": int(module.widen),
-            "tile_size": int(self.tile_size) if self.tile_size is not None else 0,
+            "tile_size": int(self.tile_size_) if self.tile_size_ is not None else 0,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -393,5 +393,5 @@ class WideResNetPredictor(Predictor):
         module.set_target_range(float(state["center"]), float(state["half_range"]))
         module.eval()
         self._module = module
-        self.tile_size = int(state.get("tile_size", 0)) or None
+        self.tile_size_ = int(state.get("tile_size", 0)) or None
         self.to(self.device)
