@@ -255,7 +255,7 @@ def _checkpoint(path: Path, **changes):
     from mxplain_wideresnet.predictor import WideResNetPredictor
 
     p = WideResNetPredictor(depth=10)
-    p._module, p.tile_size = WideResNet(10, 1).eval(), 64
+    p._module, p.tile_size_ = WideResNet(10, 1).eval(), 64
     payload = {"format": FORMAT, "kind": "predictor", "name": "wideresnet",
                "params": p.get_params(), "state": p.state_dict(), **changes}
     for k, v in changes.items():
