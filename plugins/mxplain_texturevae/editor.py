@@ -51,6 +51,12 @@ class TextureVAEEditor(Editor):
     differentiable: ClassVar[bool] = True
     test_params: ClassVar[dict] = {"latent_dim": 8, "epochs": 2, "batch_size": 8, "dec_dim": 4,
                                    "max_tiles_per_lot": 4, "figures": False}
+    #: learned state, ``None`` until ``fit`` or ``load_state_dict``: the networks (``heads_``,
+    #: ``decoder_``, built with ``tile_size_``, ``patch_``, ``feat_mean_``/``feat_std_``, the probe
+    #: ``probe_w_`` (K, D), ``probe_b_`` (K,), ``probe_pinv_`` (D, K), ``layer_scales_`` and
+    #: ``history_``) and the frozen VGG19 (``vgg_``, ``vgg_source_``)
+    decoder_: Decoder | None = None
+    vgg_ = None
 
     def __init__(self, latent_dim: int = 64, patch_size: int | None = None, stride: int = 50,
                  epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
@@ -75,21 +81,6 @@ class TextureVAEEditor(Editor):
         self.dec_dim = dec_dim
         self.normalize_layers = normalize_layers
         self.figures = figures
-        self.device = torch.device("cpu")
-        self.attributes: tuple[str, ...] = ()
-        self.tile_size: int | None = None
-        self.patch: int | None = None
-        self.heads: Heads | None = None
-        self.decoder: Decoder | None = None
-        self.vgg = None
-        self.vgg_source = ""
-        self.feat_mean: torch.Tensor | None = None
-        self.feat_std: torch.Tensor | None = None
-        self.layer_scales: dict[str, float] = {k: 1.0 for k in STYLE_LAYERS}
-        self.probe_w: torch.Tensor | None = None  # (K, D)
-        self.probe_b: torch.Tensor | None = None  # (K,)
-        self.probe_pinv: torch.Tensor | None = None  # (D, K)
-        self.history: dict[str, list[float]] = {"loss": [], "kl": [], "style": []}
 
     # ---- parameters ---------------------------------------------------------------------------
     @classmethod
@@ -158,53 +149,54 @@ class TextureVAEEditor(Editor):
             vgg = load_vgg("vgg19", weights=self.vgg_weights, seed=self.seed, device=self.device)
         for w in caught:
             warnings.warn(f"texturevae: {w.message}", stacklevel=3)
-        self.vgg = vgg
-        self.vgg_source = str(getattr(vgg, "source", f"random:{self.seed}"))
+        self.vgg_ = vgg
+        self.vgg_source_ = str(getattr(vgg, "source", f"random:{self.seed}"))
 
     def _build(self, n_attributes: int, tile_size: int) -> None:
         self._check_params()
         if tile_size < 32 or tile_size % 32:
             raise UserError(f"[editor] texturevae needs tiles of a multiple of 32 px (>= 32), got "
                             f"{tile_size}")
-        self.tile_size = int(tile_size)
-        self.patch = int(min(self.patch_size or tile_size, tile_size))
-        g = self.patch // 32
+        self.tile_size_ = int(tile_size)
+        self.patch_ = int(min(self.patch_size or tile_size, tile_size))
+        g = self.patch_ // 32
         torch.manual_seed(int(self.seed))
-        self.heads = Heads(512 * g * g, self.latent_dim).to(self.device)
-        self.decoder = Decoder(self.latent_dim, self.patch, self.dec_dim).to(self.device)
-        self.feat_mean = torch.zeros(512 * g * g, device=self.device)
-        self.feat_std = torch.ones(512 * g * g, device=self.device)
-        self.probe_w = torch.zeros(n_attributes, self.latent_dim, device=self.device)
-        self.probe_b = torch.zeros(n_attributes, device=self.device)
-        self.probe_pinv = torch.zeros(self.latent_dim, n_attributes, device=self.device)
+        self.heads_ = Heads(512 * g * g, self.latent_dim).to(self.device)
+        self.decoder_ = Decoder(self.latent_dim, self.patch_, self.dec_dim).to(self.device)
+        self.feat_mean_ = torch.zeros(512 * g * g, device=self.device)
+        self.feat_std_ = torch.ones(512 * g * g, device=self.device)
+        self.probe_w_ = torch.zeros(n_attributes, self.latent_dim, device=self.device)
+        self.probe_b_ = torch.zeros(n_attributes, device=self.device)
+        self.probe_pinv_ = torch.zeros(self.latent_dim, n_attributes, device=self.device)
+        self.layer_scales_ = {k: 1.0 for k in STYLE_LAYERS}
+        self.history_ = {"loss": [], "kl": [], "style": []}
 
     def _require(self) -> None:
-        if self.decoder is None or self.vgg is None:
+        if self.decoder_ is None or self.vgg_ is None:
             raise UserError("texturevae editor is not trained: call fit() or load a checkpoint")
 
     def to(self, device):
-        self.device = torch.device(device)
-        for name in ("heads", "decoder", "vgg"):
-            m = getattr(self, name)
-            if m is not None:
-                m.to(self.device)
-        for name in ("feat_mean", "feat_std", "probe_w", "probe_b", "probe_pinv"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, t.to(self.device))
+        super().to(device)
+        if self.vgg_ is not None:
+            self.vgg_.to(self.device)
+        if self.decoder_ is not None:  # built: the networks and their tensors
+            self.heads_.to(self.device)
+            self.decoder_.to(self.device)
+            for name in ("feat_mean_", "feat_std_", "probe_w_", "probe_b_", "probe_pinv_"):
+                setattr(self, name, getattr(self, name).to(self.device))
         return self
 
     def _eval(self) -> None:
         self._require()
-        for m in (self.heads, self.decoder, self.vgg):
+        for m in (self.heads_, self.decoder_, self.vgg_):
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
 
     # ---- encoder / decoder --------------------------------------------------------------------
     def _features(self, tiles: torch.Tensor) -> torch.Tensor:
-        h = encoder_features(self.vgg, tiles.to(self.device, torch.float32), self.patch)
-        return (h - self.feat_mean) / self.feat_std
+        h = encoder_features(self.vgg_, tiles.to(self.device, torch.float32), self.patch_)
+        return (h - self.feat_mean_) / self.feat_std_
 
     def posterior(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)`` of q(z | tiles)."""
@@ -212,7 +204,7 @@ class TextureVAEEditor(Editor):
         if tiles.ndim != 4 or tiles.shape[1] != 1 or min(tiles.shape[-2:]) < 32:
             raise UserError(f"texturevae encodes (N, 1, H, W) tiles with H, W >= 32, got "
                             f"{tuple(tiles.shape)}")
-        return self.heads(self._features(tiles))
+        return self.heads_(self._features(tiles))
 
     def encode(self, tiles: torch.Tensor) -> torch.Tensor:
         """``(N, 1, H, W)`` tiles in [0, 1] -> posterior means ``(N, latent_dim)``."""
@@ -221,7 +213,7 @@ class TextureVAEEditor(Editor):
     def probe_attributes(self, z: torch.Tensor) -> torch.Tensor:
         """The probe's reading ``W z + b`` of latents ``(N, D)`` -> ``(N, K)``."""
         self._require()
-        return z.to(self.device, torch.float32) @ self.probe_w.T + self.probe_b
+        return z.to(self.device, torch.float32) @ self.probe_w_.T + self.probe_b_
 
     def shift(self, z: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """``z + W^+ (A - probe(z))``: the minimum-norm move of ``z`` the probe reads as ``A``."""
@@ -232,12 +224,12 @@ class TextureVAEEditor(Editor):
         if a.shape != (len(z), len(self.attributes)):
             raise UserError(f"texturevae decode: attributes have shape {tuple(a.shape)}, expected "
                             f"({len(z)}, {len(self.attributes)}) for {list(self.attributes)}")
-        return z + (a - self.probe_attributes(z)) @ self.probe_pinv.T
+        return z + (a - self.probe_attributes(z)) @ self.probe_pinv_.T
 
     def generate(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Decode latents ``(N, D)`` as they are (no probe shift) -> tiles ``(N, 1, s, s)``."""
         self._eval()
-        return self.decoder(z.to(self.device, torch.float32), size or self.tile_size)
+        return self.decoder_(z.to(self.device, torch.float32), size or self.tile_size_)
 
     def decode(self, latent: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """Latents ``(N, D)`` + attributes ``(N, K)`` in [0, 1] -> edited tiles in [0, 1]."""
@@ -255,23 +247,23 @@ class TextureVAEEditor(Editor):
     def state_dict(self) -> dict:
         self._require()
         state = {
-            "heads": _plain(self.heads.state_dict()),
-            "decoder": _plain(self.decoder.state_dict()),
-            "feat_mean": self.feat_mean.detach().cpu().clone(),
-            "feat_std": self.feat_std.detach().cpu().clone(),
-            "layer_scales": {k: float(v) for k, v in self.layer_scales.items()},
-            "probe_w": self.probe_w.detach().cpu().clone(),
-            "probe_b": self.probe_b.detach().cpu().clone(),
-            "probe_pinv": self.probe_pinv.detach().cpu().clone(),
+            "heads": _plain(self.heads_.state_dict()),
+            "decoder": _plain(self.decoder_.state_dict()),
+            "feat_mean": self.feat_mean_.detach().cpu().clone(),
+            "feat_std": self.feat_std_.detach().cpu().clone(),
+            "layer_scales": {k: float(v) for k, v in self.layer_scales_.items()},
+            "probe_w": self.probe_w_.detach().cpu().clone(),
+            "probe_b": self.probe_b_.detach().cpu().clone(),
+            "probe_pinv": self.probe_pinv_.detach().cpu().clone(),
             "attributes": list(self.attributes),
-            "tile_size": int(self.tile_size),
-            "patch": int(self.patch),
-            "vgg_source": self.vgg_source,
-            "history": {k: [float(x) for x in v] for k, v in self.history.items()},
+            "tile_size": int(self.tile_size_),
+            "patch": int(self.patch_),
+            "vgg_source": self.vgg_source_,
+            "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
         }
-        if not self.vgg_source.startswith("random:"):
+        if not self.vgg_source_.startswith("random:"):
             # ImageNet (or user) weights: keep them, so the checkpoint does not depend on the file
-            state["vgg"] = _plain(self.vgg.features.state_dict())
+            state["vgg"] = _plain(self.vgg_.features.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -283,10 +275,10 @@ class TextureVAEEditor(Editor):
                 raise KeyError(f"texturevae state has no {key!r}")
         attrs = tuple(str(a) for a in state["attributes"])
         self._build(len(attrs), int(state["tile_size"]))
-        if int(state["patch"]) != self.patch:
-            raise ValueError(f"checkpoint patch {state['patch']} != patch_size {self.patch}")
-        self.heads.load_state_dict(state["heads"])
-        self.decoder.load_state_dict(state["decoder"])
+        if int(state["patch"]) != self.patch_:
+            raise ValueError(f"checkpoint patch {state['patch']} != patch_size {self.patch_}")
+        self.heads_.load_state_dict(state["heads"])
+        self.decoder_.load_state_dict(state["decoder"])
         src = str(state["vgg_source"])
         vgg = VGG("vgg19")
         if src.startswith("random:"):
@@ -296,18 +288,18 @@ class TextureVAEEditor(Editor):
         else:
             raise KeyError("texturevae state has no VGG weights")
         vgg.source = src
-        self.vgg = vgg.to(self.device)
-        self.vgg_source = src
+        self.vgg_ = vgg.to(self.device)
+        self.vgg_source_ = src
         dev = self.device
-        self.feat_mean = state["feat_mean"].float().to(dev)
-        self.feat_std = state["feat_std"].float().to(dev)
-        self.layer_scales = {k: float(v) for k, v in state.get("layer_scales", {}).items()}
-        self.probe_w = state["probe_w"].float().to(dev)
-        self.probe_b = state["probe_b"].float().to(dev)
-        self.probe_pinv = state["probe_pinv"].float().to(dev)
+        self.feat_mean_ = state["feat_mean"].float().to(dev)
+        self.feat_std_ = state["feat_std"].float().to(dev)
+        self.layer_scales_ = {k: float(v) for k, v in state.get("layer_scales", {}).items()}
+        self.probe_w_ = state["probe_w"].float().to(dev)
+        self.probe_b_ = state["probe_b"].float().to(dev)
+        self.probe_pinv_ = state["probe_pinv"].float().to(dev)
         self.attributes = attrs
         hist = state.get("history") or {}
-        self.history = {k: [float(x) for x in hist.get(k, [])] for k in ("loss", "kl", "style")}
+        self.history_ = {k: [float(x) for x in hist.get(k, [])] for k in ("loss", "kl", "style")}
         self._eval()
 
     # ---- training -----------------------------------------------------------------------------
@@ -377,9 +369,9 @@ class TextureVAEEditor(Editor):
         w = np.atleast_2d(reg.coef_)
         b = np.atleast_1d(reg.intercept_)
         dev = self.device
-        self.probe_w = torch.as_tensor(w, dtype=torch.float32, device=dev)
-        self.probe_b = torch.as_tensor(b, dtype=torch.float32, device=dev)
-        self.probe_pinv = torch.as_tensor(np.linalg.pinv(w), dtype=torch.float32, device=dev)
+        self.probe_w_ = torch.as_tensor(w, dtype=torch.float32, device=dev)
+        self.probe_b_ = torch.as_tensor(b, dtype=torch.float32, device=dev)
+        self.probe_pinv_ = torch.as_tensor(np.linalg.pinv(w), dtype=torch.float32, device=dev)
         out = {"kind": self.probe, "rank": int(np.linalg.matrix_rank(w)),
                "r2_train": {a: float(r2_score(y[:, k], reg.predict(mu)[:, k]))
                             for k, a in enumerate(self.attributes)}}

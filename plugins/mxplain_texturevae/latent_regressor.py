@@ -107,6 +107,9 @@ class LatentRegressor(Predictor):
                                            "batch_size": 8, "max_tiles_per_lot": 2},
                                    "alphas": [0.1, 1.0], "gammas": [1.0], "cv_folds": 2,
                                    "leave_one_lot_out": False}
+    #: the fitted feature network and regression (with ``hyper_``, ``vgg_source_`` and
+    #: ``tile_size_``, set by ``fit`` and ``load_state_dict``)
+    net_: FeatureRegressorNet | None = None
 
     def __init__(self, features: str = "texturevae", regression: str = "rbf", vae: dict | None = None,
                  texturevae_checkpoint: str | None = None, vgg_weights: str | None = None,
@@ -131,11 +134,6 @@ class LatentRegressor(Predictor):
         self.max_tiles_per_lot = max_tiles_per_lot
         self.batch_size = batch_size
         self.seed = seed
-        self.device = torch.device("cpu")
-        self.net_: FeatureRegressorNet | None = None
-        self.hyper_: dict = {}
-        self.vgg_source_ = ""
-        self.tile_size_: int | None = None
 
     # ---- parameters ---------------------------------------------------------------------------
     def grids(self) -> tuple[list, list, list]:
@@ -241,7 +239,7 @@ class LatentRegressor(Predictor):
 
             info = train_vae(ed, self._vae_tiles(x, lot_idx, tr, ed.max_tiles_per_lot), ctx)
         info["latent_dim"] = int(ed.latent_dim)
-        net = FeatureRegressorNet(ed.vgg, ed.patch, {}, ed.heads.mu, ed.feat_mean, ed.feat_std)
+        net = FeatureRegressorNet(ed.vgg_, ed.patch_, {}, ed.heads_.mu, ed.feat_mean_, ed.feat_std_)
         return net, info
 
     def _vae_tiles(self, x: torch.Tensor, lot_idx: np.ndarray, tr: np.ndarray,
@@ -321,7 +319,7 @@ class LatentRegressor(Predictor):
         return self.net_
 
     def to(self, device):
-        self.device = torch.device(device)
+        super().to(device)
         if self.net_ is not None:
             self.net_.to(self.device)
         return self

@@ -43,7 +43,7 @@ def texture_scores(editor, x: torch.Tensor, n_tiles: int = 100, seed: int = 0,
         xb = x[idx].to(dev)
         with torch.no_grad():
             r = editor.generate(editor.encode(xb), size=xb.shape[-1])
-        rec.append(gram_similarity(editor.vgg, xb, r).cpu())
+        rec.append(gram_similarity(editor.vgg_, xb, r).cpu())
         if lots is not None:
             js, jo = [], []
             for t in idx:
@@ -51,8 +51,8 @@ def texture_scores(editor, x: torch.Tensor, n_tiles: int = 100, seed: int = 0,
                 other_pool = np.flatnonzero(lots != lots[t])
                 js.append(rng.choice(same_pool) if len(same_pool) else t)
                 jo.append(rng.choice(other_pool) if len(other_pool) else t)
-            same.append(gram_similarity(editor.vgg, xb, x[js].to(dev)).cpu())
-            other.append(gram_similarity(editor.vgg, xb, x[jo].to(dev)).cpu())
+            same.append(gram_similarity(editor.vgg_, xb, x[js].to(dev)).cpu())
+            other.append(gram_similarity(editor.vgg_, xb, x[jo].to(dev)).cpu())
     out = {"tiles": int(n), "reconstruction": float(torch.cat(rec).mean())}
     if lots is not None:
         out["same_lot_reference"] = float(torch.cat(same).mean())
@@ -77,7 +77,7 @@ def traversal(editor, tile: torch.Tensor, dim: int, values=None) -> torch.Tensor
 
 def probe_dims(editor, k: int = 4) -> list[int]:
     """The ``k`` latent dimensions the attribute probe weighs most (column norms of ``W``)."""
-    w = editor.probe_w.detach().cpu().numpy()
+    w = editor.probe_w_.detach().cpu().numpy()
     return [int(i) for i in np.argsort(-np.linalg.norm(w, axis=0))[:k]]
 
 
@@ -141,14 +141,14 @@ def save_figures(editor, x: torch.Tensor, folder: Path, seed: int = 0, prefix: s
         out.append(_grid(folder / f"{prefix}_traversal_{s}.png", rows, labels,
                          ["original"] + [f"{v:+.1f}" for v in values],
                          title="Latent traversals (dims the attribute probe weighs most)"))
-    if editor.history.get("loss"):
+    if editor.history_.get("loss"):
         fig, ax = plt.subplots(1, 2, figsize=(7, 2.6))
-        ep = np.arange(1, len(editor.history["loss"]) + 1)
-        ax[0].plot(ep, editor.history["style"], label="style")
-        ax[0].plot(ep, editor.history["loss"], label="total")
+        ep = np.arange(1, len(editor.history_["loss"]) + 1)
+        ax[0].plot(ep, editor.history_["style"], label="style")
+        ax[0].plot(ep, editor.history_["loss"], label="total")
         ax[0].set_xlabel("epoch")
         ax[0].legend(fontsize=7)
-        ax[1].plot(ep, editor.history["kl"])
+        ax[1].plot(ep, editor.history_["kl"])
         ax[1].set_xlabel("epoch")
         ax[1].set_ylabel("KL (nats)")
         out.append(str(save_figure(fig, folder / f"{prefix}_loss.png", dpi=110)))

@@ -34,10 +34,10 @@ def editor_features(editor, x: torch.Tensor, batch_size: int = 32) -> dict[str, 
     """Both feature sets of tiles ``x`` from a TextureVAE ``editor``: posterior means and the raw
     frozen VGG19 ``pool5`` features its encoder starts from."""
     p = LatentRegressor(batch_size=batch_size).to(editor.device)
-    net = FeatureRegressorNet(editor.vgg, editor.patch, {}, editor.heads.mu, editor.feat_mean,
-                              editor.feat_std)
+    net = FeatureRegressorNet(editor.vgg_, editor.patch_, {}, editor.heads_.mu, editor.feat_mean_,
+                              editor.feat_std_)
     return {"texturevae": p.feature_array(net, x),
-            "vgg19": p.feature_array(FeatureRegressorNet(editor.vgg, editor.patch, {}), x)}
+            "vgg19": p.feature_array(FeatureRegressorNet(editor.vgg_, editor.patch_, {}), x)}
 
 
 def feature_table(feats: dict[str, np.ndarray], y: np.ndarray, lots: np.ndarray, tr: np.ndarray,

@@ -34,7 +34,7 @@ def batched(editor, fn, x: torch.Tensor, bs: int) -> torch.Tensor:
 
 def calibrate_scales(editor, patches: torch.Tensor, gen: torch.Generator, bs: int) -> None:
     """Per-layer style-loss scale: the mean loss between random pairs of training patches."""
-    editor.layer_scales = {k: 1.0 for k in STYLE_LAYERS}
+    editor.layer_scales_ = {k: 1.0 for k in STYLE_LAYERS}
     if not editor.normalize_layers or len(patches) < 2:
         return
     n = min(len(patches), 64)
@@ -45,13 +45,13 @@ def calibrate_scales(editor, patches: torch.Tensor, gen: torch.Generator, bs: in
         for i in range(0, n, bs):
             xa = patches[idx[i:i + bs]].to(editor.device)
             xb = patches[idx[perm[i:i + bs]]].to(editor.device)
-            fa = editor.vgg(xa, STYLE_LAYERS)
-            fb = editor.vgg(xb, STYLE_LAYERS)
+            fa = editor.vgg_(xa, STYLE_LAYERS)
+            fb = editor.vgg_(xb, STYLE_LAYERS)
             for k in STYLE_LAYERS:
                 sums[k] += float(layer_style_loss(fa[k], gram(fb[k])).sum())
     for k in STYLE_LAYERS:
         s = sums[k] / n
-        editor.layer_scales[k] = s if s > 0 and math.isfinite(s) else 1.0
+        editor.layer_scales_[k] = s if s > 0 and math.isfinite(s) else 1.0
 
 
 def evaluate_loss(editor, patches: torch.Tensor, feats: torch.Tensor | None = None,
@@ -59,16 +59,16 @@ def evaluate_loss(editor, patches: torch.Tensor, feats: torch.Tensor | None = No
     """Deterministic loss on ``patches`` (``z = mu``, no sampling): ``style`` (weighted by
     ``weights`` / the calibrated layer scales), ``kl`` (nats per patch) and ``loss``."""
     if weights is None:
-        weights = {k: w / editor.layer_scales[k] for k, w in editor._weights().items() if w > 0}
+        weights = {k: w / editor.layer_scales_[k] for k, w in editor._weights().items() if w > 0}
     bs = int(editor.batch_size)
     st = kl = 0.0
     with torch.no_grad():
         for i in range(0, len(patches), bs):
             xb = patches[i:i + bs].to(editor.device)
             h = feats[i:i + bs].to(editor.device) if feats is not None else editor._features(xb)
-            mu, logvar = editor.heads(h)
-            targets = {k: gram(v) for k, v in editor.vgg(xb, tuple(weights)).items()}
-            s, _ = style_loss(editor.vgg(editor.decoder(mu), tuple(weights)), targets, weights)
+            mu, logvar = editor.heads_(h)
+            targets = {k: gram(v) for k, v in editor.vgg_(xb, tuple(weights)).items()}
+            s, _ = style_loss(editor.vgg_(editor.decoder_(mu), tuple(weights)), targets, weights)
             st += float(s) * len(xb)
             kl += float(kl_divergence(mu, logvar).sum())
     n = max(len(patches), 1)
@@ -78,11 +78,11 @@ def evaluate_loss(editor, patches: torch.Tensor, feats: torch.Tensor | None = No
 def _normalised_features(editor, patches: torch.Tensor, bs: int) -> torch.Tensor:
     """The frozen encoder trunk's features of every patch (computed once), standardised; sets the
     editor's ``feat_mean`` / ``feat_std``."""
-    raw = batched(editor, lambda b: encoder_features(editor.vgg, b, editor.patch), patches, bs)
-    editor.feat_mean = raw.mean(0)
+    raw = batched(editor, lambda b: encoder_features(editor.vgg_, b, editor.patch_), patches, bs)
+    editor.feat_mean_ = raw.mean(0)
     std = raw.std(0)
-    editor.feat_std = std + 1e-3 * float(std.mean()) + 1e-8
-    return (raw - editor.feat_mean) / editor.feat_std
+    editor.feat_std_ = std + 1e-3 * float(std.mean()) + 1e-8
+    return (raw - editor.feat_mean_) / editor.feat_std_
 
 
 def train_vae(editor, x: torch.Tensor, ctx: RunContext) -> dict:
@@ -93,30 +93,30 @@ def train_vae(editor, x: torch.Tensor, ctx: RunContext) -> dict:
 
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(editor.seed))
-    patches = sliding_patches(x, editor.patch, editor.stride)
+    patches = sliding_patches(x, editor.patch_, editor.stride)
     bs = int(editor.batch_size)
     weights = editor._weights()
     calibrate_scales(editor, patches, gen, bs)
     feats = _normalised_features(editor, patches, bs)
-    opt = torch.optim.Adam(list(editor.heads.parameters()) + list(editor.decoder.parameters()),
+    opt = torch.optim.Adam(list(editor.heads_.parameters()) + list(editor.decoder_.parameters()),
                            lr=editor.lr)
-    editor.heads.train()
-    editor.decoder.train()
-    w_eff = {k: weights[k] / editor.layer_scales[k] for k in STYLE_LAYERS if weights[k] > 0}
-    editor.history = {"loss": [], "kl": [], "style": []}
+    editor.heads_.train()
+    editor.decoder_.train()
+    w_eff = {k: weights[k] / editor.layer_scales_[k] for k in STYLE_LAYERS if weights[k] > 0}
+    editor.history_ = {"loss": [], "kl": [], "style": []}
     n = len(patches)
     probe_idx = torch.randperm(n, generator=gen)[:32]
     initial = evaluate_loss(editor, patches[probe_idx], feats[probe_idx], w_eff)
     steps = max(1, math.ceil(n / bs))
     ckpt = TrainingCheckpoint.for_run(ctx, editor.name, signature={
-        **editor.get_params(), "patches": int(n), "tile_size": int(editor.tile_size)})
-    ckpt.bind(modules={"heads": editor.heads, "decoder": editor.decoder},
+        **editor.get_params(), "patches": int(n), "tile_size": int(editor.tile_size_)})
+    ckpt.bind(modules={"heads": editor.heads_, "decoder": editor.decoder_},
               optimizers={"adam": opt}, generators={"gen": gen})
     start = 0
     resumed = ckpt.restore()
     if resumed is not None:
         start = resumed.epoch
-        editor.history = {k: [float(v) for v in resumed.extra["history"][k]]
+        editor.history_ = {k: [float(v) for v in resumed.extra["history"][k]]
                           for k in ("loss", "kl", "style")}
     hint = f"lower [editor] lr (now {editor.lr})"
     bar = tqdm(total=editor.epochs * steps, initial=start * steps, desc="texturevae",
@@ -130,16 +130,16 @@ def train_vae(editor, x: torch.Tensor, ctx: RunContext) -> dict:
                           lambda v, s=s, e=epoch: ckpt.check_loss(v, e, s + 1, hint)) * len(idx)
             bar.update(1)
         for k, v in zip(("loss", "kl", "style"), sums / n):
-            editor.history[k].append(float(v))
-        bar.set_postfix(loss=f"{editor.history['loss'][-1]:.4f}")
-        ckpt.save(epoch, extra={"history": editor.history})
+            editor.history_[k].append(float(v))
+        bar.set_postfix(loss=f"{editor.history_['loss'][-1]:.4f}")
+        ckpt.save(epoch, extra={"history": editor.history_})
     bar.close()
     editor._eval()
     final = evaluate_loss(editor, patches[probe_idx], feats[probe_idx], w_eff)
     return {"train_seconds": time.perf_counter() - t0, "patches": int(n),
-            "patch_size": int(editor.patch), "vgg": editor.vgg_source,
-            "final": {k: v[-1] for k, v in editor.history.items() if v},
-            "layer_scales": dict(editor.layer_scales),
+            "patch_size": int(editor.patch_), "vgg": editor.vgg_source_,
+            "final": {k: v[-1] for k, v in editor.history_.items() if v},
+            "layer_scales": dict(editor.layer_scales_),
             "eval_loss_initial": initial, "eval_loss_final": final}
 
 
@@ -148,11 +148,11 @@ def _step(editor, xb: torch.Tensor, fb: torch.Tensor, w_eff: dict, opt, gen: tor
     """One Adam step on a batch; returns ``[loss, kl, style]``."""
     xb = xb.to(editor.device)
     with torch.no_grad():
-        targets = {k: gram(v) for k, v in editor.vgg(xb, tuple(w_eff)).items()}
-    mu, logvar = editor.heads(fb.to(editor.device))
+        targets = {k: gram(v) for k, v in editor.vgg_(xb, tuple(w_eff)).items()}
+    mu, logvar = editor.heads_(fb.to(editor.device))
     eps = torch.randn(mu.shape, generator=gen).to(editor.device)
     z = mu + torch.exp(0.5 * logvar) * eps
-    st, _ = style_loss(editor.vgg(editor.decoder(z), tuple(w_eff)), targets, w_eff)
+    st, _ = style_loss(editor.vgg_(editor.decoder_(z), tuple(w_eff)), targets, w_eff)
     kl = kl_divergence(mu, logvar).mean()
     loss = editor.kl_weight * kl + st
     loss_value = loss.item()

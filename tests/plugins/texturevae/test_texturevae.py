@@ -98,7 +98,7 @@ def test_decoder_shapes_and_range():
 # ---- the trained editor -------------------------------------------------------------------------
 def test_training_lowers_loss(fitted):
     ed, metrics = fitted
-    assert len(ed.history["loss"]) == 4
+    assert len(ed.history_["loss"]) == 4
     # deterministic loss (z = mu) on the same 16 patches before and after training
     assert metrics["eval_loss_final"]["loss"] < 0.85 * metrics["eval_loss_initial"]["loss"]
     assert metrics["patches"] == 18 and metrics["vgg"].startswith("random:")
@@ -129,7 +129,7 @@ def test_probe_edit_reaches_requested_attributes(fitted, store):
         z2 = ed.shift(z, target)
         assert torch.allclose(ed.probe_attributes(z2), target, atol=1e-4)
         # minimum norm: the move lies in the row space of W (orthogonal to its null space)
-        null = torch.linalg.svd(ed.probe_w, full_matrices=True).Vh[4:]
+        null = torch.linalg.svd(ed.probe_w_, full_matrices=True).Vh[4:]
         assert torch.allclose((z2 - z) @ null.T, torch.zeros(4, 4), atol=1e-4)
 
 
@@ -170,9 +170,9 @@ def test_traversal_sets_one_dimension(fitted, store):
 def test_gram_similarity_and_scores(fitted, store):
     ed, metrics = fitted
     x = store.lot(0).tiles[:2]
-    s = gram_similarity(ed.vgg, x, x)
+    s = gram_similarity(ed.vgg_, x, x)
     assert torch.allclose(s, torch.ones(2), atol=1e-6)
-    assert float(gram_similarity(ed.vgg, x, torch.zeros_like(x) + 0.5)[0]) < 0.9
+    assert float(gram_similarity(ed.vgg_, x, torch.zeros_like(x) + 0.5)[0]) < 0.9
     t = metrics["texture"]
     assert 0 <= t["reconstruction"] <= 1 and t["tiles"] == 18
     xs = torch.cat([store.lot(i).tiles for i in range(6)])
@@ -257,7 +257,7 @@ def test_killed_training_resumes_bit_identically(store, tmp_path, monkeypatch, o
     for part in ("heads", "decoder"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
     assert torch.equal(a["probe_w"], b["probe_w"])
-    assert ref.history == got.history and ref_m["eval_loss_final"] == got_m["eval_loss_final"]
+    assert ref.history_ == got.history_ and ref_m["eval_loss_final"] == got_m["eval_loss_final"]
 
 
 def test_nan_loss_is_a_one_line_user_error(store, tmp_path, monkeypatch, one_thread):
