@@ -15,7 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "plugins" / "wideresnet"))  # blobs.py
 from blobs import make_store  # noqa: E402
+from tiny_run import DATA  # noqa: E402
 
+from mxplain import ddp  # noqa: E402
 from mxplain_wideresnet.predictor import augment_batch  # noqa: E402
 
 RANK_SCRIPT = """
@@ -88,3 +90,61 @@ def test_augment_shard_draws_the_global_batch():
         assert torch.equal(part, whole[rank::2])
         states.append(gr.get_state())
     assert torch.equal(states[0], states[1]) and torch.equal(states[0], g.get_state())
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, False), ({"RANK": "0"}, False), ({"RANK": "0", "WORLD_SIZE": "1"}, False),
+    ({"WORLD_SIZE": "2"}, False), ({"RANK": "1", "WORLD_SIZE": "2"}, True),
+])
+def test_launched_only_under_torchrun_with_more_than_one_process(monkeypatch, env, expected):
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert ddp.launched() is expected
+
+
+def test_one_process_trains_alone_unchanged(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    state = ddp.setup("cpu")
+    assert state == ddp.DDPState(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    assert not state.active and state.is_main
+    batch = torch.arange(7)
+    assert ddp.shard(batch, state) is batch
+    net = torch.nn.BatchNorm1d(2)
+    net.running_mean += 3
+    ddp.barrier(state)
+    ddp.sync_buffers(net, state)
+    assert net.running_mean.tolist() == [3.0, 3.0]
+
+
+def test_a_ranks_share_of_a_global_batch_is_strided():
+    batch = torch.arange(10)
+    shares = [ddp.shard(batch, ddp.DDPState(rank=r, world=3)).tolist() for r in range(3)]
+    assert shares == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert not ddp.DDPState(rank=2, world=3).is_main and ddp.DDPState(world=3).active
+
+
+def test_wrap_gives_the_models_scaled_output():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 1)
+
+        def scaled(self, x):
+            return 10 * self.lin(x)
+
+    model, x = Scaled(), torch.ones(3, 2)
+    call = ddp.wrap(model, ddp.DDPState())
+    assert call == model.scaled and torch.equal(call(x), model.scaled(x))
+    assert torch.equal(ddp.ScaledForward(model)(x), model.scaled(x))
+
+
+def test_main_without_a_predictor_to_train_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text(DATA)
+    assert ddp.main([str(config), "--out", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr().out
+    assert out == "error: mxplain.ddp trains the [predictor]; the config has none to train\n"
+    assert not (tmp_path / "run").exists()
