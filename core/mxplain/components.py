@@ -6,6 +6,7 @@ and what both the single-process loop and a Dask worker run on them: a lot's cub
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from mxplain import plugins
+from mxplain.cube import BASE_VARIABLES, EDITOR_VARIABLES
+from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Lot
 from mxplain.run_inputs import _check_input_file
 from mxplain.store import TileStore, to_uint8
@@ -42,10 +45,62 @@ def build_components(cfg: dict, skip=()) -> dict:
 
 def build_explainers(tables: dict, skip=()) -> dict:
     """The explainers of the config's ``[explain.*]`` tables, constructed (those in ``skip`` left
-    out): the one place both the pipeline and a Dask worker (:mod:`mxplain.distributed`) build
-    them."""
-    return {ename: plugins.get("explainer", ename)(**params) for ename, params in tables.items()
-            if ename not in skip}
+    out) and ordered so that each runs after the explainers whose variables it reads
+    (:func:`order_explainers`): the one place both the pipeline and a Dask worker
+    (:mod:`mxplain.distributed`) build them, so both run them in the same order."""
+    return order_explainers({ename: plugins.get("explainer", ename)(**params)
+                             for ename, params in tables.items() if ename not in skip})
+
+
+#: the variables the pipeline writes before any explainer runs (readable by every explainer)
+PIPELINE_VARIABLES = frozenset(BASE_VARIABLES) | frozenset(EDITOR_VARIABLES)
+
+
+def _writers(explainers: dict) -> dict[str, str]:
+    """``{variable: explainer}`` for what each explainer declares for a bare context."""
+    bare = ExplainContext()
+    return {v: ename for ename, exp in explainers.items() for v in exp.variables(bare)}
+
+
+def order_explainers(explainers: dict) -> dict:
+    """``explainers`` (``{name: explainer}``, in the config's order) reordered so that the producer
+    of every variable an explainer declares in ``reads`` or ``reads_optional``
+    (:class:`~mxplain.interfaces.Explainer`) runs before it, the config's order kept otherwise.
+    A read that neither an explainer of the run nor the pipeline writes, or reads in a cycle, is a
+    :class:`UserError` (when the config is resolved: nothing is written or trained yet)."""
+    if not any(exp.reads or exp.reads_optional for exp in explainers.values()):
+        return explainers
+    writers = _writers(explainers)
+    after: dict[str, set[str]] = {}
+    for ename, exp in explainers.items():
+        for v in exp.reads:
+            if v not in writers and v not in PIPELINE_VARIABLES:
+                raise UserError(f"[explain.{ename}] reads the cube variable {v!r}, which no "
+                                f"explainer of the run writes (the run has "
+                                f"{', '.join(explainers)}); add the explainer that writes it")
+        after[ename] = {writers[v] for v in (*exp.reads, *exp.reads_optional)
+                        if v in writers and writers[v] != ename}
+    ordered: list[str] = []
+    while len(ordered) < len(explainers):
+        ready = next((e for e in explainers if e not in ordered and after[e] <= set(ordered)),
+                     None)
+        if ready is None:
+            left = [e for e in explainers if e not in ordered]
+            raise UserError(f"explainers {', '.join(left)} read each other's variables (a "
+                            f"cycle): none of them can run first")
+        ordered.append(ready)
+    return {e: explainers[e] for e in ordered}
+
+
+def check_reads(explainers: dict, variables: dict) -> None:
+    """Every variable an explainer ``reads`` is in the run's cube (``variables``: the pipeline's
+    and every explainer's, for the run's context), once the models are known: a producer may
+    declare a variable only for some runs (one with an editor)."""
+    for ename, exp in explainers.items():
+        for v in exp.reads:
+            if v not in variables:
+                raise UserError(f"[explain.{ename}] reads the cube variable {v!r}, which no "
+                                f"explainer of this run writes")
 
 
 def dataset_knowledge(ctx: ExplainContext, dataset, store: TileStore) -> None:
@@ -114,16 +169,38 @@ def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers
         lot = store.lot(i)
     lot.tiles = lot.tiles[:n_tiles]
     values = _base_values(lot, ctx)
+    written_by = dict.fromkeys(values, "pipeline")
+    spent: dict[str, float] = {}
     for ename, exp in explainers.items():
         te = time.perf_counter()
-        part = exp.explain_lot(lot, ctx)
-        per_explainer[ename] += time.perf_counter() - te
+        part = exp.explain_lot(lot, _reader_context(ctx, exp, values, written_by, explainers,
+                                                    spent))
+        spent[ename] = time.perf_counter() - te
+        per_explainer[ename] += spent[ename]
         for vname, arr in part.items():
             if vname not in variables:
                 raise RuntimeError(f"explainer {ename!r} returned undeclared {vname!r}")
             _check_finite(vname, lot.lot_id, arr)
         values.update(part)
+        written_by.update(dict.fromkeys(part, ename))
     return values
+
+
+def _reader_context(ctx: ExplainContext, exp, values: dict, written_by: dict,
+                    explainers: dict, spent: dict) -> ExplainContext:
+    """``ctx`` itself for an explainer that reads nothing; else a shallow copy holding what the
+    lot has so far of the variables it declares (``lot_results``), who wrote each one and the
+    seconds those explainers took on the lot."""
+    names = (*exp.reads, *exp.reads_optional)
+    if not names:
+        return ctx
+    out = copy.copy(ctx)
+    out.lot_results = {v: values[v] for v in names if v in values}
+    out.lot_producers = {v: (written_by[v], {} if written_by[v] == "pipeline"
+                             else explainers[written_by[v]].get_params())
+                         for v in out.lot_results}
+    out.lot_seconds = {e: spent[e] for e, _ in out.lot_producers.values() if e in spent}
+    return out
 
 
 def summarize_all(explainers: dict, cube, ctx: ExplainContext, timings: dict | None = None

@@ -104,6 +104,20 @@ class ExplainContext(RunContext):
     #: the structures ``segment`` returns, each with the attribute whose effect it carries
     #: (``None``: none) (:attr:`Dataset.structures`; the cube's ``structure`` dimension)
     structures: dict[str, str | None] = field(default_factory=dict)
+    #: the cube's coordinates by name (``lot``, ``attribute``, the explainers' extra dimensions
+    #: and coordinates such as forward's ``value``), set before the first lot is explained
+    cube_coords: dict[str, np.ndarray] = field(default_factory=dict)
+    #: in :meth:`Explainer.explain_lot`: what the lot already holds of the variables the explainer
+    #: declares in ``reads`` and ``reads_optional`` (their producers ran first; an optional read
+    #: without a producer is absent), without the ``lot`` dimension
+    lot_results: dict[str, np.ndarray] = field(default_factory=dict)
+    #: for each variable of ``lot_results``: the name and parameters
+    #: (:meth:`~mxplain.interfaces.Component.get_params`) of the explainer that wrote it
+    #: (``("pipeline", {})`` for the pipeline's own), so that a reader can check they match its own
+    lot_producers: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    #: for each explainer named in ``lot_producers``: the seconds its ``explain_lot`` took on this
+    #: lot (what a reader reports as the cost of the values it took over)
+    lot_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,18 @@ class Explainer(Component):
     #: shorthands read by the default :meth:`requirements`
     requires_editor: ClassVar[bool] = False
     requires_gradients: ClassVar[bool] = False
+    #: cube variables of the same lot that :meth:`explain_lot` reads from ``ctx.lot_results``,
+    #: written before it by another explainer of the run or by the pipeline (``prediction``,
+    #: ``reconstruction_prediction``, ...). The run orders its explainers so that each one's
+    #: producers run first (:func:`mxplain.components.build_explainers`, the one place the local
+    #: and the Dask path build them) and refuses, when the config is resolved, a read that no
+    #: explainer of the run writes. A producer is found by the names its :meth:`variables`
+    #: declares for a bare :class:`ExplainContext`: a variable that another explainer reads is
+    #: declared whatever the run's models.
+    reads: ClassVar[tuple[str, ...]] = ()
+    #: like :attr:`reads`, but read only where the run has a producer (which then runs first);
+    #: without one, :meth:`explain_lot` computes what it needs itself
+    reads_optional: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def requirements(cls, params: dict[str, Any]) -> frozenset[str]:

@@ -24,6 +24,7 @@ from mxplain.components import (
     _stage_seed,
     build_components,
     build_explainers,
+    check_reads,
     config_hash,
     dataset_knowledge,
     explain_lot_values,
@@ -230,17 +231,11 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
         write_report(folder.path, redraw=False)  # the figures were drawn just now
 
 
-def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None,
-             explainers: dict | None = None) -> None:
-    if explainers is None:
-        explainers = build_explainers(cfg["explain"])
-    # what each explainer needs was checked when the config was resolved (mxplain.preflight)
-    # and the models' gradients probed once trained (probe_gradients); skipped ones are not here
-    job_cfg = {**cfg, "explain": {e: p for e, p in cfg["explain"].items() if e in explainers}}
-    n_tiles = int(store.counts.max())
-    limit = int(cfg["run"]["explain_tiles"] or 0)
-    if limit > 0:
-        n_tiles = min(n_tiles, limit)
+def _declarations(explainers: dict, store: TileStore, n_tiles: int, ctx: ExplainContext
+                  ) -> tuple[dict, dict, dict]:
+    """The cube's sizes, coordinates and variables: the pipeline's and every explainer's; the
+    explainers' declared reads are checked against them and the coordinates go to
+    ``ctx.cube_coords``."""
     sizes, coords = cube_layout(store, n_tiles, ctx)
     variables = dict(BASE_VARIABLES)
     if ctx.editor is not None:
@@ -262,6 +257,24 @@ def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_expla
     if not any("structure" in v.dims for v in variables.values()):  # nothing segmented
         sizes.pop("structure", None)
         coords.pop("structure", None)
+    check_reads(explainers, variables)
+    ctx.cube_coords = {k: np.asarray(v[1] if isinstance(v, tuple) else v)
+                       for k, v in coords.items()}
+    return sizes, coords, variables
+
+
+def _explain(cfg, store, ctx, folder, metrics, timings, resume, tqdm, dask_explain=None,
+             explainers: dict | None = None) -> None:
+    if explainers is None:
+        explainers = build_explainers(cfg["explain"])
+    # what each explainer needs was checked when the config was resolved (mxplain.preflight)
+    # and the models' gradients probed once trained (probe_gradients); skipped ones are not here
+    job_cfg = {**cfg, "explain": {e: p for e, p in cfg["explain"].items() if e in explainers}}
+    n_tiles = int(store.counts.max())
+    limit = int(cfg["run"]["explain_tiles"] or 0)
+    if limit > 0:
+        n_tiles = min(n_tiles, limit)
+    sizes, coords, variables = _declarations(explainers, store, n_tiles, ctx)
     tables = {
         "lot_attributes": xr.DataArray(store.lot_attributes, dims=("lot", "attribute")),
         "measured_property": xr.DataArray(store.properties, dims=("lot",)),
