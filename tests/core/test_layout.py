@@ -29,7 +29,7 @@ LEFT_OUT = {"__init__", "__main__"}
 
 PENDING = {
     "components", "configdoc", "conformance_run",
-    "device", "evaluate", "figures", "gradients",
+    "evaluate", "figures",
     "interface_types", "interfaces", "model_stages", "outputs", "preflight",
     "probe_morphology", "probe_texture", "report_answers", "report_compare", "report_evidence",
     "report_html", "resources", "review_answers", "review_config", "review_page", "review_report",
