@@ -28,7 +28,7 @@ TESTS = ROOT / "tests"
 LEFT_OUT = {"__init__", "__main__"}
 
 PENDING = {
-    "components", "conformance_run",
+    "conformance_run",
     "evaluate", "figures",
     "interface_types", "interfaces", "model_stages", "outputs", "preflight",
     "probe_morphology", "probe_texture", "report_answers", "report_compare", "report_evidence",

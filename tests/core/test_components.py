@@ -1,7 +1,9 @@
-"""Declared reads between explainers (Explainer.reads / reads_optional): producers run first in
-the one place that builds explainers, a read without a producer is refused when the config is
-resolved, the reader gets the lot's earlier values through ExplainContext.lot_results, and a
-resumed run and a Dask run write the same cube as an uninterrupted one."""
+"""mxplain.components, the one place the run's components are built: declared reads between
+explainers (Explainer.reads / reads_optional): producers run first, a read without a producer is
+refused when the config is resolved, the reader gets the lot's earlier values through
+ExplainContext.lot_results, and a resumed run and a Dask run write the same cube as an
+uninterrupted one (moved from test_explain_reads.py); what the dataset knows reaches the context,
+the config hash and the stage seeds."""
 
 import os
 import subprocess
@@ -15,7 +17,16 @@ import xarray as xr
 from tiny_run import DATA
 
 from mxplain import hookimpl, plugins
-from mxplain.components import build_components, build_explainers, explain_lot_values
+from mxplain.builtins import StoreDataset
+from mxplain.components import (
+    build_components,
+    build_explainers,
+    check_reads,
+    config_hash,
+    dataset_knowledge,
+    explain_lot_values,
+    stage_seed,
+)
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 
@@ -243,3 +254,51 @@ def test_resumed_and_dask_runs_write_the_uninterrupted_cube(installed, tmp_path)
     for other in (part, tmp_path / "dask"):
         b = open_results(other).load()
         xr.testing.assert_identical(a, b)  # every variable, coordinate and attribute
+
+
+def test_build_components_constructs_each_table_and_leaves_checkpoints_to_load(tmp_path):
+    ckpt = tmp_path / "predictor.pt"
+    ckpt.write_bytes(b"")
+    built = build_components({"data": {"name": "store", "path": "s.zarr"},
+                              "predictor": {"name": "wideresnet", "checkpoint": str(ckpt)},
+                              "explain": {"gradcam": {"ig_steps": 3}}})
+    assert isinstance(built["dataset"], StoreDataset) and built["dataset"].path == "s.zarr"
+    assert built["predictor"] is None and "editor" not in built
+    assert list(built["explain"]) == ["gradcam"] and built["explain"]["gradcam"].ig_steps == 3
+    with pytest.raises(UserError, match=r"\[predictor\] checkpoint '.*missing.pt' does not exist"):
+        build_components({"predictor": {"name": "wideresnet",
+                                        "checkpoint": str(tmp_path / "missing.pt")}})
+    assert build_components({}, skip=("gradcam",)) == {"explain": {}}
+
+
+def test_check_reads_refuses_a_read_the_runs_cube_lacks(installed):
+    explainers = build_explainers({"reads_doubler": {}, "reads_reader": {}})
+    check_reads(explainers, {"doubled": 0, "prediction": 0})
+    with pytest.raises(UserError, match=r"^\[explain.reads_reader\] reads the cube variable "
+                                        r"'prediction', which no explainer of this run writes$"):
+        check_reads(explainers, {"doubled": 0})
+
+
+def test_dataset_knowledge_fills_the_context_from_the_store(small_store):
+    ctx = ExplainContext()
+    dataset_knowledge(ctx, StoreDataset(path=str(small_store.path)), small_store)
+    assert ctx.attributes == ("size", "porosity") and ctx.property_name == small_store.property_name
+    assert ctx.measure is None and ctx.segment is None and ctx.structures == {}
+    assert ctx.simulator is None and ctx.true_sensitivity == small_store.true_sensitivity()
+
+
+def test_the_config_hash_ignores_where_and_how_a_run_runs():
+    cfg = {"data": {"name": "synthetic", "n_lots": 4}, "trust": {"x": 1},
+           "run": {"seed": 0, "device": "cpu", "workers": None, "report": True}}
+    same = {**cfg, "trust": {"x": 2},
+            "run": {"seed": 0, "device": "cuda", "workers": 2, "report": False}}
+    assert config_hash(cfg) == config_hash(same) and len(config_hash(cfg)) == 16
+    assert config_hash(cfg) != config_hash({**cfg, "run": {**cfg["run"], "seed": 1}})
+    assert config_hash(cfg) != config_hash({**cfg, "data": {"name": "synthetic", "n_lots": 5}})
+
+
+def test_stage_seeds_are_fixed_and_differ_by_stage():
+    assert stage_seed(0, "predictor") == stage_seed(0, "predictor") == 3106054589
+    seeds = {stage_seed(s, st) for s in (0, 1) for st in ("predictor", "editor", "lot:0", 0)}
+    assert len(seeds) == 8 and all(0 <= x < 2 ** 32 for x in seeds)
+    assert stage_seed(7, 3) == stage_seed(7, "3")
