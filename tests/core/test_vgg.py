@@ -1,4 +1,5 @@
-"""The VGG trunk: layer layout, torchvision-format weight loading, grey folding, hub cache."""
+"""mxplain.vgg, the core's VGG trunk (mxplain_vgg and mxplain_texturevae use it): layer layout,
+torchvision-format weight loading, grey folding, hub cache."""
 
 import warnings
 
@@ -6,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mxplain import vgg as vggmod
 from mxplain.errors import UserError
-from mxplain_vgg import vgg as vggmod
-from mxplain_vgg.vgg import CFGS, GREY_MEAN, GREY_STD, LAYER_NAMES, VGG, load_vgg
+from mxplain.vgg import CFGS, GREY_MEAN, GREY_STD, LAYER_NAMES, VGG, load_vgg
 
 TV_INDICES = {  # torchvision's conv indices in vgg16/vgg19 .features
     "vgg16": [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
@@ -164,3 +165,11 @@ def test_random_init_warns_and_is_seeded(tmp_path, monkeypatch):
     assert abs(float(w.std()) - (2 / (512 * 9)) ** 0.5) < 0.05 * (2 / (512 * 9)) ** 0.5
     assert float(a.features[28].bias.abs().sum()) == 0.0
     assert a.source == "random:1"
+
+
+def test_channels_of_each_layer():
+    net = VGG("vgg19")
+    assert [net.channels(n) for n in ("conv1_1", "relu1_2", "pool1", "relu3_4", "pool5")] == \
+        [64, 64, 64, 256, 512]
+    with pytest.raises(UserError, match="VGG layer 'relu5_9' is unknown for vgg19"):
+        net.channels("relu5_9")
