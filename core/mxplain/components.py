@@ -132,7 +132,9 @@ def stage_seed(seed: int, stage: str | int) -> int:
 _stage_seed = stage_seed  # the name mxplain.ddp and older callers use
 
 
-def _base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+def base_values(lot: Lot, ctx: ExplainContext) -> dict[str, np.ndarray]:
+    """The pipeline's own variables of a lot (``tile_mask``, ``prediction``, ``example_tile`` and,
+    with an editor, ``reconstruction_prediction``), written before any explainer runs."""
     size = lot.tiles.shape[-2:]
     out = {"tile_mask": np.ones(len(lot.tiles), bool),
            "prediction": ctx.predictor.predict(lot.tiles, batch_size=ctx.batch_size),
@@ -168,13 +170,13 @@ def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers
     if lot is None:
         lot = store.lot(i)
     lot.tiles = lot.tiles[:n_tiles]
-    values = _base_values(lot, ctx)
+    values = base_values(lot, ctx)
     written_by = dict.fromkeys(values, "pipeline")
     spent: dict[str, float] = {}
     for ename, exp in explainers.items():
         te = time.perf_counter()
-        part = exp.explain_lot(lot, _reader_context(ctx, exp, values, written_by, explainers,
-                                                    spent))
+        part = exp.explain_lot(lot, reader_context(ctx, exp, values, written_by, explainers,
+                                                   spent))
         spent[ename] = time.perf_counter() - te
         per_explainer[ename] += spent[ename]
         for vname, arr in part.items():
@@ -186,8 +188,8 @@ def explain_lot_values(i: int, store: TileStore, ctx: ExplainContext, explainers
     return values
 
 
-def _reader_context(ctx: ExplainContext, exp, values: dict, written_by: dict,
-                    explainers: dict, spent: dict) -> ExplainContext:
+def reader_context(ctx: ExplainContext, exp, values: dict, written_by: dict,
+                   explainers: dict, spent: dict) -> ExplainContext:
     """``ctx`` itself for an explainer that reads nothing; else a shallow copy holding what the
     lot has so far of the variables it declares (``lot_results``), who wrote each one and the
     seconds those explainers took on the lot."""
