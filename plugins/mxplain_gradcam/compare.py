@@ -15,8 +15,10 @@ lot's tiles (the first ``max_tiles``) and aggregates in
   trapezoid rule over the fraction of pixels in [0, 1]. A random map (seeded by the run's seed and
   the lot index) is the baseline.
 * **Attribute faithfulness** (needs an editor) -- the lot's attribute slopes are estimated with a
-  forward sweep (``sweep_steps`` values in [0, 1], each attribute in turn, the others at the lot's
-  labels; the slope of the mean prediction, ``edit_slope``); the top attribute by |slope| is edited
+  forward sweep (each attribute in turn over values in [0, 1], the others at the lot's labels; the
+  least-squares slope of the mean prediction, ``edit_slope``): the forward explainer's sweep of the
+  same tiles where it ran (its grid, the cube's ``value``), else ``sweep_steps`` values swept here
+  (:mod:`mxplain_gradcam.compare_inputs`); the top attribute by |slope| is edited
   by ``delta`` in the direction of its sign and the mean prediction change (``attribute_gain_top``)
   is compared with a random attribute edited by ``delta`` in a random direction
   (``attribute_gain_random``: the exact expectation over all attributes and both directions).
@@ -42,6 +44,7 @@ import torch
 from mxplain.errors import UserError
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 from mxplain.truth import sign_agreement
+from mxplain_gradcam.compare_inputs import attribute_scores, pixel_maps
 from mxplain_gradcam.compare_scores import (
     _backward_agreement,
     _backward_faithfulness,
@@ -112,6 +115,10 @@ class Compare(Explainer):
     test_params: ClassVar[dict] = {"max_tiles": 2, "curve_steps": 4, "ig_steps": 4, "sweep_steps": 3,
                                    "overlay_tiles": 1}
     requires_gradients: ClassVar[bool] = True
+    #: taken over where the run has them (forward's sweep, the pipeline's reconstruction, the
+    #: gradcam explainer's maps), computed here otherwise (:mod:`mxplain_gradcam.compare_inputs`)
+    reads_optional: ClassVar[tuple[str, ...]] = ("forward_prediction", "reconstruction_prediction",
+                                                 "gradcam", "integrated_gradients")
 
     @classmethod
     def requirements(cls, params: dict) -> frozenset[str]:
@@ -232,10 +239,8 @@ class Compare(Explainer):
             "pixel_cost_ms": np.zeros(nm, np.float32),
         }
 
-        # pixel maps and their cost
-        gc = GradCAM(layer=self.layer, batch_size=self.batch_size, ig_steps=self.ig_steps,
-                     ig_baseline=self.ig_baseline)
-        maps, cost = gc.timed(sub, predictor)
+        # pixel maps and their cost: the gradcam explainer's where it ran alike, else our own
+        maps, cost = pixel_maps(sub, sel, ctx, self)
         rng = np.random.default_rng([int(ctx.seed), int(lot.index)])
         t0 = time.perf_counter()
         maps["random"] = rng.standard_normal((m, h, w)).astype(np.float32)
@@ -264,56 +269,13 @@ class Compare(Explainer):
         attribute_part, structure_part = self._parts(ctx)
         # attribute explanations, edited with the editor
         if attribute_part:
-            out.update(self._attribute_part(lot, sub, ctx, predict))
+            out.update(attribute_scores(lot, sub, sel, ctx, predict, self))
 
         # GradCAM mass on the structures of synthetic tiles
         if structure_part:
             mass, area = self._structures(sub, maps["gradcam"], ctx)
             out["structure_mass"], out["structure_area"] = mass, area
         return out
-
-    def _attribute_part(self, lot: Lot, sub: torch.Tensor, ctx: ExplainContext,
-                        predict) -> dict[str, np.ndarray]:
-        editor = ctx.editor
-        k = len(ctx.attributes)
-        m = len(sub)
-        base = np.asarray(lot.attributes, np.float64).reshape(-1)[:k]
-        base = np.where(np.isfinite(base), base, 0.5)
-        dev = editor.device  # TrainableModel.device (the CPU until to() moves it)
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            latent = editor.encode(sub.to(dev))
-
-            def edited(attrs: np.ndarray) -> np.ndarray:
-                a = torch.as_tensor(np.tile(attrs, (m, 1)), dtype=torch.float32, device=dev)
-                return predict(editor.decode(latent, a).float().cpu())
-
-            values = np.linspace(0.0, 1.0, int(self.sweep_steps))
-            slopes = np.zeros(k)
-            for j in range(k):
-                means = []
-                for v in values:
-                    a = base.copy()
-                    a[j] = v
-                    means.append(edited(a).mean())
-                slopes[j] = np.polyfit(values, np.asarray(means), 1)[0]
-            cost = 1000.0 * (time.perf_counter() - t0) / m
-            p_ref = edited(base)
-            gains = np.zeros((k, 2))
-            for j in range(k):
-                for d, sign in enumerate((1.0, -1.0)):
-                    a = base.copy()
-                    a[j] = np.clip(a[j] + sign * float(self.delta), 0.0, 1.0)
-                    gains[j, d] = float((edited(a) - p_ref).mean())
-        top = int(np.argmax(np.abs(slopes)))
-        d_top = 0 if slopes[top] >= 0 else 1
-        return {
-            "edit_slope": slopes.astype(np.float32),
-            "attribute_top": np.array(top, np.int32),
-            "attribute_gain_top": np.array(gains[top, d_top], np.float32),
-            "attribute_gain_random": np.array(gains.mean(), np.float32),
-            "attribute_cost_ms": np.array(cost, np.float32),
-        }
 
     @staticmethod
     def _structures(sub: torch.Tensor, cams: np.ndarray, ctx: ExplainContext
