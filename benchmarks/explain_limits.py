@@ -30,6 +30,7 @@ import torch
 from _bench import device_label, sync
 from _limits import Counter, instrument, limits, needed, ratios
 
+from mxplain.components import base_values, order_explainers, reader_context
 from mxplain_attribute._common import autocast
 
 #: latent_design has no batch size (it takes its max_tiles tiles at once): its rows are priced at
@@ -102,8 +103,12 @@ def model_rates(editor, predictor, tiles: torch.Tensor, batch: int, device,
     return {key: timed(fns[key], device) / batch for key in keys}
 
 
-def run_explainer(name, exp, lots, ctx, counter: Counter, device) -> tuple[float, dict]:
-    """Wall seconds of ``explain_lot`` over ``lots`` (counted) and what the explainer reported."""
+def run_explainer(name, exp, lots, ctx, counter: Counter, device, earlier: dict | None = None
+                  ) -> tuple[float, dict]:
+    """Wall seconds of ``explain_lot`` over ``lots`` (counted) and what the explainer reported.
+    ``earlier``: per lot what the pipeline and the explainers before this one wrote, as the
+    pipeline passes it (``ExplainContext.lot_results``: what ``exp`` declares it reads); this
+    explainer's values and seconds are added to it."""
     counter.reset()
     counter.active = True
     reported: dict = {}
@@ -112,7 +117,17 @@ def run_explainer(name, exp, lots, ctx, counter: Counter, device) -> tuple[float
     t0, w0 = clock(), time.perf_counter()
     try:
         for lot in lots:
-            out = exp.explain_lot(lot, ctx)
+            lot_ctx = ctx
+            if earlier is not None:
+                e = earlier[lot.index]
+                lot_ctx = reader_context(ctx, exp, e["values"], e["by"], e["explainers"],
+                                         e["seconds"])
+            l0 = time.perf_counter()
+            out = exp.explain_lot(lot, lot_ctx)
+            if earlier is not None:
+                e["values"].update(out)
+                e["by"].update(dict.fromkeys(out, name))
+                e["seconds"][name] = time.perf_counter() - l0
             if "backward_iterations" in out:
                 reported["iterations"] = reported.get("iterations", 0) + int(
                     out["backward_iterations"].sum())
@@ -123,12 +138,26 @@ def run_explainer(name, exp, lots, ctx, counter: Counter, device) -> tuple[float
     return clock() - t0, reported
 
 
+def pipeline_values(exps, lots, ctx) -> dict:
+    """Per lot the pipeline's own variables (computed outside the counted calls, as the pipeline
+    does before any explainer), to which each explainer's values are added as it runs."""
+    out = {}
+    with torch.no_grad():
+        for lot in lots:
+            values = base_values(lot, ctx)
+            out[lot.index] = {"values": values, "by": dict.fromkeys(values, "pipeline"),
+                              "explainers": exps, "seconds": {}}
+    return out
+
+
 def one_repeat(exps, lots, ctx, counter, device) -> dict:
+    """Every explainer in the pipeline's order, each reading what the earlier ones wrote."""
     res = {}
     tiles = torch.cat([lot.tiles for lot in lots])
+    earlier = pipeline_values(exps, lots, ctx)
     for name, exp in exps.items():
         bs = batch_of(name, exp)
-        sec, reported = run_explainer(name, exp, lots, ctx, counter, device)
+        sec, reported = run_explainer(name, exp, lots, ctx, counter, device, earlier)
         rates = model_rates(ctx.editor, ctx.predictor, tiles, bs, device,
                             sorted(needed(name, counter.rows)))
         lim = limits(name, dict(counter.rows), rates)
@@ -203,7 +232,12 @@ def main(argv=None) -> dict:
     cfg = qs.config()
     editor, predictor = qs.models(cfg, device, args.predictor)
     ctx = qs.context(cfg, editor, predictor, device)
-    exps = qs.explainers(cfg, [e for e in args.explainers.split(",") if e] or None)
+    # the pipeline's order (producers of declared reads first) and its cube coordinates
+    exps = order_explainers(qs.explainers(cfg, [e for e in args.explainers.split(",") if e]
+                                          or None))
+    ctx.cube_coords = {k: np.asarray(v[1] if isinstance(v, tuple) else v)
+                       for exp in exps.values() for k, v in {**exp.extra_dims(),
+                                                             **exp.extra_coords()}.items()}
     lots = qs.lots(cfg, range(args.lots))
     print(f"device {device_label(device)}; quickstart sizes: {len(lots)} lots x "
           f"{len(lots[0].tiles)} tiles of {cfg['data']['tile_size']} px; predictor "
