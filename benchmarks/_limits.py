@@ -46,7 +46,7 @@ ISSUE_LIMIT = {
     "backward": [(None, "decode", True, "dpb")],
     "compare": [("perturbation_curves", "forward", False, "p")],
     "latent_design": [("latent_path", "decode", True, "dpb")],
-    "gradcam": [("gradcam", "forward", True, "pb")],
+    "gradcam": [("gradcam", "forward", True, "pb"), ("ig", "forward", True, "pb")],
 }
 
 
