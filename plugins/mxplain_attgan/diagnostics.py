@@ -60,7 +60,7 @@ class AttGANDiagnostics:
                   ("g_cls", "(d) classifier loss, generated tiles (G)"))
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
         for ax, (key, title) in zip(axes, panels):
-            y = np.asarray(self.history[key], dtype=float)
+            y = np.asarray(self.history_[key], dtype=float)
             ax.plot(y, lw=0.6, alpha=0.4, color="C0")
             if len(y) >= 10:
                 w = max(2, len(y) // 50)
@@ -102,13 +102,13 @@ class AttGANDiagnostics:
 
     # ---- trust: the README's failure signs (mxplain.trust's editor_health gate) ----------------
     def health(self, metrics: dict, store=None) -> list[tuple[str, str, str]]:
-        """Two failure signs of the README against the training history (``history``, kept in
+        """Two failure signs of the README against the training history (``history_``, kept in
         the checkpoint): the real-tile attribute classifier that never gets far from the
         no-information loss towards the soft-label floor (share of that gap closed by the last
         10 % of critic steps: pass >= 0.5, warn >= 0.2, else fail; floor and no-information
         loss from ``store``'s lot labels), and a reconstruction L1 that does not fall (last 10 %
         of generator steps over the first 10 %: pass <= 0.5, warn <= 0.8, else fail)."""
-        hist = getattr(self, "history", None) or {}
+        hist = self.history_ or {}
         rec, cls = list(hist.get("g_rec") or []), list(hist.get("d_cls") or [])
         if not rec:
             return [("training history", "warn", "the AttGAN records no training losses "

@@ -77,6 +77,13 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
     differentiable: ClassVar[bool] = True
     test_params: ClassVar[dict] = {"enc_dim": 8, "dec_dim": 8, "dis_dim": 8, "dis_fc_dim": 16,
                                    "n_layers": 3, "epochs": 1, "batch_size": 8}
+    #: learned state, ``None`` until ``fit`` or ``load_state_dict`` build the networks (with
+    #: ``tile_size_`` and the ``provenance_`` an exported checkpoint records); ``history_``: the
+    #: training losses by step
+    generator_: Generator | None = None
+    generator_ema_: Generator | None = None  # the EMA weights while training with g_ema > 0
+    discriminator_: Discriminator | None = None
+    history_: dict[str, list[float]] | None = None
 
     def __init__(self, enc_dim: int = 64, dec_dim: int = 64, dis_dim: int = 64,
                  dis_fc_dim: int = 1024, n_layers: int = 5, shortcut_layers: int = 1,
@@ -132,14 +139,6 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.diffaug = diffaug
         self.upsample = upsample
         self.noise = noise
-        self.generator: Generator | None = None
-        self.generator_ema: Generator | None = None
-        self.provenance: dict = {}
-        self.discriminator: Discriminator | None = None
-        self.tile_size: int | None = None
-        self.attributes: tuple[str, ...] = ()
-        self.history: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
-        self.device = torch.device("cpu")
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self, n_attributes: int, tile_size: int) -> None:
@@ -154,38 +153,40 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         if self.cls_crop is not None and self.cls_crop > tile_size:
             raise UserError(f"[editor] attgan: cls_crop = {self.cls_crop} is larger than the tile "
                             f"size {tile_size}")
-        self.tile_size = int(tile_size)
-        self.generator = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
-                                   self.shortcut_layers, self.inject_layers,
-                                   res_blocks=self.res_blocks, upsample=self.upsample,
-                                   noise=self.noise)
-        self.discriminator = Discriminator(n_attributes, tile_size, self.dis_dim, self.dis_fc_dim,
-                                           self.n_layers, self.dis_norm,
-                                           cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
-        self.generator.to(self.device)
-        self.discriminator.to(self.device)
-        self.generator_ema = None
+        self.tile_size_ = int(tile_size)
+        self.generator_ = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
+                                    self.shortcut_layers, self.inject_layers,
+                                    res_blocks=self.res_blocks, upsample=self.upsample,
+                                    noise=self.noise)
+        self.discriminator_ = Discriminator(n_attributes, tile_size, self.dis_dim,
+                                            self.dis_fc_dim, self.n_layers, self.dis_norm,
+                                            cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
+        self.generator_.to(self.device)
+        self.discriminator_.to(self.device)
+        self.generator_ema_ = None
         if self.g_ema > 0:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.generator_ema_ = copy.deepcopy(self.generator_).requires_grad_(False)
+        self.history_: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+        self.provenance_: dict = {}
 
     def _require(self) -> Generator:
         """The generator used at inference: the EMA one when ``g_ema`` > 0 (while it trains)."""
-        if self.generator is None:
+        if self.generator_ is None:
             raise UserError("attgan editor is not trained: call fit() or load a checkpoint")
-        return self.generator if self.generator_ema is None else self.generator_ema
+        return self.generator_ if self.generator_ema_ is None else self.generator_ema_
 
     def to(self, device):
-        self.device = torch.device(device)
-        for m in (self.generator, self.generator_ema, self.discriminator):
+        super().to(device)
+        for m in (self.generator_, self.generator_ema_, self.discriminator_):
             if m is not None:
                 m.to(self.device)
         return self
 
     def _eval(self) -> Generator:
         g = self._require()
-        if g.training or self.discriminator.training or next(g.parameters()).requires_grad:
+        if g.training or self.discriminator_.training or next(g.parameters()).requires_grad:
             g.eval()
-            self.discriminator.eval()
+            self.discriminator_.eval()
             for p in g.parameters():
                 p.requires_grad_(False)
         return g
@@ -217,7 +218,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         """The discriminator's attribute classifier: tiles -> predicted attributes in [0, 1]."""
         self._eval()
         with torch.no_grad():
-            _, logits = self.discriminator(tiles.to(self.device, torch.float32) * 2.0 - 1.0)
+            _, logits = self.discriminator_(tiles.to(self.device, torch.float32) * 2.0 - 1.0)
         return torch.sigmoid(logits.float())
 
     # ---- state --------------------------------------------------------------------------------
@@ -228,11 +229,11 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         return {
             "generator": {k: v.detach().cpu() for k, v in g.state_dict().items()},
             "discriminator": {k: v.detach().cpu()
-                              for k, v in self.discriminator.state_dict().items()},
+                              for k, v in self.discriminator_.state_dict().items()},
             "attributes": list(self.attributes),
-            "tile_size": int(self.tile_size),
-            "history": {k: [float(x) for x in v] for k, v in self.history.items()},
-            "provenance": dict(self.provenance),
+            "tile_size": int(self.tile_size_),
+            "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
+            "provenance": dict(self.provenance_),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -241,7 +242,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                 raise KeyError(f"attgan state has no {key!r}")
         attrs = tuple(str(a) for a in state["attributes"])
         self._build(len(attrs), int(state["tile_size"]))
-        for part, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+        for part, module in (("generator", self.generator_),
+                             ("discriminator", self.discriminator_)):
             own = module.state_dict()
             theirs = state[part]
             missing = sorted(set(own) - set(theirs))
@@ -261,11 +263,11 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                         f"dec_dim={self.dec_dim}, dis_dim={self.dis_dim}, "
                         f"dis_fc_dim={self.dis_fc_dim}, n_layers={self.n_layers})")
             module.load_state_dict(theirs)
-        self.generator_ema = None  # the loaded generator weights are the inference (EMA) ones
+        self.generator_ema_ = None  # the loaded generator weights are the inference (EMA) ones
         self.attributes = attrs
-        self.provenance = dict(state.get("provenance") or {})
+        self.provenance_ = dict(state.get("provenance") or {})
         hist = state.get("history") or {}
-        self.history = {k: [float(x) for x in hist.get(k, [])] for k in LOSS_KEYS}
+        self.history_ = {k: [float(x) for x in hist.get(k, [])] for k in LOSS_KEYS}
         self._eval()
 
     # ---- training (the loop and its steps: mxplain_attgan.train) -----------------------------
@@ -295,7 +297,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                     self._eval()
                     self.sample_figure(sample_x, Path(ctx.figures_dir) / "attgan_samples"
                                        / f"epoch_{epoch + 1:03d}.png")
-                loop.ckpt.save(epoch + 1, extra={"it": loop.it, "history": self.history,
+                loop.ckpt.save(epoch + 1, extra={"it": loop.it, "history": self.history_,
                                                  "last_d": loop.last_d, "warmup": loop.warmup})
         finally:
             bar.close()
@@ -304,7 +306,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         metrics.update(self._loss_summary(loop.warmup))
         metrics["train_seconds"] = float(time.perf_counter() - t0)
         metrics["n_train_tiles"] = int(len(x_all))
-        metrics["generator_steps"] = len(self.history["g_rec"])
-        if ctx.figures_dir is not None and self.history["g_rec"]:
+        metrics["generator_steps"] = len(self.history_["g_rec"])
+        if ctx.figures_dir is not None and self.history_["g_rec"]:
             self.loss_figure(Path(ctx.figures_dir) / "attgan_losses.png")
         return metrics

@@ -83,13 +83,13 @@ def _trained_state(run: Path, params: dict) -> tuple[dict, dict]:
     ckpt = torch.load(partial, map_location="cpu", weights_only=True)
     editor = AttGANEditor(**{k: v for k, v in params.items() if k in AttGANEditor.param_defaults()})
     editor._build(int(params["n_attributes"]), int(params["tile_size"]))
-    editor.generator.load_state_dict(ckpt["modules"].get("G_ema", ckpt["modules"]["G"]))
-    editor.discriminator.load_state_dict(ckpt["modules"]["D"])
-    editor.generator_ema = None
+    editor.generator_.load_state_dict(ckpt["modules"].get("G_ema", ckpt["modules"]["G"]))
+    editor.discriminator_.load_state_dict(ckpt["modules"]["D"])
+    editor.generator_ema_ = None
     editor.attributes = tuple(params["attributes"])
-    editor.history = {k: [float(x) for x in v] for k, v in ckpt["extra"]["history"].items()}
+    editor.history_ = {k: [float(x) for x in v] for k, v in ckpt["extra"]["history"].items()}
     return editor.state_dict(), {"epochs_done": int(ckpt["epoch"]), "finished": False,
-                                 "generator_steps": len(editor.history["g_rec"]),
+                                 "generator_steps": len(editor.history_["g_rec"]),
                                  "train_seconds": None}
 
 

@@ -140,7 +140,7 @@ class AttGANTraining:
         to the tile size (the particle scale and the area fractions are kept, the tile's global
         layout is not); ``cls_dropout`` = p: dropout on the trunk features before the head.
         ``h``: the trunk features of ``x`` when already computed (used without ``cls_crop``)."""
-        D = self.discriminator
+        D = self.discriminator_
         if self.cls_crop is not None and self.cls_crop < x.shape[-1]:
             h = D.features(periodic_random_crop(x, self.cls_crop, gen))[1]
         elif h is None:
@@ -165,9 +165,9 @@ class AttGANTraining:
     def _loss_summary(self, warmup_losses: list[float]) -> dict:
         """Mean of each loss over the last epoch's generator steps, and the warm-up's losses."""
         out = {}
-        tail = max(1, len(self.history["g_rec"]) // max(self.epochs, 1))
+        tail = max(1, len(self.history_["g_rec"]) // max(self.epochs, 1))
         for k in LOSS_KEYS:
-            h = self.history[k][-tail:]
+            h = self.history_[k][-tail:]
             out[f"final_{k}"] = float(np.mean(h)) if h else float("nan")
         if warmup_losses:
             per_epoch = np.array_split(np.asarray(warmup_losses), self.classifier_warmup_epochs)
@@ -179,7 +179,7 @@ class AttGANTraining:
         """Optimisers (two timescales: ``lr`` for G, ``lr_d`` for D), the EMA generator, the
         per-epoch checkpoint (restored when there is one, else the classifier warm-up runs)."""
         n = len(x_all)
-        G, D = self.generator, self.discriminator
+        G, D = self.generator_, self.discriminator_
         for p in G.parameters():
             p.requires_grad_(True)
         betas = (self.beta1, self.beta2)
@@ -193,10 +193,10 @@ class AttGANTraining:
                                        "d_gp": float("nan")},
                                amp=self.device.type == "cuda", hint=f"lower [editor] lr "
                                                                      f"(now {self.lr})")
-        self.history = {k: [] for k in LOSS_KEYS}
+        self.history_ = {k: [] for k in LOSS_KEYS}
         modules = {"G": G, "D": D}
-        if self.generator_ema is not None:
-            modules["G_ema"] = self.generator_ema
+        if self.generator_ema_ is not None:
+            modules["G_ema"] = self.generator_ema_
         loop.ckpt = TrainingCheckpoint.for_run(
             ctx, "attgan", signature={**self.get_params(), "n": n, "tile_size": tile_size})
         loop.ckpt.bind(modules=modules, optimizers={"g": opt_g, "d": opt_d},
@@ -207,7 +207,7 @@ class AttGANTraining:
                                                   self.device, ctx)
         else:
             loop.start, loop.it = state.epoch, int(state.extra["it"])
-            self.history = {k: [float(v) for v in state.extra["history"][k]] for k in LOSS_KEYS}
+            self.history_ = {k: [float(v) for v in state.extra["history"][k]] for k in LOSS_KEYS}
             loop.last_d = dict(state.extra["last_d"])
             loop.warmup = [float(v) for v in state.extra["warmup"]]
         return loop
@@ -224,9 +224,9 @@ class AttGANTraining:
 
     def _train_epoch(self, loop, epoch: int, bar) -> None:
         """One epoch: a critic step every iteration, a generator step every ``n_critic``-th."""
-        self.generator.train()
-        self.discriminator.train()
-        for p in self.generator.parameters():  # a sample figure in between froze them
+        self.generator_.train()
+        self.discriminator_.train()
+        for p in self.generator_.parameters():  # a sample figure in between froze them
             p.requires_grad_(True)
         perm = torch.randperm(loop.n, generator=loop.gen)
         scale_d = self._lr_d() / self.lr
@@ -244,12 +244,12 @@ class AttGANTraining:
             if loop.it % self.n_critic == self.n_critic - 1:
                 g = self._generator_step(loop, x, a, b)
                 for k, v in g.items():
-                    self.history[k].append(v)
+                    self.history_[k].append(v)
                 for k, v in loop.last_d.items():
-                    self.history[k].append(v)
+                    self.history_[k].append(v)
                 for k in LOSS_KEYS:
-                    if not math.isfinite(self.history[k][-1]):
-                        raise loop.ckpt.fault(f"{k} loss is {self.history[k][-1]}", epoch + 1,
+                    if not math.isfinite(self.history_[k][-1]):
+                        raise loop.ckpt.fault(f"{k} loss is {self.history_[k][-1]}", epoch + 1,
                                               b_i + 1, loop.hint)
                 self._update_ema()
                 bar.set_postfix(rec=f"{g['g_rec']:.3f}", adv=f"{loop.last_d['d_adv']:.2f}",
@@ -264,7 +264,7 @@ class AttGANTraining:
     def _critic_step(self, loop, x, a, b) -> dict:
         """``-D(x) + D(G(x, b)) + lambda_gp GP + lambda_datt BCE(C(x), a)`` on DiffAugment-ed
         real and fake tiles (``diffaug``); GP on interpolates of the two, in float32."""
-        G, D, gen = self.generator, self.discriminator, loop.gen
+        G, D, gen = self.generator_, self.discriminator_, loop.gen
         alpha = torch.rand(len(x), 1, 1, 1, generator=gen).to(self.device)
         for p in D.parameters():
             p.requires_grad_(True)
@@ -291,7 +291,7 @@ class AttGANTraining:
 
     def _generator_step(self, loop, x, a, b) -> dict:
         """``-D(G(x, b)) + lambda_gatt BCE(C(G(x, b)), b) + lambda_rec L1(G(x, a), x)``."""
-        G, D, gen = self.generator, self.discriminator, loop.gen
+        G, D, gen = self.generator_, self.discriminator_, loop.gen
         for p in D.parameters():
             p.requires_grad_(False)
         with self._autocast(loop):
@@ -317,14 +317,14 @@ class AttGANTraining:
         ``beta = min(g_ema, (1 + s) / (10 + s))`` at generator step ``s`` (the num_updates rule of
         TensorFlow's ExponentialMovingAverage) so that short trainings are not stuck at the initial
         weights; batch-norm buffers are copied (as StyleGAN2-ADA's G_ema)."""
-        ema = self.generator_ema
+        ema = self.generator_ema_
         if ema is None:
             return
-        s = len(self.history["g_rec"])
+        s = len(self.history_["g_rec"])
         beta = min(float(self.g_ema), (1.0 + s) / (10.0 + s))
-        for pe, p in zip(ema.parameters(), self.generator.parameters()):
+        for pe, p in zip(ema.parameters(), self.generator_.parameters()):
             pe.lerp_(p.detach(), 1.0 - beta)
-        for be, bg in zip(ema.buffers(), self.generator.buffers()):
+        for be, bg in zip(ema.buffers(), self.generator_.buffers()):
             be.copy_(bg)
 
     def _classifier_warmup(self, x_all, a_all, gen, bs, iters, device, ctx) -> list[float]:
@@ -335,7 +335,7 @@ class AttGANTraining:
 
         if not self.classifier_warmup_epochs:
             return []
-        D = self.discriminator
+        D = self.discriminator_
         params = list(D.conv.parameters()) + list(D.fc_cls.parameters())
         for p in D.parameters():
             p.requires_grad_(True)

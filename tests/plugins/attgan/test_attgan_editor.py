@@ -39,7 +39,7 @@ def test_registered_and_params():
                      beta1=0.5, beta2=0.999, epochs=30, lr_decay_epoch=None, batch_size=32,
                      seed=0, max_tiles_per_lot=None, sample_every=None).items():
         assert d[k] == v, k
-    assert AttGANEditor().generator is None  # constructor stores parameters only
+    assert AttGANEditor().generator_ is None  # constructor stores parameters only
 
 
 def test_fit_metrics_and_figures(trained, store):
@@ -51,7 +51,7 @@ def test_fit_metrics_and_figures(trained, store):
         assert np.isfinite(m[k]), k
     assert 0 <= m["classifier_real_accuracy"] <= 1 and 0 < m["reconstruction_l1"] < 1
     # 2 epochs x 4 iterations, a G step every 2nd iteration
-    assert m["generator_steps"] == 4 and all(len(ed.history[k]) == 4 for k in LOSS_KEYS)
+    assert m["generator_steps"] == 4 and all(len(ed.history_[k]) == 4 for k in LOSS_KEYS)
     json.dumps(m)
     assert (out / "figures" / "attgan_losses.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "figures" / "attgan_samples").iterdir()) == [
@@ -102,7 +102,7 @@ def test_training_decreases_reconstruction_loss(store):
     ed = AttGANEditor(**{**TINY, "enc_dim": 8, "dec_dim": 8}, epochs=8, n_critic=1, lr=1e-3,
                       augment=False)
     ed.fit(store, RunContext(progress=False))
-    rec = ed.history["g_rec"]
+    rec = ed.history_["g_rec"]
     assert len(rec) == 32
     assert np.mean(rec[-4:]) < 0.6 * np.mean(rec[:4])
 
@@ -118,7 +118,7 @@ def test_save_load_round_trip_is_exact(trained, store, tmp_path):
     with torch.no_grad():
         assert torch.equal(ed.edit(x, a), ed2.edit(x, a))
         assert torch.equal(ed.classify(x), ed2.classify(x))
-    assert ed2.history == ed.history and ed2.attributes == ed.attributes
+    assert ed2.history_ == ed.history_ and ed2.attributes == ed.attributes
 
 
 def test_wrong_architecture_is_a_clear_error(trained, tmp_path):

@@ -10,7 +10,7 @@ from mxplain_attgan.editor import AttGANEditor
 
 def _editor(rec, cls):
     e = AttGANEditor()
-    e.history = {"g_rec": list(rec), "d_cls": list(cls)}
+    e.history_ = {"g_rec": list(rec), "d_cls": list(cls)}
     return e
 
 

@@ -29,7 +29,7 @@ def test_defaults_are_the_reference():
 def test_ema_weights_are_shipped_and_used(store):
     ed = AttGANEditor(**TINY, epochs=2, n_critic=1, g_ema=0.9)
     ed.fit(store, RunContext(progress=False))
-    g, ema = ed.generator, ed.generator_ema
+    g, ema = ed.generator_, ed.generator_ema_
     assert ema is not None and not any(p.requires_grad for p in ema.parameters())
     # the EMA lags the trained weights, so the two differ; the state dict ships the EMA
     assert any(not torch.equal(a, b) for a, b in zip(g.parameters(), ema.parameters()))
@@ -42,7 +42,7 @@ def test_ema_weights_are_shipped_and_used(store):
         assert torch.allclose(ed.decode(ed.encode(t), a), want, atol=1e-6)
     loaded = AttGANEditor(**TINY, g_ema=0.9)
     loaded.load_state_dict(ed.state_dict())
-    assert loaded.generator_ema is None
+    assert loaded.generator_ema_ is None
     assert torch.allclose(loaded.edit(t, a), ed.edit(t, a), atol=1e-6)
 
 
@@ -50,16 +50,16 @@ def test_ema_update_rule():
     ed = AttGANEditor(**TINY, g_ema=0.5)
     ed._build(4, 32)
     with torch.no_grad():
-        for p in ed.generator.parameters():
+        for p in ed.generator_.parameters():
             p.fill_(1.0)
-        for p in ed.generator_ema.parameters():
+        for p in ed.generator_ema_.parameters():
             p.fill_(0.0)
-    ed.history["g_rec"] = [0.0] * 100  # past the ramp-up: beta = g_ema
+    ed.history_["g_rec"] = [0.0] * 100  # past the ramp-up: beta = g_ema
     ed._update_ema()
-    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in ed.generator_ema.parameters())
-    ed.history["g_rec"] = []  # first step: beta = 1/10
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in ed.generator_ema_.parameters())
+    ed.history_["g_rec"] = []  # first step: beta = 1/10
     ed._update_ema()
-    assert all(torch.allclose(p, torch.full_like(p, 0.95)) for p in ed.generator_ema.parameters())
+    assert all(torch.allclose(p, torch.full_like(p, 0.95)) for p in ed.generator_ema_.parameters())
 
 
 def test_two_timescale_learning_rates(store):

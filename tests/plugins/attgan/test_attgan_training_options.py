@@ -57,7 +57,7 @@ def test_classifier_warmup_lowers_the_classifier_loss(store):
     m0 = cold.fit(store, ctx)
     assert "warmup_d_cls_first_epoch" not in m0
     # the GAN phase starts from a trained classifier: its real-tile loss and error are lower
-    assert np.mean(warm.history["d_cls"]) < np.mean(cold.history["d_cls"]) - 0.02
+    assert np.mean(warm.history_["d_cls"]) < np.mean(cold.history_["d_cls"]) - 0.02
     assert m["classifier_real_mae"] < m0["classifier_real_mae"]
 
 
@@ -196,6 +196,6 @@ def test_pooled_classifier_head_is_translation_invariant_and_trains(store):
         Discriminator(4, 32, n_layers=3, cls_pool="max")
     ed = AttGANEditor(**TINY, epochs=1, dis_norm="layernorm", cls_pool="mean")
     ed.fit(store, RunContext(progress=False))
-    assert ed.discriminator.cls_pool == "mean"
+    assert ed.discriminator_.cls_pool == "mean"
     with pytest.raises(UserError, match="cls_pool"):
         AttGANEditor(cls_pool="gap")._check_params()

@@ -67,15 +67,15 @@ def test_export_writes_float16_inference_state_with_provenance(store, tmp_path):
     editor_hash = store.content_hash(include_property=False)  # an editor never sees the property
     assert side["tile_store_content_hash"] == editor_hash == prov["tile_store_content_hash"]
     assert side["tile_store_hash_parts"] == ["lot ids", "attributes", "tiles"]
-    assert side["generator_steps"] == len(ed.history["g_rec"]) and side["finished"]
+    assert side["generator_steps"] == len(ed.history_["g_rec"]) and side["finished"]
     for key in ("editor_config", "data_config", "epochs_done", "train_seconds", "device",
                 "torch_version", "mxplain_version", "git_commit", "command"):
         assert key in side, key
     assert all(v.dtype == torch.float16 for v in payload["state"]["generator"].values()
                if v.is_floating_point())
     loaded = AttGANEditor.load(out)  # float16 storage -> float32 modules
-    assert next(loaded.generator.parameters()).dtype == torch.float32
-    assert loaded.provenance["tile_store_content_hash"] == editor_hash
+    assert next(loaded.generator_.parameters()).dtype == torch.float32
+    assert loaded.provenance_["tile_store_content_hash"] == editor_hash
     t, a = torch.rand(2, 1, 32, 32), torch.rand(2, 4)
     assert (loaded.edit(t, a) - ed.edit(t, a)).abs().max() < 2e-2  # the EMA weights, rounded
     assert loaded.classify(t).shape == (2, 4)
