@@ -52,7 +52,7 @@ def prepare(editor, predictor, device: torch.device, channels_last: bool = False
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if channels_last or device.type == "cuda":
-        editor.generator.to(memory_format=torch.channels_last)
+        editor.generator_.to(memory_format=torch.channels_last)
         predictor.torch_module().to(memory_format=torch.channels_last)
         applied.append("channels-last")
     if compile:  # the same hooks as the pipeline's [run] compile = true

@@ -167,7 +167,7 @@ def upsample(editor, predictor, lots, batches=(256, 128)) -> dict:
     fast = editor  # the shipped layers are NearestUp2 (landed); the reference is nn.Upsample
     editor = copy.deepcopy(editor)
     swapped = 0
-    for mod in editor.generator.modules():
+    for mod in editor.generator_.modules():
         for name, child in mod.named_children():
             if isinstance(child, NearestUp2):
                 setattr(mod, name, torch.nn.Upsample(scale_factor=2, mode="nearest"))
