@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -56,6 +57,7 @@ COVERAGE = 0.55
 MIN_SEPARATION = 0.8  # centre distance / sum of radii below which a crystal is redrawn
 BLUR_SIGMA = 0.6
 NOISE_SIGMA = 0.025
+GRID_CELL = MAX_DIAMETER * 1.5  # px: the neighbour search's cells
 LIGHT = np.array([-0.45, -0.55, 0.70]) / np.linalg.norm([-0.45, -0.55, 0.70])
 
 
@@ -92,13 +94,49 @@ def _sample_diameters(rng: np.random.Generator, size: float, poly: float, area: 
     return np.array(out)
 
 
+@lru_cache(maxsize=256)
+def _patch_grid(half: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(y, x)`` pixel offsets of a crystal's patch (read-only: shared by every crystal)."""
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+def _gradient(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.gradient(h)`` of a 2-D array of at least 2 x 2 (unit spacing, first-order edges): the
+    same values without its generic per-axis bookkeeping."""
+    gy, gx = np.empty_like(h), np.empty_like(h)
+    gy[1:-1] = (h[2:] - h[:-2]) / 2.0
+    gy[0], gy[-1] = h[1] - h[0], h[-1] - h[-2]
+    gx[:, 1:-1] = (h[:, 2:] - h[:, :-2]) / 2.0
+    gx[:, 0], gx[:, -1] = h[:, 1] - h[:, 0], h[:, -1] - h[:, -2]
+    return gy, gx
+
+
+def _laplace(h: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.laplace(h)`` (mode ``reflect``) of a 2-D array: per axis the symmetric
+    filter ``[1, -2, 1]`` as ndimage evaluates it (``-2 * h + (previous + next)``, the edge its
+    own neighbour), the two axes summed."""
+    s0, s1 = np.empty_like(h), np.empty_like(h)
+    s0[1:-1] = h[:-2] + h[2:]
+    s0[0], s0[-1] = h[0] + h[1], h[-2] + h[-1]
+    s1[:, 1:-1] = h[:, :-2] + h[:, 2:]
+    s1[:, 0], s1[:, -1] = h[:, 0] + h[:, 1], h[:, -2] + h[:, -1]
+    m2 = h * -2.0
+    return (m2 + s0) + (m2 + s1)
+
+
+def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _crystal(rng: np.random.Generator, d: float, f: float):
     """One crystal rendered on its own patch: (brightness, mask, interior) arrays and half-width."""
     r = d / 2.0
     aspect = rng.uniform(1.0, 1.3)
     theta = rng.uniform(0, math.pi)
     half = int(math.ceil(r * aspect * 1.25)) + 2
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    yy, xx = _patch_grid(half)
     c, s = math.cos(theta), math.sin(theta)
     u = (c * xx + s * yy) / math.sqrt(aspect)
     v = (-s * xx + c * yy) * math.sqrt(aspect)
@@ -113,20 +151,87 @@ def _crystal(rng: np.random.Generator, d: float, f: float):
     rho_p = ((ca * u + sa * v) / ap).max(axis=0)
     rho = (1 - f) * rho_c + f * rho_p
     mask = rho <= 1.0
-    rr = np.clip(rho, 0, 1)
+    rr = _clip(rho, 0, 1)
     height = r * ((1 - f) * np.sqrt(1 - rr * rr) + f * 0.9 * (1 - rr))
-    gy, gx = np.gradient(height)
+    gy, gx = _gradient(height)
     nz = 1.0 / np.sqrt(1 + gx * gx + gy * gy)
     ndotl = (-gx * LIGHT[1] - gy * LIGHT[0] + LIGHT[2]) * nz
-    lap = ndi.laplace(height)
-    ridge = np.clip(-lap, 0, 2.0)  # facet ridges: strongly concave-down lines of the height field
+    lap = _laplace(height)
+    ridge = _clip(-lap, 0, 2.0)  # facet ridges: strongly concave-down lines of the height field
     rim_w = min(1.6 / r, 0.5)
-    rim = np.clip((rho - (1 - rim_w)) / rim_w, 0, 1)
+    rim = _clip((rho - (1 - rim_w)) / rim_w, 0, 1)
     tone = rng.uniform(0.9, 1.1)
-    bright = tone * (0.22 + 0.45 * (1 - nz) + 0.40 * np.clip(ndotl, 0, 1)) + 0.35 * f * ridge
+    bright = tone * (0.22 + 0.45 * (1 - nz) + 0.40 * _clip(ndotl, 0, 1)) + 0.35 * f * ridge
     bright = bright + 0.22 * rim
     interior = rho <= 1.0 - min(1.2 / r, 0.6)
-    return np.clip(bright, 0, 1), mask, interior, half
+    return _clip(bright, 0, 1), mask, interior, half
+
+
+def _place(rng: np.random.Generator, r: float, lo: float, hi: float,
+           grid: dict[tuple[int, int], list[tuple[float, float, float]]]):
+    """A centre ``(y, x)`` in ``[lo, hi)^2`` for a crystal of radius ``r`` at least
+    ``MIN_SEPARATION`` x (sum of radii) from every crystal in ``grid`` (cells of ``GRID_CELL``
+    px), which it joins; ``None`` after 12 tries."""
+    for _ in range(12):
+        cy, cx = rng.uniform(lo, hi, 2).tolist()
+        gi, gj = int(cy // GRID_CELL), int(cx // GRID_CELL)
+        near = False
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                for oy, ox, orad in grid.get((gi + di, gj + dj), ()):
+                    if math.hypot(cy - oy, cx - ox) < MIN_SEPARATION * (r + orad):
+                        near = True
+                        break
+                if near:
+                    break
+            if near:
+                break
+        if not near:
+            grid.setdefault((gi, gj), []).append((cy, cx, r))
+            return cy, cx
+    return None
+
+
+def _paste(layers, cy: float, cx: float, crystal) -> None:
+    """Draw a crystal (:func:`_crystal`'s output) centred at ``(cy, x)`` over the tile's
+    ``layers`` (brightness, interior, covered), cut by the tile's border."""
+    img, interior_all, covered = layers
+    bright, mask, interior, half = crystal
+    big = img.shape[0]
+    y0, x0 = int(round(cy)) - half, int(round(cx)) - half
+    w = 2 * half + 1
+    y0c, x0c, y1c, x1c = max(y0, 0), max(x0, 0), min(y0 + w, big), min(x0 + w, big)
+    if y1c <= y0c or x1c <= x0c:
+        return
+    sl = (slice(y0c - y0, y1c - y0), slice(x0c - x0, x1c - x0))
+    m = mask[sl]
+    view = img[y0c:y1c, x0c:x1c]
+    view[m] = bright[sl][m]
+    iv = interior_all[y0c:y1c, x0c:x1c]
+    iv[m] = interior[sl][m]
+    covered[y0c:y1c, x0c:x1c] |= m
+
+
+def _holes(rng: np.random.Generator, img: np.ndarray, interior: np.ndarray, covered: np.ndarray,
+           poro: float) -> np.ndarray:
+    """Pin-prick holes on the visible crystal interiors: a Poisson number per px^2 of visible
+    crystal area, dark Gaussian pits."""
+    big = img.shape[0]
+    cells = np.flatnonzero(interior)
+    area = float(np.count_nonzero(covered))
+    n_holes = min(int(rng.poisson(HOLE_DENSITY * poro * area)), len(cells))
+    pick = rng.choice(cells, size=n_holes, replace=False) if n_holes else cells[:0]
+    hy = pick // big + rng.uniform(0, 1, n_holes) + 3
+    hx = pick % big + rng.uniform(0, 1, n_holes) + 3
+    sig = rng.uniform(*HOLE_SIGMA, len(hy))
+    depth = rng.uniform(*HOLE_DEPTH, len(hy))
+    work = np.pad(img, 3, mode="edge")
+    yy, xx = np.mgrid[-3:4, -3:4]
+    for y, x, sg, dp in zip(hy.tolist(), hx.tolist(), sig.tolist(), depth.tolist()):
+        iy, ix = int(y), int(x)
+        g = np.exp(-((yy - (y - iy - 0.5)) ** 2 + (xx - (x - ix - 0.5)) ** 2) / (2 * sg * sg))
+        work[iy - 3 : iy + 4, ix - 3 : ix + 4] *= 1 - dp * g
+    return work[3:-3, 3:-3]
 
 
 def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> np.ndarray:
@@ -142,66 +247,17 @@ def render_tile(attributes: Mapping[str, float], tile_size: int, seed: int) -> n
     img = 0.10 + 0.04 * bg / (bg.std() + 1e-9)
     interior_all = np.zeros((big, big), bool)
     covered = np.zeros((big, big), bool)
-    centres: list[tuple[float, float, float]] = []
-    grid: dict[tuple[int, int], list[int]] = {}
-    cell = MAX_DIAMETER * 1.5
-    for d in diam:
-        r = d / 2
-        for _ in range(12):
-            cy, cx = rng.uniform(-margin, big + margin, 2)
-            gi, gj = int(cy // cell), int(cx // cell)
-            ok = True
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    for k in grid.get((gi + di, gj + dj), ()):
-                        oy, ox, orad = centres[k]
-                        if math.hypot(cy - oy, cx - ox) < MIN_SEPARATION * (r + orad):
-                            ok = False
-                            break
-                    if not ok:
-                        break
-                if not ok:
-                    break
-            if ok:
-                break
-        else:
+    grid: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
+    for d in diam.tolist():
+        centre = _place(rng, d / 2, -margin, big + margin, grid)
+        if centre is None:
             continue
-        centres.append((cy, cx, r))
-        grid.setdefault((gi, gj), []).append(len(centres) - 1)
         # each crystal is either faceted (degree ~U(0.8, 1)) with probability `facetness` or
         # rounded (degree ~U(0, 0.2)): the lot's facetness is its fraction of faceted crystals
         f_i = rng.uniform(0.8, 1.0) if rng.random() < facet else rng.uniform(0.0, 0.2)
-        bright, mask, interior, half = _crystal(rng, d, f_i)
-        y0, x0 = int(round(cy)) - half, int(round(cx)) - half
-        w = 2 * half + 1
-        y0c, x0c, y1c, x1c = max(y0, 0), max(x0, 0), min(y0 + w, big), min(x0 + w, big)
-        if y1c <= y0c or x1c <= x0c:
-            continue
-        sl = (slice(y0c - y0, y1c - y0), slice(x0c - x0, x1c - x0))
-        m = mask[sl]
-        view = img[y0c:y1c, x0c:x1c]
-        view[m] = bright[sl][m]
-        iv = interior_all[y0c:y1c, x0c:x1c]
-        iv[m] = interior[sl][m]
-        covered[y0c:y1c, x0c:x1c] |= m
-    # pin-prick holes on visible crystal interiors
+        _paste((img, interior_all, covered), *centre, _crystal(rng, d, f_i))
     if poro > 0:
-        # Poisson number of holes per px^2 of visible crystal area, placed on crystal interiors
-        cells = np.flatnonzero(interior_all)
-        area = float(np.count_nonzero(covered))
-        n_holes = min(int(rng.poisson(HOLE_DENSITY * poro * area)), len(cells))
-        pick = rng.choice(cells, size=n_holes, replace=False) if n_holes else cells[:0]
-        hy = pick // big + rng.uniform(0, 1, n_holes) + 3
-        hx = pick % big + rng.uniform(0, 1, n_holes) + 3
-        sig = rng.uniform(*HOLE_SIGMA, len(hy))
-        depth = rng.uniform(*HOLE_DEPTH, len(hy))
-        work = np.pad(img, 3, mode="edge")
-        yy, xx = np.mgrid[-3:4, -3:4]
-        for y, x, sg, dp in zip(hy, hx, sig, depth):
-            iy, ix = int(y), int(x)
-            g = np.exp(-((yy - (y - iy - 0.5)) ** 2 + (xx - (x - ix - 0.5)) ** 2) / (2 * sg * sg))
-            work[iy - 3 : iy + 4, ix - 3 : ix + 4] *= 1 - dp * g
-        img = work[3:-3, 3:-3]
+        img = _holes(rng, img, interior_all, covered, poro)
     img = ndi.gaussian_filter(img, BLUR_SIGMA)
     img = img + rng.normal(0, NOISE_SIGMA, img.shape)
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)

@@ -88,3 +88,33 @@ def test_calibrate_smoke():
     assert set(res["r"]) == set(ATTRIBUTES)
     assert res["r"]["size"] > 0.8  # size alone is clear even with 2 tiles per lot
     assert "| 48 | 2 |" in format_table([res])
+
+
+def test_render_helpers_match_numpy_and_ndimage_bit_for_bit():
+    """The crystal's gradient and Laplacian are hand-written for speed: the same floats as
+    ``np.gradient`` and ``ndimage.laplace`` (mode reflect), on the patch sizes crystals use."""
+    from scipy import ndimage as ndi
+
+    from mxplain_synthetic.generate import _gradient, _laplace
+
+    rng = np.random.default_rng(0)
+    for shape in ((5, 5), (7, 9), (41, 41), (2, 3)):
+        h = rng.normal(0, 3, shape) ** 3
+        for mine, ref in zip(_gradient(h), np.gradient(h)):
+            assert np.array_equal(mine, ref)
+        assert np.array_equal(_laplace(h), ndi.laplace(h))
+
+
+def test_rendered_tiles_are_pinned():
+    """Tiles are the data every shipped model was trained on (the quickstart's AttGAN records the
+    store's content hash): a change of the renderer that changes one grey level fails here. The
+    digest is of the renderer before its speed-up (same tiles, 2026-12-02)."""
+    import hashlib
+
+    from mxplain_synthetic.generate import render_tile
+
+    h = hashlib.sha256()
+    for i, a in enumerate([(0, 0, 0, 0), (1, 1, 1, 1), (0.2, 0.9, 0.5, 0.3), (0.7, 0.1, 0.8, 0.6)]):
+        for size, seed in ((32, 7 + i), (64, 1000 + i)):
+            h.update(render_tile(dict(zip(ATTRIBUTES, a)), size, seed).tobytes())
+    assert h.hexdigest() == "9192cf9fe86d278ff082a6561c7f38847a1139a1375bdcf0ab0638bb1b94c7d8"
