@@ -5,6 +5,7 @@ trust gates over the explainers that edit through the editor."""
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
@@ -111,7 +112,10 @@ def test_skip_drops_the_explainers_that_need_the_gradients(small_store, capsys):
     assert err[1].startswith('note: [explain.stage-grad] skipped ([run] on_unsupported = "skip")')
 
 
-def test_prepare_models_auto_batch_on_the_cpu_and_compile(small_store):
+def test_prepare_models_auto_batch_on_the_cpu_and_compile(small_store, monkeypatch):
+    dynamo = types.SimpleNamespace(config=types.SimpleNamespace(suppress_errors=False))
+    monkeypatch.setitem(sys.modules, "torch._dynamo", dynamo)  # torch's own stays untouched
+    monkeypatch.setattr(torch, "_dynamo", dynamo, raising=False)
     ctx = ExplainContext(predictor=Mean(compiles="net"), editor=None, batch_size=7)
     info, timings = {}, {}
     model_stages.prepare_models({"batch_size": "auto", "compile": True}, small_store, ctx, info,
@@ -119,6 +123,7 @@ def test_prepare_models_auto_batch_on_the_cpu_and_compile(small_store):
     assert ctx.batch_size == CPU_AUTO_BATCH and info["batch_size"] == CPU_AUTO_BATCH
     assert info["batch_size_auto"] == {"method": "cpu fixed value"}
     assert info["compiled"] == ["net"] and timings["batch_size_probe"] >= 0
+    assert dynamo.config.suppress_errors is True  # a failure at the first call falls back to eager
 
     ctx = ExplainContext(predictor=Mean(compiles="fails"), batch_size=7)
     info = {}
