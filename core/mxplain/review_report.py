@@ -94,7 +94,7 @@ def gates_section(metrics: dict) -> str:
         thr = (f"pass {_e(thr.get('pass'))}; warn {_e(thr.get('warn'))}" if isinstance(thr, dict)
                else _e(thr))
         rows.append(f"<tr><th>{_e(name)}</th><td>{_value(g.get('value'))}</td>"
-                    f"{_verdict(g.get('verdict'))}<td>{thr}</td><td>{_e(g.get('reason'))}</td>"
+                    f"{_verdict(g.get('verdict'))}<td>{thr}</td><td>{_e(g.get('reason') or '')}</td>"
                     f"</tr>")
     expl = ", ".join(f"{_e(k)}: {_e(_dict(v).get('trust'))}"
                      for k, v in _dict(t.get("explanations")).items())
