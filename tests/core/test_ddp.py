@@ -145,6 +145,7 @@ def test_main_without_a_predictor_to_train_is_one_error_line(tmp_path, capsys, m
     config = tmp_path / "c.toml"
     config.write_text(DATA)
     assert ddp.main([str(config), "--out", str(tmp_path / "run")]) == 2
-    out = capsys.readouterr().out
-    assert out == "error: mxplain.ddp trains the [predictor]; the config has none to train\n"
+    said = capsys.readouterr()
+    assert said.out + said.err == \
+        "error: mxplain.ddp trains the [predictor]; the config has none to train\n"
     assert not (tmp_path / "run").exists()

@@ -7,7 +7,7 @@
 * that test module imports the module it is named for (so a renamed file that tests something else
   does not count) and defines at least one test;
 * every plugin package ``plugins/mxplain_<short>/`` has a folder ``tests/plugins/<short>/`` with at
-  least one ``test_*.py``.
+  least one ``test_*.py``, and every folder there is a plugin's.
 
 ``PENDING`` lists the modules whose mirrored tests are not written yet, as strict expected
 failures: each one fails the suite the moment its test module lands, until it is taken off the
@@ -113,6 +113,12 @@ def test_every_plugin_package_has_its_test_folder(package):
     short = package.removeprefix("mxplain_")
     folder = TESTS / "plugins" / short
     assert sorted(folder.glob("test_*.py")), f"plugins/{package} has no tests/plugins/{short}/test_*.py"
+
+
+def test_every_plugin_test_folder_is_a_plugins():
+    folders = {p.name for p in (TESTS / "plugins").iterdir() if p.is_dir()
+               and not p.name.startswith(("_", "."))}
+    assert folders == {p.removeprefix("mxplain_") for p in plugin_packages()}
 
 
 def test_the_rule_sees_the_tree(tmp_path):
