@@ -9,8 +9,12 @@ L1 term (soft-thresholding of ``A' - A`` toward 0 by the step size) and projecti
 (for this separable problem, clipping the soft-thresholded point is the exact proximal operator of
 ``L1 + box``). The step size of every tile is chosen by backtracking (Beck & Teboulle's
 sufficient-decrease test; halved on failure, grown 1.5x on success, starting at ``lr``), so the
-objective never increases. An attribute without effect on the prediction has zero gradient and is
-never moved off ``A`` by the soft-threshold: the explanation is sparse.
+objective never increases. The test is fused into the next gradient pass: one decode + predict +
+backward at the candidate point gives the test its value and, when the step is accepted, the next
+iteration its gradient. The main rows (from ``A``) and the restart rows of a chunk of
+``batch_size / 2`` tiles run as one active set of at most ``batch_size`` rows, refilled as rows
+stop, each tile encoded once. An attribute without effect on the prediction has zero gradient and
+is never moved off ``A`` by the soft-threshold: the explanation is sparse.
 
 Gradient-free path (``optimizer = "spsa"``, or ``"auto"`` with a predictor or editor that is not
 differentiable): the gradient of ``R(G(I; A'))`` is estimated by SPSA with deterministic
@@ -31,12 +35,20 @@ Targets (``targets``: one number per direction, ``increase`` then ``decrease``),
   editor's attribute box [0, 1] allows for that tile.
 
 Reachability probe (every mode, cheap): each tile is decoded and predicted at its own attributes
-``A``, at every one-attribute endpoint (attribute ``k`` at 0 and at 1, the others at ``A``: the
-ends of the forward sweep) and, for ``K <= 6`` attributes, at the ``2^K`` corners of the box. The
-lowest and highest of these predictions estimate the tile's reachable range; a target is
-*reachable* (``backward_reachable``) when it lies inside that range widened by the tolerance
-``tol * |p|`` (for ``"reachable"`` targets, also only when the target lies farther than the
-tolerance from the start ``p0``: a share ``|t|`` of a range the attributes barely move would be
+``A`` and at every one-attribute endpoint (attribute ``k`` at 0 and at 1, the others at ``A``: the
+ends of the forward sweep), then at the two points where the model without interactions (``p0``
+plus the sum of the one-attribute changes) is highest and lowest: each attribute at whichever of
+``A_k``, 0 and 1 moved the prediction most up (down); an attribute that moves nothing stays at
+``A_k``. ``1 + 2K + 2`` points a tile, for any ``K`` (until issue 20 the probe took the ``2^K`` box
+corners instead of the last two, 25 points a tile at ``K = 4``; on the quickstart's 16 lots the
+ranges and targets moved as docs/performance.md records). Where the run already made them
+(``reads_optional``), ``p0`` is the pipeline's ``reconstruction_prediction`` and the endpoints are
+the forward sweep's first and last steps (``forward_prediction`` at values 0 and 1), not predicted
+again: on a CPU the same numbers; on CUDA forward's bf16-autocast predictions. The lowest and highest of these
+predictions estimate the tile's reachable range (exact for a model without interactions); a
+target is *reachable* (``backward_reachable``) when it lies inside that range widened by the
+tolerance ``tol * |p|`` (for ``"reachable"`` targets, also only when the target lies farther than
+the tolerance from the start ``p0``: a share ``|t|`` of a range the attributes barely move would be
 met by ``A' = A``; such a direction is unreachable, not trivially reached). ``summarize`` reports
 the reached share over reachable tile-directions only and counts the unreachable ones (and any
 of them reached anyway: the probe's range is an estimate) separately.
@@ -93,7 +105,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mxplain.errors import UserError
-from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable, latent_take
+from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 
 from ._common import (
     BOUNDS,
@@ -113,10 +125,17 @@ from .backward_scores import (
     change_bootstrap,
     change_uncertainty,
     reached_scores,
+    restart_spread,
     score_backward,
     score_stability,
 )
-from .backward_solve import PROBE_CORNERS_MAX_K, ProximalSolver, _iteration_seed, probe_points
+from .backward_solve import (
+    PROBE_CORNERS_MAX_K,
+    ProximalSolver,
+    _iteration_seed,
+    known_probe,
+    probe_points,
+)
 
 OPTIMIZERS = ("auto", "gradient", "spsa")
 TARGET_MODES = ("relative", "absolute", "reachable")
@@ -134,6 +153,8 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}
     requires_editor: ClassVar[bool] = True
+    #: the probe's start and one-attribute endpoints where the run already predicted them
+    reads_optional: ClassVar[tuple[str, ...]] = ("reconstruction_prediction", "forward_prediction")
 
     @classmethod
     def requirements(cls, params: dict) -> frozenset[str]:
@@ -171,7 +192,6 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         self.restart_tiles = restart_tiles
         self.restart_radius = restart_radius
         self.n_boot = n_boot
-        self.method_: str | None = None
         self._check()
 
     # -- configuration ------------------------------------------------------------------------
@@ -295,17 +315,21 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                "backward_reachable_prediction": np.zeros((n, nd), np.float32)}
         seed = int(ctx.seed) * 1_000_003 + int(lot.index)
         chunk = max(1, int(self.batch_size) // nd)
+        starts = self._restart_starts(a, seed, n)
+        known = torch.as_tensor(known_probe(lot, a_np, ctx), device=dev)
+        restarts = []
         with fixed_threads(self.threads):
             for t0 in tqdm(range(0, n, chunk), desc=f"backward lot {lot.lot_id}",
                            disable=not ctx.progress, leave=False):
-                self._solve_chunk(editor, predictor, lot.tiles[t0 : t0 + chunk].to(dev), a,
-                                  method, seed, slice(t0, t0 + chunk), out)
+                restarts.append(self._solve_chunk(
+                    editor, predictor, lot.tiles[t0 : t0 + chunk].to(dev), a, method, seed,
+                    slice(t0, t0 + chunk), out, starts, known[t0 : t0 + chunk]))
             x = out["backward_attributes"]
             out["backward_tile_spread"] = (x.std(axis=0) if n else np.zeros((nd, k))).astype(
                 np.float32)
             if self._restarting():
-                out["backward_restart_spread"] = self._restart_spread(
-                    editor, predictor, lot, a, method, seed, out).astype(np.float32)
+                out["backward_restart_spread"] = restart_spread(
+                    x, np.concatenate(restarts), nd, k).astype(np.float32)
             out["backward_example_edit"] = (
                 example_edits(editor, lot.tiles[0], out["backward_attributes"][0], dev, None)
                 if n else np.zeros((nd, *lot.tiles.shape[-2:]), np.uint8))
@@ -317,51 +341,56 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         out.update({key: np.nan_to_num(v) for key, v in lot_stats.items()})
         return out
 
-    def _solve_chunk(self, editor, predictor, tiles, a, method, seed, sl, out) -> None:
-        """Probe, targets and the main solve (from ``A``) of one chunk of tiles into ``out``."""
+    def _restart_starts(self, a: torch.Tensor, seed: int, n: int) -> torch.Tensor:
+        """The perturbed starts ``clip(A + U(-r, r)^K, 0, 1)`` of the first ``restart_tiles``
+        tiles, ``(tiles, restarts, D, K)`` (one draw per lot of a fixed shape; none without
+        restarts)."""
+        nt, r, nd, k = min(n, int(self.restart_tiles)), int(self.restarts), len(DIRECTIONS), len(a)
+        if not self._restarting():
+            return a.new_zeros((0, r, nd, k))
+        rng = np.random.default_rng([int(seed) % 2**63, 1])
+        u = rng.uniform(-1.0, 1.0, (int(self.restart_tiles), r, nd, k))[:nt]
+        return torch.as_tensor(np.clip(a.cpu().numpy() + self.restart_radius * u, 0, 1),
+                               dtype=torch.float32, device=a.device)
+
+    def _solve_chunk(self, editor, predictor, tiles, a, method, seed, sl, out, starts,
+                     known) -> np.ndarray:
+        """Probe, targets, the main solve (from ``A``) of one chunk of tiles into ``out`` and the
+        restarts (from ``starts``) of its tiles among the first ``restart_tiles``: returns their
+        ``A'``, ``(tiles, restarts, D, K)``. With gradients, main and restart rows run in one
+        search (one active set)."""
         m, nd, k = len(tiles), len(DIRECTIONS), len(a)
         with torch.no_grad():
             latent = editor.encode(tiles)
-        p0, low, high = self._probe(editor, predictor, latent, a, m)
+        p0, low, high = self._probe(editor, predictor, latent, a, m, known)
         target, ext, reach = self._targets(p0, low, high)
-        rows = torch.arange(m, device=a.device).repeat_interleave(nd)  # tile-major, direction
-        x, pred, conv, it = self.optimize(editor, predictor, latent_take(latent, rows), a,
-                                          target.reshape(-1), method, seed)
-        out["backward_attributes"][sl] = x.reshape(m, nd, k).detach().cpu().numpy()
-        out["backward_prediction"][sl] = pred.reshape(m, nd).cpu().numpy()
+        x0r = starts[sl.start : sl.start + m]  # (mr, r, D, K)
+        mr, r = x0r.shape[:2]
+        dev = a.device
+        rows = torch.cat([torch.arange(m, device=dev).repeat_interleave(nd),  # tile, direction
+                          torch.arange(mr, device=dev).repeat_interleave(r * nd)])  # t, r, d
+        goal = torch.cat([target.reshape(-1), target[:mr, None].expand(mr, r, nd).reshape(-1)])
+        x0 = torch.cat([a.expand(m * nd, k), x0r.reshape(-1, k)])
+        if method == "gradient":
+            x, pred, conv, it = self.optimize(editor, predictor, latent, a, goal, method, seed,
+                                              x0=x0, tiles=rows)
+        else:  # SPSA draws per (seed, iteration): the restarts keep their own seed
+            main, rest = slice(0, m * nd), slice(m * nd, len(goal))
+            x, pred, conv, it = self.optimize(editor, predictor, latent, a, goal[main], method,
+                                              seed, tiles=rows[main])
+            xr, *_ = self.optimize(editor, predictor, latent, a, goal[rest], method,
+                                   _iteration_seed(seed, 1 << 32), x0=x0[rest],
+                                   tiles=rows[rest])
+            x = torch.cat([x, xr])
+        main = m * nd
+        out["backward_attributes"][sl] = x[:main].reshape(m, nd, k).detach().cpu().numpy()
+        out["backward_prediction"][sl] = pred[:main].reshape(m, nd).cpu().numpy()
         out["backward_target"][sl] = target.cpu().numpy()
-        out["backward_converged"][sl] = conv.reshape(m, nd).cpu().numpy()
-        out["backward_iterations"][sl] = it.reshape(m, nd).cpu().numpy()
+        out["backward_converged"][sl] = conv[:main].reshape(m, nd).cpu().numpy()
+        out["backward_iterations"][sl] = it[:main].reshape(m, nd).cpu().numpy()
         out["backward_reachable"][sl] = reach.cpu().numpy()
         out["backward_reachable_prediction"][sl] = ext.cpu().numpy()
-
-    def _restart_spread(self, editor, predictor, lot, a, method, seed, out) -> np.ndarray:
-        """``(D, K)``: over the first ``restart_tiles`` tiles, the mean range of A' over the main
-        solve and ``restarts`` solves from seeded starts ``clip(A + U(-r, r), 0, 1)``."""
-        n, nd, k = len(lot.tiles), len(DIRECTIONS), len(a)
-        nt, r = min(n, int(self.restart_tiles)), int(self.restarts)
-        if nt == 0:
-            return np.zeros((nd, k))
-        rng = np.random.default_rng([int(seed) % 2**63, 1])  # one draw per lot, fixed shape
-        u = rng.uniform(-1.0, 1.0, (int(self.restart_tiles), r, nd, k))[:nt]
-        x0 = torch.as_tensor(np.clip(a.cpu().numpy() + self.restart_radius * u, 0, 1),
-                             dtype=torch.float32, device=a.device).reshape(-1, k)  # (t, r, d)
-        target = torch.as_tensor(out["backward_target"][:nt], device=a.device)
-        target = target[:, None, :].expand(nt, r, nd).reshape(-1)
-        sols = [out["backward_attributes"][:nt][:, None]]  # (nt, 1, D, K)
-        bs = max(1, int(self.batch_size) // (r * nd)) * r * nd
-        restart_seed = _iteration_seed(seed, 1 << 32)  # not an iteration
-        for i in range(0, len(target), bs):
-            tiles = lot.tiles[i // (r * nd) : min(nt, (i + bs) // (r * nd))].to(a.device)
-            with torch.no_grad():
-                latent = editor.encode(tiles)
-            rows = torch.arange(len(tiles), device=a.device).repeat_interleave(r * nd)
-            x, *_ = self.optimize(editor, predictor, latent_take(latent, rows), a,
-                                  target[i : i + bs], method, restart_seed, x0=x0[i : i + bs])
-            sols.append(x.reshape(-1, r, nd, k).detach().cpu().numpy())
-        restarts = np.concatenate(sols[1:])
-        every = np.concatenate([sols[0], restarts], axis=1)  # (nt, 1 + r, D, K)
-        return (every.max(axis=1) - every.min(axis=1)).mean(axis=0)
+        return x[main:].reshape(mr, r, nd, k).detach().cpu().numpy()
 
     # -- after all lots ------------------------------------------------------------------------
     def report_section(self, run):
@@ -375,12 +404,10 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
     def summarize(self, cube, ctx: ExplainContext) -> dict:
         attrs = [str(a) for a in (cube["attribute"].values if "attribute" in cube.coords
                                   else ctx.attributes)]
-        method = self.method_
-        if method is None:
-            try:
-                method = self.resolve_method(ctx)
-            except UserError:
-                method = "unknown"
+        try:
+            method = self.resolve_method(ctx)
+        except UserError:
+            method = "unknown"
         metrics: dict[str, Any] = {"method": method, "target_mode": self.target_mode,
                                    "targets": [float(v) for v in self.targets],
                                    "threads": int(self.threads)}

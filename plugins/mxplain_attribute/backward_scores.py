@@ -50,6 +50,15 @@ def change_bootstrap(change: np.ndarray, conv: np.ndarray, n_boot: int,
     return out
 
 
+def restart_spread(main: np.ndarray, restarts: np.ndarray, nd: int, k: int) -> np.ndarray:
+    """``(D, K)``: over the restarted tiles (the first ``len(restarts)``), the mean range of A'
+    over the main solve ``main (n, D, K)`` and the restarts ``restarts (tiles, restarts, D, K)``."""
+    if len(restarts) == 0:
+        return np.zeros((nd, k))
+    every = np.concatenate([main[: len(restarts), None], restarts], axis=1)
+    return (every.max(axis=1) - every.min(axis=1)).mean(axis=0)
+
+
 def score_backward(cube, attrs, targets=(0.10, -0.10), target_mode: str = "relative") -> dict:
     """Backward metrics from a cube: per direction, the share of real tiles that reached their
     target within tol, over the tile-directions whose target the reachability probe found

@@ -9,11 +9,12 @@ import torch
 from tqdm.auto import tqdm
 
 from mxplain.gradients import grad
-from mxplain.interfaces import latent_take
+from mxplain.interfaces import ExplainContext, Lot, latent_take
 
 from ._common import edit_predict
 
-#: box corners are probed for at most this many attributes (2^K points per tile)
+#: :func:`probe_points` (the probe before issue 20) took the box corners for at most this many
+#: attributes (2^K points per tile)
 PROBE_CORNERS_MAX_K = 6
 
 
@@ -24,19 +25,67 @@ def _iteration_seed(seed: int, it: int) -> int:
 
 
 def probe_points(a: torch.Tensor) -> torch.Tensor:
-    """The reachability probe's attribute vectors for lot attributes ``a (K,)``: ``a`` itself,
-    every one-attribute endpoint (``a`` with attribute k at 0 or 1) and, for K <= 6, every corner
-    of [0, 1]^K; ``(P, K)``."""
+    """The probe before issue 20, for the benchmarks that compare against it: ``a``, every
+    one-attribute endpoint and, for K <= 6, every corner of [0, 1]^K; ``(P, K)``."""
+    pts = [endpoint_points(a)]
+    k = a.shape[0]
+    if k <= PROBE_CORNERS_MAX_K:
+        bits = (torch.arange(2**k)[:, None] >> torch.arange(k)[None]) & 1
+        pts.append(bits.to(a))
+    return torch.cat(pts)
+
+
+def endpoint_points(a: torch.Tensor) -> torch.Tensor:
+    """``a (K,)`` itself, then every one-attribute endpoint: attribute k at 0 (rows 1..K), at 1
+    (rows K+1..2K), the others at ``a``; ``(1 + 2K, K)``."""
     k = a.shape[0]
     pts = [a[None]]
     for v in (0.0, 1.0):
         e = a[None].repeat(k, 1)
         e[torch.arange(k), torch.arange(k)] = v
         pts.append(e)
-    if k <= PROBE_CORNERS_MAX_K:
-        bits = (torch.arange(2**k)[:, None] >> torch.arange(k)[None]) & 1
-        pts.append(bits.to(a))
     return torch.cat(pts)
+
+
+def additive_extremes(a: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """From the predictions ``p (m, 1 + 2K)`` at :func:`endpoint_points`, the points of the box
+    where the model without interactions (the sum of the one-attribute changes) is highest and
+    lowest: each attribute at whichever of ``a_k``, 0 and 1 moved the prediction most up
+    (down); ``(m, 2, K)``, highest first."""
+    m, k = len(p), a.shape[0]
+    change = torch.stack([torch.zeros_like(p[:, 1 : k + 1]), p[:, 1 : k + 1] - p[:, :1],
+                          p[:, k + 1 :] - p[:, :1]], -1)  # (m, K, 3): at a_k, at 0, at 1
+    values = torch.stack([a.expand(m, k), torch.zeros(m, k).to(a), torch.ones(m, k).to(a)], -1)
+    pick = torch.stack([change.argmax(-1), change.argmin(-1)], 1)  # (m, 2, K)
+    return values[:, None].expand(m, 2, k, 3).gather(-1, pick[..., None])[..., 0]
+
+
+def known_probe(lot: Lot, a_np: np.ndarray, ctx: ExplainContext) -> np.ndarray:
+    """The probe's predictions the run already made on this lot (``reads_optional``), ``(n, 1 +
+    2K)`` in the order of ``endpoint_points``, NaN where not made: ``p0`` is the pipeline's
+    ``reconstruction_prediction`` (the same edit, where the lot's labels are complete and in [0,
+    1]), the one-attribute endpoints the forward sweep's first and last steps (values 0 and 1)."""
+    n, k = len(lot.tiles), len(a_np)
+    known = np.full((n, 1 + 2 * k), np.nan, np.float32)
+    rec = ctx.lot_results.get("reconstruction_prediction")
+    labels = np.asarray(lot.attributes, np.float32).reshape(-1)
+    if rec is not None and len(rec) >= n and np.array_equal(labels, a_np):
+        known[:, 0] = np.asarray(rec, np.float32)[:n]
+    sweep, values = ctx.lot_results.get("forward_prediction"), ctx.cube_coords.get("value")
+    if sweep is None or values is None:
+        return known
+    sweep, values = np.asarray(sweep, np.float32), np.asarray(values, np.float64).reshape(-1)
+    if sweep.ndim == 3 and sweep.shape[0] >= n and sweep.shape[1:] == (k, len(values)) and \
+            len(values) >= 2 and values[0] == 0.0 and values[-1] == 1.0:
+        known[:, 1 : k + 1], known[:, k + 1 :] = sweep[:n, :, 0], sweep[:n, :, -1]
+    return known
+
+
+def prox_point(x, g, a, eta):
+    """The proximal gradient step from ``x`` along ``g`` with steps ``eta (m, 1)``: soft-threshold
+    ``A' - A`` by the step, then the box [0, 1]."""
+    d = x - eta * g - a
+    return (a + torch.sign(d) * (d.abs() - eta).clamp_min(0)).clamp(0.0, 1.0)
 
 
 class ProximalSolver:
@@ -77,88 +126,154 @@ class ProximalSolver:
         diff = (p[0] - p[1]) / (2 * c)  # (s, m)
         return (diff[..., None] * delta).mean(0)
 
-    def _step(self, editor, predictor, latent, idx, x, a, target, lam, eta, pred, method,
-              gen):
-        """One proximal step of the active rows ``idx``: ``(accepted mask, new point, its
-        prediction, step)``."""
-        xa, ta, la, aa, e = x[idx], target[idx], lam[idx], a[idx], eta[idx][:, None]
-        if method == "gradient":
-            xg = xa.clone().requires_grad_(True)
-            with torch.enable_grad():
-                pa = edit_predict(editor, predictor, latent_take(latent, idx), xg)
-                f = la * (pa - ta) ** 2
-                (g,) = grad(f.sum(), xg, "[explain.backward]", (predictor, editor))
-            f = f.detach()
-        else:
-            pa = pred[idx]
-            f = la * (pa - ta) ** 2
-            g = (2 * la * (pa - ta))[:, None] * self._spsa_grad(
-                editor, predictor, latent, idx, xa, gen)
-        g = torch.nan_to_num(g)
-        d = xa - e * g - aa  # gradient step, then soft-threshold A' - A, then the box
-        d = torch.sign(d) * (d.abs() - e).clamp_min(0)
-        xn = (aa + d).clamp(0.0, 1.0)
-        pn = self._predict(editor, predictor, latent, idx, xn)
-        fn = la * (pn - ta) ** 2
-        step = xn - xa
-        if method == "gradient":
-            bound = f + (g * step).sum(1) + (step**2).sum(1) / (2 * e[:, 0])
-            ok = fn <= bound + 1e-6 * f.abs() + 1e-12
-        else:
-            ok = fn + (xn - aa).abs().sum(1) <= f + (xa - aa).abs().sum(1)
-        return ok & torch.isfinite(pn), xn, pn, step
+    def _step(self, editor, predictor, latent, rows, x, target, lam):
+        """One decode + predict + backward of latent rows ``rows`` at ``x``: the prediction, the
+        objective's smooth term ``lam (p - target)^2`` and its gradient, per row."""
+        xg = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            p = edit_predict(editor, predictor, latent_take(latent, rows), xg)
+            f = lam * (p - target) ** 2
+            (g,) = grad(f.sum(), xg, "[explain.backward]", (predictor, editor))
+        return p.detach(), f.detach(), torch.nan_to_num(g)
+
+    def _spsa_step(self, editor, predictor, latent, rows, x, a, target, lam, eta, pred, gen):
+        """One SPSA proximal step of rows whose latent rows are ``rows``: ``(accepted mask, new
+        point, its prediction, step)``; accepted when the full objective decreases."""
+        f = lam * (pred - target) ** 2
+        g = torch.nan_to_num((2 * lam * (pred - target))[:, None] * self._spsa_grad(
+            editor, predictor, latent, rows, x, gen))
+        xn = prox_point(x, g, a, eta[:, None])
+        pn = self._predict(editor, predictor, latent, rows, xn)
+        fn = lam * (pn - target) ** 2
+        ok = fn + (xn - a).abs().sum(1) <= f + (x - a).abs().sum(1)
+        return ok & torch.isfinite(pn), xn, pn, xn - x
 
     def optimize(self, editor, predictor, latent, a: torch.Tensor, target: torch.Tensor,
                  method: str, seed: int = 0, progress: bool = False,
-                 x0: torch.Tensor | None = None):
-        """Solve eq. 2 for ``m`` rows: latent of m tiles, ``a (K,)`` or ``(m, K)``, ``target
-        (m,)``, starting at ``x0 (m, K)`` (default ``a``). Returns ``(A' (m, K), prediction (m,),
-        converged (m,), iterations (m,))``. Each row's step, test and stop depend on that row's
-        numbers only; call it under a fixed thread count (see the module docstring)."""
+                 x0: torch.Tensor | None = None, tiles: torch.Tensor | None = None):
+        """Solve eq. 2 for ``m`` rows: ``a (K,)`` or ``(m, K)``, ``target (m,)``, starting at
+        ``x0 (m, K)`` (default ``a``); row ``i`` edits latent row ``tiles[i]`` (default ``i``).
+        Returns ``(A' (m, K), prediction (m,), converged (m,), iterations (m,))``. Each row's
+        step, test and stop depend on that row's numbers only; call it under a fixed thread count
+        (see the module docstring)."""
         m = len(target)
-        dev = target.device
         a = a.expand(m, -1).float() if a.ndim == 1 else a.float()
         scale = target.abs().clamp_min(1e-12)
         lam = (torch.full_like(target, float(self.lam)) if self.lam is not None
                else 1.0 / (self.tol * scale) ** 2)
-        thr = self.tol * scale
         x = (a if x0 is None else x0.float()).clone()
-        pred = self._predict(editor, predictor, latent, torch.arange(m, device=dev), x)
+        tiles = torch.arange(m, device=target.device) if tiles is None else tiles
+        solve = self._fused if method == "gradient" else self._spsa
+        pred, iters = solve(editor, predictor, latent, tiles, x, a, target, lam,
+                            self.tol * scale, seed, progress)
+        return x, pred, (pred - target).abs() <= self.tol * scale, iters
+
+    def _fused(self, editor, predictor, latent, tiles, x, a, target, lam, thr, seed, progress):
+        """Proximal gradient with backtracking, its sufficient-decrease test fused into the next
+        gradient pass: the candidate point's decode + predict + backward gives the test its
+        prediction and, when the step is accepted, the next iteration its gradient (a rejected
+        step retries from the kept point and gradient with half the step). Rows run in one active
+        set of at most ``batch_size`` rows, refilled from the rows not yet started as rows stop;
+        a row enters with one pass at its start. Updates ``x`` in place; ``(prediction,
+        iterations)``."""
+        m, dev = len(target), target.device
+        pred, f, g = torch.zeros(m, device=dev), torch.zeros(m, device=dev), torch.zeros_like(x)
+        eta = torch.full((m,), float(self.lr), device=dev)
+        iters = torch.zeros(m, dtype=torch.int32, device=dev)
+        active = torch.zeros(m, dtype=torch.bool, device=dev)
+        cand = x.clone()
+        waiting, bs = 0, int(self.batch_size)
+        bar = tqdm(total=m, desc="backward (gradient)", disable=not progress, leave=False)
+        while True:
+            idx = torch.nonzero(active).flatten()
+            new = torch.arange(waiting, min(m, waiting + max(0, bs - len(idx))), device=dev)
+            waiting += len(new)
+            if len(idx) + len(new) == 0:
+                break
+            rows = torch.cat([idx, new])
+            pts = torch.cat([cand[idx], x[new]])
+            p, fr, gr = self._step(editor, predictor, latent, tiles[rows], pts, target[rows],
+                                   lam[rows])
+            j = len(idx)
+            pred[new], f[new], g[new] = p[j:], fr[j:], gr[j:]
+            active[new] = (p[j:] - target[new]).abs() > thr[new]
+            if j:
+                self._accept(idx, cand[idx], p[:j], fr[:j], gr[:j], x, a, pred, f, g, eta,
+                             iters, active, target, thr)
+            idx = torch.nonzero(active).flatten()
+            cand[idx] = prox_point(x[idx], g[idx], a[idx], eta[idx][:, None])
+            bar.n = int(waiting - active.sum())
+            bar.refresh()
+        bar.close()
+        return pred, iters
+
+    def _accept(self, idx, xn, pn, fn, gn, x, a, pred, f, g, eta, iters, active, target, thr):
+        """The sufficient-decrease test of candidates ``xn`` of rows ``idx`` (Beck & Teboulle):
+        accepted points replace the rows' point, prediction, value and gradient; the step grows
+        1.5x on success and halves on failure; rows stop at the target, at a vanishing step, at a
+        vanishing step size or after ``max_iter`` steps."""
+        xa, fa, e = x[idx], f[idx], eta[idx]
+        step = xn - xa
+        bound = fa + (g[idx] * step).sum(1) + (step**2).sum(1) / (2 * e)
+        ok = (fn <= bound + 1e-6 * fa.abs() + 1e-12) & torch.isfinite(pn)
+        acc = idx[ok]
+        x[acc], pred[acc], f[acc], g[acc] = xn[ok], pn[ok], fn[ok], gn[ok]
+        eta[idx] = torch.where(ok, e * 1.5, e * 0.5)
+        iters[idx] += 1
+        reached = (pred[idx] - target[idx]).abs() <= thr[idx]
+        stalled = ok & (step.abs().amax(1) < 1e-6)
+        spent = (eta[idx] < 1e-9) | (iters[idx] >= int(self.max_iter))
+        active[idx] = ~(reached | stalled | spent)
+
+    def _spsa(self, editor, predictor, latent, tiles, x, a, target, lam, thr, seed, progress):
+        """The SPSA search of all rows together (one generator draw an iteration, shared by every
+        row); updates ``x`` in place, ``(prediction, iterations)``."""
+        m, dev = len(target), target.device
+        pred = self._predict(editor, predictor, latent, tiles, x)
         eta = torch.full((m,), float(self.lr), device=dev)
         iters = torch.zeros(m, dtype=torch.int32, device=dev)
         active = (pred - target).abs() > thr
-        bar = tqdm(total=int(self.max_iter), desc=f"backward ({method})", disable=not progress,
+        bar = tqdm(total=int(self.max_iter), desc="backward (spsa)", disable=not progress,
                    leave=False)
         for it in range(int(self.max_iter)):
             idx = torch.nonzero(active).flatten()
             if len(idx) == 0:
                 break
-            gen = (torch.Generator().manual_seed(_iteration_seed(seed, it))
-                   if method == "spsa" else None)
-            ok, xn, pn, step = self._step(editor, predictor, latent, idx, x, a, target, lam,
-                                          eta, pred, method, gen)
+            gen = torch.Generator().manual_seed(_iteration_seed(seed, it))
+            ok, xn, pn, step = self._spsa_step(editor, predictor, latent, tiles[idx], x[idx],
+                                               a[idx], target[idx], lam[idx], eta[idx],
+                                               pred[idx], gen)
             acc = idx[ok]
             x[acc], pred[acc] = xn[ok], pn[ok]
             eta[idx] = torch.where(ok, eta[idx] * 1.5, eta[idx] * 0.5)
             iters[idx] += 1
             reached = (pred[idx] - target[idx]).abs() <= thr[idx]
-            stalled = ok & (step.abs().amax(1) < 1e-6) & (method == "gradient")
-            tiny = eta[idx] < 1e-9
-            active[idx] = ~(reached | stalled | tiny)
+            active[idx] = ~(reached | (eta[idx] < 1e-9))
             bar.update(1)
         bar.close()
-        converged = (pred - target).abs() <= thr
-        return x, pred, converged, iters
+        return pred, iters
 
     # -- targets and reachability -------------------------------------------------------------
-    def _probe(self, editor, predictor, latent, a: torch.Tensor, m: int):
+    def _probe(self, editor, predictor, latent, a: torch.Tensor, m: int,
+               known: torch.Tensor | None = None):
         """Predictions of the reachability probe for ``m`` tiles: ``(p0, low, high)``, each
-        ``(m,)``; ``p0`` at the lot's attributes ``a``."""
-        pts = probe_points(a)  # (P, K)
-        n_p = len(pts)
-        rows = torch.arange(m, device=a.device).repeat_interleave(n_p)
-        p = self._predict(editor, predictor, latent, rows, pts.repeat(m, 1)).reshape(m, n_p)
-        return p[:, 0], p.amin(1), p.amax(1)
+        ``(m,)``; ``p0`` at the lot's attributes ``a``, ``low``/``high`` the extremes over ``a``,
+        the one-attribute endpoints and the two :func:`additive_extremes` points. ``known (m, 1 +
+        2K)``: predictions at :func:`endpoint_points` the run already made (NaN: not made), not
+        made again."""
+        pts = endpoint_points(a)  # (1 + 2K, K)
+        n_p, k = len(pts), len(a)
+        p = (torch.full((m, n_p), float("nan"), device=a.device) if known is None
+             else known.to(a.device, torch.float32).clone())
+        todo = torch.nonzero(torch.isnan(p))  # (tile, point), tile-major
+        if len(todo):
+            p[todo[:, 0], todo[:, 1]] = self._predict(editor, predictor, latent, todo[:, 0],
+                                                      pts[todo[:, 1]])
+        ext = additive_extremes(a, p).reshape(-1, k)
+        rows = torch.arange(m, device=a.device).repeat_interleave(2)
+        pe = self._predict(editor, predictor, latent, rows, ext).reshape(m, 2)
+        every = torch.cat([p, pe], 1)
+        return p[:, 0], every.amin(1), every.amax(1)
 
     def _targets(self, p0, low, high):
         """Targets ``(m, D)``, the probe's extreme toward each target and its reachability."""

@@ -237,7 +237,8 @@ def test_restart_spread_measures_the_stability_of_a_prime():
     names = set(b.variables(ctx))
     out = b.explain_lot(lot, ctx)
     assert set(out) == names
-    assert editor.encoded_rows == 5 + 4 + 1  # the restarted tiles once more, the example tile
+    assert editor.encoded_rows == 5 + 1  # every tile once (restarts share the main search's
+    # latent), the example tile again
     spread = out["backward_restart_spread"]
     assert spread.shape == (2, 4) and spread.dtype == np.float32
     # the zero-effect attribute keeps what its start gave it (no gradient, the search stops at the
@@ -334,3 +335,90 @@ def test_counterfactual_example_is_in_the_cube():
         want = to_uint8(editor.decode(lat, torch.as_tensor(out["backward_attributes"][0])))
     np.testing.assert_array_equal(ex, want)
     assert ex[0].astype(int).mean() > ex[1].astype(int).mean()  # increase brightens (FakeEditor)
+
+
+class CountingEditor(FakeEditor):
+    """FakeEditor counting decoded rows with and without autograd."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = {True: 0, False: 0}
+
+    def decode(self, latent, attributes):
+        self.rows[torch.is_grad_enabled()] += len(attributes)
+        return super().decode(latent, attributes)
+
+
+def test_search_is_one_pass_an_iteration_in_a_refilled_active_set():
+    """The sufficient-decrease test is fused into the next gradient pass (one decode + predict +
+    backward a row and iteration, one at its start, none without gradient) and rows run in one
+    active set of at most ``batch_size`` rows refilled as rows stop: the same answers as all rows
+    at once."""
+    lot = make_lots(n_lots=1, n_tiles=6)[0]
+    editor = CountingEditor()
+    latent = editor.encode(lot.tiles)
+    tiles = torch.arange(6).repeat_interleave(2)
+    a = torch.as_tensor(lot.attributes)
+    p0 = FakePredictor().forward(editor.decode(latent, a.expand(6, -1)))
+    target = (p0[:, None] * torch.tensor([1.1, 0.9])).reshape(-1)
+    outs = []
+    for bs in (128, 5):
+        editor.rows = {True: 0, False: 0}
+        b = BackwardCounterfactual(batch_size=bs, max_iter=60)
+        outs.append(b.optimize(editor, FakePredictor(), latent, a, target, "gradient",
+                               tiles=tiles))
+        x, pred, conv, it = outs[-1]
+        assert conv.all() and (it >= 2).all()
+        assert editor.rows == {True: 12 + int(it.sum()), False: 0}
+    for one, other in zip(*outs):
+        torch.testing.assert_close(one, other, rtol=0, atol=1e-6)
+
+
+def test_probe_takes_the_endpoints_and_the_two_additive_extremes():
+    """1 + 2K endpoint rows and 2 extreme rows a tile; an attribute without effect stays at A."""
+    from mxplain_attribute.backward_solve import additive_extremes, endpoint_points
+
+    a = torch.tensor([0.3, 0.6, 0.5])
+    pts = endpoint_points(a)
+    p = (pts * torch.tensor([2.0, -1.0, 0.0])).sum(1)[None]
+    torch.testing.assert_close(additive_extremes(a, p),
+                               torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]]]))
+    lot = make_lots(n_lots=1, n_tiles=3)[0]
+    editor = CountingEditor()
+    b = BackwardCounterfactual(target_mode="reachable", targets=(0.5, -0.5))
+    p0, low, high = b._probe(editor, FakePredictor(), editor.encode(lot.tiles),
+                             torch.as_tensor(lot.attributes), 3)
+    assert editor.rows == {True: 0, False: 3 * (1 + 2 * 4 + 2)}
+    want_p0, want_high, want_low = _linear_range(lot)
+    torch.testing.assert_close(high.double(), torch.as_tensor(want_high), rtol=1e-5, atol=0)
+    torch.testing.assert_close(low.double(), torch.as_tensor(want_low), rtol=1e-5, atol=0)
+
+
+def test_probe_reads_the_start_and_the_endpoints_the_run_already_predicted():
+    """With the pipeline's reconstruction_prediction and forward's sweep in ``ctx.lot_results``
+    the probe predicts only its two additive extremes a tile, and the answers are the same."""
+    import dataclasses
+
+    from mxplain_attribute.forward import ForwardSweep
+
+    lot = make_lots(n_lots=1, n_tiles=4)[0]
+    editor = CountingEditor()
+    ctx = make_ctx(editor=editor)
+    b = BackwardCounterfactual(target_mode="reachable", targets=(0.5, -0.5), restarts=0,
+                               n_boot=0)
+    alone = b.explain_lot(lot, ctx)
+    probe_alone = editor.rows[False]
+    fwd = ForwardSweep(steps=5, n_boot=0).explain_lot(lot, ctx)
+    a = torch.as_tensor(lot.attributes)[None].repeat(4, 1)
+    rec = FakePredictor().forward(FakeEditor().edit(lot.tiles, a)).numpy()
+    reader = dataclasses.replace(
+        ctx, lot_results={"forward_prediction": fwd["forward_prediction"],
+                          "reconstruction_prediction": rec},
+        cube_coords={"value": np.linspace(0.0, 1.0, 5)})
+    editor.rows = {True: 0, False: 0}
+    read = b.explain_lot(lot, reader)
+    assert probe_alone == 4 * (1 + 2 * 4 + 2) + 2  # + the example tile's two edits
+    assert editor.rows[False] == 4 * 2 + 2
+    for name in alone:
+        np.testing.assert_allclose(read[name], alone[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert "forward_prediction" in BackwardCounterfactual.reads_optional
