@@ -7,11 +7,11 @@ targets, ``lam`` and tolerance of ``[explain.backward]`` (its reachability probe
 within ``tol * |p|`` of its target (the explainer's stopping rule; that iterate is the answer), or
 its step vanishes, or ``max_iter``:
 
-* ``proximal`` - the explainer's own ``BackwardCounterfactual.optimize`` (ISTA with backtracking:
-  per iteration one decode + predict + backward and one decode + predict for the sufficient-
-  decrease test);
-* ``fused`` - the same proximal gradient with the test fused into the next gradient pass
-  (:func:`fused`): one decode + predict + backward an iteration;
+* ``proximal`` - the explainer's own ``BackwardCounterfactual.optimize`` (ISTA with backtracking;
+  since issue 20 with the sufficient-decrease test fused into the next gradient pass, one
+  decode + predict + backward an iteration, in an active set of ``batch_size`` rows);
+* ``fused`` - :func:`fused`, the prototype of that change (all rows at once), kept as its
+  reference: the same iterates;
 * ``adam`` - proximal Adam (``adam:LR``: step size LR, else ``--adam-lr``): Adam's step on the
   smooth term, then the exact proximal operator of ``||A' - A||_1 + box`` in Adam's diagonal
   metric (soft-threshold by ``lr / (sqrt(v) + eps)`` per coordinate, clip to [0, 1]); one
