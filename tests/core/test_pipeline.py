@@ -214,3 +214,12 @@ def test_cuda_probe_picks_a_power_of_two_that_fits():
     bs, info = device_mod.auto_batch_size(predictor, editor, 64, 4, dev, gpu_max=4096)
     assert bs & (bs - 1) == 0 and 16 <= bs <= 4096
     assert info["bytes_per_tile"] > 0 and str(bs) in info["tiles_per_s"]
+
+
+def test_reconstruction_shift_over_the_real_tiles_only():
+    cube = xr.Dataset({"prediction": (("lot", "tile"), np.array([[100.0, 200.0, 7.0]])),
+                       "reconstruction_prediction": (("lot", "tile"),
+                                                     np.array([[110.0, 180.0, 9e9]])),
+                       "tile_mask": (("lot", "tile"), np.array([[True, True, False]]))})
+    assert pipeline.reconstruction_shift(cube) == {"mean": -5.0, "mean_abs": 15.0,
+                                                   "mean_abs_percent": pytest.approx(10.0)}
