@@ -25,13 +25,17 @@ def resolved(text: str) -> dict:
     return config.resolve(tomllib.loads(text))
 
 
-def test_sizes_in_words_and_the_machine():
+def test_sizes_in_words_and_the_machine(monkeypatch):
     assert (preflight.gib(512), preflight.gib(3 * 2 ** 20), preflight.gib(2.5 * 2 ** 30),
             preflight.gib(1.5 * 2 ** 40)) == ("0.5 KiB", "3.0 MiB", "2.5 GiB", "1.5 TiB")
     assert preflight.host_memory() > 2 ** 28
     assert preflight.device_memory("cpu") == (preflight.host_memory(), "this machine")
+    asked = []
+    usage = shutil.disk_usage(Path(__file__).parent)
+    monkeypatch.setattr(preflight.shutil, "disk_usage",
+                        lambda p: asked.append(p) or usage._replace(free=12345))
     free, at = preflight.free_disk(Path(__file__).parent / "no" / "such" / "dir")
-    assert at == Path(__file__).parent and free == shutil.disk_usage(at).free
+    assert (free, at, asked) == (12345, Path(__file__).parent, [Path(__file__).parent])
 
 
 def test_the_data_shape_comes_from_the_dataset_before_it_is_built():
