@@ -71,8 +71,12 @@ def compare(before: str, after: str) -> dict:
           f"(became reachable {(changed & a['backward_reachable']).sum()}, unreachable "
           f"{(changed & b['backward_reachable']).sum()}); converged changed "
           f"{out['converged_changed']}")
-    for name, (got, of) in (("before", out["reached_before"]), ("after", out["reached_after"])):
-        print(f"reached {name}: {got}/{of} = {got / max(of, 1):.4f}")
+    for name, d in (("before", b), ("after", a)):
+        got, of = _shares(d)
+        per = [_shares({k: d[k][..., j] for k in ("backward_reachable", "backward_converged")})
+               for j in range(d["backward_reachable"].shape[-1])]
+        print(f"reached {name}: {got}/{of} = {got / max(of, 1):.4f}; by direction "
+              + ", ".join(f"{g}/{o}" for g, o in per))
     for key in sorted(b.files):
         if key not in a.files or b[key].dtype == bool:
             continue
