@@ -25,6 +25,8 @@ def test_error_metrics():
     m = error_metrics(np.array([110.0, 90.0, 100.0]), np.array([100.0, 100.0, 100.0]))
     assert m["rmse"] == pytest.approx(np.sqrt(200 / 3))
     assert m["mape_percent"] == pytest.approx(20 / 3)
+    m = error_metrics(np.array([15.0, 900.0]), np.array([10.0, 1000.0]))  # per-tile percentages
+    assert m["mape_percent"] == pytest.approx((50 + 10) / 2)
 
 
 def test_tile_truth_metrics_score_each_tile_against_its_own_property():

@@ -62,6 +62,17 @@ class NeedsGradients(Explainer):
         return {}
 
 
+class UsesGradients(NeedsGradients):
+    """Takes gradients where offered, a gradient-free path otherwise (backward's ``auto``)."""
+
+    name = "stage-uses"
+    requires_gradients = False
+
+    @classmethod
+    def uses(cls, params):
+        return cls.requirements(params) | {"gradients"}
+
+
 class Edits(NeedsGradients):
     name = "stage-edits"
     requires_gradients = False
@@ -92,19 +103,23 @@ def test_a_lying_predictor_is_one_error_naming_the_explainer(small_store):
                                         r"'stage-mean' declares differentiable = True"):
         model_stages.probe_gradients({"run": {"on_unsupported": "error"}}, small_store, ctx,
                                      components(Plain(), NeedsGradients()), "predictor")
-    # no explainer needs its gradients: it is not probed
+    # no explainer needs or uses its gradients: it is not probed
     model_stages.probe_gradients({"run": {"on_unsupported": "error"}}, small_store, ctx,
                                  components(Plain()), "predictor")
+    # one that only uses them is probed too; the refusal names it
+    with pytest.raises(UserError, match=r"^\[explain.stage-uses\] cannot run"):
+        model_stages.probe_gradients({"run": {"on_unsupported": "error"}}, small_store, ctx,
+                                     components(UsesGradients()), "predictor")
 
 
 def test_skip_drops_the_explainers_that_need_the_gradients(small_store, capsys):
-    comps = components(NeedsGradients(), Plain())
+    comps = components(NeedsGradients(), UsesGradients(), Plain())
     ctx = ExplainContext(predictor=Mean(lie=True))
     model_stages.probe_gradients({"run": {"on_unsupported": "skip"}}, small_store, ctx, comps,
                                  "predictor")
     why = comps["gradient_probe"]["predictor"]
     assert "does not require grad" in why
-    assert list(comps["explain"]) == ["stage-plain"]
+    assert list(comps["explain"]) == ["stage-uses", "stage-plain"]  # its fallback runs
     assert comps["skipped"] == {"stage-grad": f"needs a differentiable predictor: {why}"}
     assert ctx.predictor.differentiable is False and Mean.differentiable is True
     err = capsys.readouterr().err.splitlines()
