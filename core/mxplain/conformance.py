@@ -8,7 +8,7 @@ distribution, or a component's name)::
     python -m mxplain.conformance --all
 
 prints one line per component (``ok`` or ``FAIL`` and why) and exits 0 when all pass, 1 when one
-fails, 2 when nothing matches. mxplain's own tests (``tests/test_conformance.py``) run the same
+fails, 2 when nothing matches. mxplain's own tests (``tests/core/test_conformance.py``) run the same
 checks over every registered component. The checks run on a tiny synthetic tile store (4 lots of
 6 tiles, 32 px): every component's constructor sets only its parameters (scikit-learn's rule,
 :func:`check_constructor`); explainers are given a tiny fitted ``wideresnet`` and ``attgan`` for

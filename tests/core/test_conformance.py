@@ -61,31 +61,17 @@ def test_explainer_summary_and_report_section(name, pred, editor, tiny, tmp_path
     conformance.check_summary_and_section(name, pred, editor, tiny, tmp_path)
 
 
-#: components whose constructors set more than their parameters (issue 18 item 7), each left
-#: to the engineer who owns its file; strict: a fixed one fails here until it is taken off
-CONSTRUCTOR_DEBT = {
-    ("predictor", "latent_krr"): "sets net_, hyper_, tile_size_, vgg_source_ and device",
-    ("predictor", "texture_rf"): "sets device",
-    ("predictor", "wideresnet"): "sets tile_size and device",
-    ("editor", "attgan"): "sets generator, discriminator, history, provenance, tile_size, ...",
-    ("editor", "texturevae"): "sets decoder, vgg, heads, probe_*, feat_*, tile_size, ...",
-    ("explainer", "backward"): "sets method_",
-}
-
-
 def every_component():
-    out = []
-    for kind in ("dataset", "predictor", "editor", "explainer"):
-        for name in plugins.available(kind):
-            debt = CONSTRUCTOR_DEBT.get((kind, name))
-            marks = [pytest.mark.xfail(strict=True, raises=conformance.ConformanceError,
-                                       reason=debt)] if debt else []
-            out.append(pytest.param(kind, name, id=f"{kind}:{name}", marks=marks))
-    return out
+    return [pytest.param(kind, name, id=f"{kind}:{name}")
+            for kind in ("dataset", "predictor", "editor", "explainer")
+            for name in plugins.available(kind)]
 
 
 @pytest.mark.parametrize("kind,name", every_component())
 def test_constructor_sets_only_its_parameters(kind, name):
+    """scikit-learn's rule for every registered component (issue 18 item 7): the constructor
+    sets its parameters and nothing else; learned state (``generator_``, ``tile_size_``, ...)
+    comes with ``fit`` or ``load_state_dict``."""
     conformance.check_constructor(kind, name)
 
 
@@ -207,6 +193,17 @@ def test_check_constructor_names_what_is_set_beyond_the_parameters(fakes):
     with pytest.raises(conformance.ConformanceError,
                        match="^the constructor sets weights, which are not parameters$"):
         conformance.check_constructor("predictor", "conf-stateful")
+
+
+def test_device_is_a_property_that_to_sets_not_a_constructor_attribute():
+    """``TrainableModel.device``: the CPU on a new instance without the constructor setting it;
+    ``to`` (and assignment) move this instance only."""
+    a, b = Honest(), Honest()
+    assert a.device == torch.device("cpu") and not vars(a)
+    assert a.to("meta") is a and a.device == torch.device("meta")
+    assert vars(a) == {"_device": torch.device("meta")} and b.device == torch.device("cpu")
+    b.device = "meta"
+    assert b.device == torch.device("meta") and Honest().device == torch.device("cpu")
 
 
 def test_pairs_follow_declared_capabilities():
