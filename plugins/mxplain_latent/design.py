@@ -22,8 +22,10 @@ number is a fixed RMS per-pixel change per step instead (``eta = lr_pixel * sqrt
 
 Each step's image is measured by the dataset's independent measurement (``ctx.measure``,
 :meth:`mxplain.interfaces.Dataset.measure`; synthetic lots: image analysis alone, without the
-generator's parameters). A dataset without one, or without true effects, gets no interpretability
-scores; ``skipped`` in the metrics says why. Interpretability (§4.1: the similarity between a
+generator's parameters), in a background thread while the next steps are computed
+(:class:`mxplain_latent.design_measure.StepMeasurer`: the same values as one call at the end). A
+dataset without one, or without true effects, gets no interpretability scores; ``skipped`` in the
+metrics says why. Interpretability (§4.1: the similarity between a
 model's trait and the physics' trait): the trait here is ``d(measured attribute) / d(property)``
 along the path. Measurements are put on the attribute scale by a linear calibration against the
 lot labels: the classical calibration line ``measurement = alpha * attribute + beta`` fitted on
@@ -71,6 +73,7 @@ from mxplain.errors import UserError
 from mxplain.figures import save_figure
 from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
+from mxplain_latent.design_measure import StepMeasurer, step_values, u8
 from mxplain_latent.design_scores import (  # noqa: F401 (re-exported: the scores' API)
     PATHS,
     calibration_slopes,
@@ -94,27 +97,6 @@ def _as_list(latent) -> tuple[list[torch.Tensor], bool]:
 
 def _per_tile_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.sqrt(sum(t.detach().flatten(1).pow(2).sum(1) for t in tensors))
-
-
-def _u8(imgs: torch.Tensor) -> np.ndarray:
-    return np.clip(np.rint(imgs.detach().float().cpu().numpy()[:, 0] * 255.0), 0, 255) \
-        .astype(np.uint8)
-
-
-def _fill_steps(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Fill invalid entries along the last-but-one axis (steps) with the nearest valid step."""
-    out = v.copy()
-    s = v.shape[-2]
-    for idx in np.ndindex(*v.shape[:-2], v.shape[-1]):
-        *lead, k = idx
-        good = np.flatnonzero(ok[(*lead, slice(None), k)])
-        if len(good) == 0:
-            out[(*lead, slice(None), k)] = 0.0
-            continue
-        pos = np.arange(s)
-        nearest = good[np.abs(pos[:, None] - good[None]).argmin(1)]
-        out[(*lead, slice(None), k)] = v[(*lead, nearest, k)]
-    return out
 
 
 class LatentDesign(Explainer):
@@ -193,9 +175,10 @@ class LatentDesign(Explainer):
             return editor.generate
         return lambda lat: editor.decode(lat, attrs)
 
-    def latent_path(self, editor, predictor, x: torch.Tensor, attrs: torch.Tensor):
+    def latent_path(self, editor, predictor, x: torch.Tensor, attrs: torch.Tensor, sink=None):
         """Latent trajectory: predictions ``(n, S+1)``, images ``[(n,1,H,W)] * (S+1)``, relative
-        latent distances ``(n, S+1)``."""
+        latent distances ``(n, S+1)``; ``sink(images)`` gets each step's images as they are
+        made."""
         dev = _device(editor, x.device)
         pdev = _device(predictor, dev)
         decode = self._decode_fn(editor, attrs.to(dev))
@@ -211,6 +194,8 @@ class LatentDesign(Explainer):
             p = predictor.forward(img.to(pdev)).float()
             preds.append(p.detach().cpu())
             imgs.append(img.detach().float().cpu())
+            if sink is not None:
+                sink(imgs[-1])
             dist.append((_per_tile_norm([a - b for a, b in zip(z, z0)])
                          / _per_tile_norm(z0).clamp_min(1e-12)).cpu())
             if s == self.steps:
@@ -224,9 +209,9 @@ class LatentDesign(Explainer):
                  for t, g in zip(z, grads)]
         return torch.stack(preds, 1), imgs, torch.stack(dist, 1)
 
-    def pixel_path(self, predictor, x: torch.Tensor, rise: torch.Tensor | None):
+    def pixel_path(self, predictor, x: torch.Tensor, rise: torch.Tensor | None, sink=None):
         """Pixel trajectory: predictions ``(n, S+1)`` and images; ``rise`` (n,) = the latent path's
-        total rise per tile (used when ``lr_pixel`` is None)."""
+        total rise per tile (used when ``lr_pixel`` is None); ``sink`` as in :meth:`latent_path`."""
         dev = _device(predictor, x.device)
         xs = x.to(dev).float().clone()
         n, hw = len(xs), xs.shape[-1] * xs.shape[-2]
@@ -242,6 +227,8 @@ class LatentDesign(Explainer):
             p = predictor.forward(xg).float()
             preds.append(p.detach().cpu())
             imgs.append(xs.detach().cpu())
+            if sink is not None:
+                sink(imgs[-1])
             if s == self.steps:
                 break
             (g,) = grad(p.sum(), xg, "[explain.latent_design]", (predictor,))
@@ -278,9 +265,14 @@ class LatentDesign(Explainer):
             return out
         x = lot.tiles[:n].float()
         a = torch.as_tensor(np.repeat(np.asarray(lot.attributes, np.float32)[None], n, 0))
-        with torch.enable_grad():
-            lp, limgs, ldist = self.latent_path(editor, predictor, x, a)
-            pp, pimgs = self.pixel_path(predictor, x, lp[:, -1] - lp[:, 0])
+        measure = ctx.measure if self.measure and K else None  # columns: ctx.attributes' order
+        # the step images are measured in a background thread while the paths are computed
+        with warnings.catch_warnings(), StepMeasurer(measure) as meter:
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with torch.enable_grad():
+                lp, limgs, ldist = self.latent_path(editor, predictor, x, a, sink=meter.add)
+                pp, pimgs = self.pixel_path(predictor, x, lp[:, -1] - lp[:, 0], sink=meter.add)
+            m = meter.result()
         out["design_done"][:n] = True
         out["design_prediction"][:n, 0] = lp.numpy()
         out["design_prediction"][:n, 1] = pp.numpy()
@@ -291,20 +283,11 @@ class LatentDesign(Explainer):
                 out["design_pixel_change"][:n, j, s] = \
                     (im - base).pow(2).flatten(1).mean(1).sqrt().numpy()
         if simulator is not None:  # the true property of every designed tile, by physics
-            sim = simulator.simulate(_u8(torch.cat([torch.cat(limgs), torch.cat(pimgs)])))
+            sim = simulator.simulate(u8(torch.cat([torch.cat(limgs), torch.cat(pimgs)])))
             out["design_simulated"][:n] = np.transpose(
                 np.asarray(sim, np.float64).reshape(2, S, n), (2, 0, 1))
-        measure = ctx.measure if self.measure else None
-        if measure is not None and K:  # columns in the order of ctx.attributes
-            stack = torch.cat([torch.cat(limgs), torch.cat(pimgs)])  # (2*S*n, 1, H, W)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                m = np.asarray(measure(_u8(stack)), np.float64).reshape(2, S, n, -1)
-            vals = np.full((n, 2, S, K), np.nan)
-            vals[..., : min(K, m.shape[-1])] = np.transpose(m, (2, 0, 1, 3))[..., :K]
-            ok = np.isfinite(vals)
-            out["design_measured_valid"][:n] = ok
-            out["design_measured"][:n] = _fill_steps(np.where(ok, vals, 0.0), ok)
+        if m is not None:
+            out["design_measured"][:n], out["design_measured_valid"][:n] = step_values(m, n, S, K)
         if ctx.figures_dir is not None and lot.index < self.figure_lots:
             try:
                 self._figure(ctx, lot, limgs, pimgs, lp, pp)

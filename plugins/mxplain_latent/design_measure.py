@@ -1,0 +1,115 @@
+"""The dataset's measurement of ``latent_design``'s step images, off the compute path.
+
+:class:`StepMeasurer` measures the images of each gradient step in one background thread while the
+next steps are computed (torch releases the interpreter during its kernels, the measurement is
+numpy): whatever images have queued up when the thread is free go to ``measure`` in one call, in
+the order they were added. A tile's measurement depends on its pixels alone
+(:meth:`mxplain.interfaces.Dataset.measure`), so the values are those of one call over all images
+at the end. :func:`step_values` puts them on the cube's layout.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import torch
+
+
+def u8(imgs: torch.Tensor) -> np.ndarray:
+    """Tiles ``(N, 1, H, W)`` in [0, 1] as stored tiles: ``uint8 (N, H, W)``."""
+    return np.clip(np.rint(imgs.detach().float().cpu().numpy()[:, 0] * 255.0), 0, 255) \
+        .astype(np.uint8)
+
+
+class StepMeasurer:
+    """``add`` step images, then ``result()``: ``measure(u8(all images))`` as ``(N, M)``, computed
+    in a background thread meanwhile. ``measure=None``: nothing is measured (``result()`` is
+    ``None``). A context manager: leaving it stops the thread (an error in ``measure`` is raised
+    by ``result()``)."""
+
+    _STOP = object()
+
+    def __init__(self, measure):
+        self.measure = measure
+        self._parts: list[np.ndarray] = []
+        self._error: BaseException | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = None
+        if measure is not None:
+            self._thread = threading.Thread(target=self._run, name="mxplain-measure", daemon=True)
+            self._thread.start()
+
+    def add(self, imgs: torch.Tensor) -> None:
+        if self._thread is not None:
+            self._queue.put(imgs)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(b is self._STOP for b in batch)
+            batch = [b for b in batch if b is not self._STOP]
+            if batch and self._error is None:
+                try:
+                    tiles = np.concatenate([u8(b) for b in batch])
+                    m = np.asarray(self.measure(tiles), np.float64)
+                    if m.ndim != 2 or len(m) != len(tiles):
+                        raise ValueError(f"measure returned shape {m.shape} for {len(tiles)} "
+                                         f"tiles, expected (N, M)")
+                    self._parts.append(m)
+                except BaseException as exc:  # raised in the caller's thread by result()
+                    self._error = exc
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(self._STOP)
+            self._thread.join()
+            self._thread = None
+
+    def result(self) -> np.ndarray | None:
+        if self.measure is None:
+            return None
+        self._join()
+        if self._error is not None:
+            raise self._error
+        return np.concatenate(self._parts)
+
+    def __enter__(self) -> StepMeasurer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._join()
+
+
+def fill_steps(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Fill invalid entries along the last-but-one axis (steps) with the nearest valid step."""
+    out = v.copy()
+    s = v.shape[-2]
+    for idx in np.ndindex(*v.shape[:-2], v.shape[-1]):
+        *lead, k = idx
+        good = np.flatnonzero(ok[(*lead, slice(None), k)])
+        if len(good) == 0:
+            out[(*lead, slice(None), k)] = 0.0
+            continue
+        pos = np.arange(s)
+        nearest = good[np.abs(pos[:, None] - good[None]).argmin(1)]
+        out[(*lead, slice(None), k)] = v[(*lead, nearest, k)]
+    return out
+
+
+def step_values(m: np.ndarray, n: int, steps: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Measurements ``m`` of the step images in the order latent path steps 0..S-1, then pixel
+    path steps 0..S-1 (each step ``n`` tiles) as ``(n, 2, S, k)`` values (invalid ones filled from
+    the nearest valid step) and their validity."""
+    m = m.reshape(2, steps, n, -1)
+    vals = np.full((n, 2, steps, k), np.nan)
+    vals[..., : min(k, m.shape[-1])] = np.transpose(m, (2, 0, 1, 3))[..., :k]
+    ok = np.isfinite(vals)
+    return fill_steps(np.where(ok, vals, 0.0), ok), ok
