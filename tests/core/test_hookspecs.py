@@ -27,8 +27,10 @@ def test_one_hook_per_kind_of_component_and_no_other():
              if n.startswith("mxplain_")}
     assert specs == set(SPECS) == set(HOOKS.values())
     assert set(HOOKS) == set(KINDS)
+    pm = manager()
     for name in SPECS:
         assert inspect.signature(getattr(hookspecs, name)).parameters == {}
+        assert getattr(pm.hook, name).spec is not None, f"{name} is not marked as a hookspec"
 
 
 def test_the_manager_collects_every_plugins_list():
