@@ -39,19 +39,22 @@ Reachability probe (every mode, cheap): each tile is decoded and predicted at it
 ends of the forward sweep), then at the two points where the model without interactions (``p0``
 plus the sum of the one-attribute changes) is highest and lowest: each attribute at whichever of
 ``A_k``, 0 and 1 moved the prediction most up (down); an attribute that moves nothing stays at
-``A_k``. ``1 + 2K + 2`` points a tile, for any ``K`` (until issue 20 the probe took the ``2^K`` box
-corners instead of the last two, 25 points a tile at ``K = 4``; on the quickstart's 16 lots the
-ranges and targets moved as docs/performance.md records). Where the run already made them
-(``reads_optional``), ``p0`` is the pipeline's ``reconstruction_prediction`` and the endpoints are
-the forward sweep's first and last steps (``forward_prediction`` at values 0 and 1), not predicted
-again: on a CPU the same numbers; on CUDA forward's bf16-autocast predictions. The lowest and highest of these
-predictions estimate the tile's reachable range (exact for a model without interactions); a
-target is *reachable* (``backward_reachable``) when it lies inside that range widened by the
-tolerance ``tol * |p|`` (for ``"reachable"`` targets, also only when the target lies farther than
-the tolerance from the start ``p0``: a share ``|t|`` of a range the attributes barely move would be
-met by ``A' = A``; such a direction is unreachable, not trivially reached). ``summarize`` reports
-the reached share over reachable tile-directions only and counts the unreachable ones (and any
-of them reached anyway: the probe's range is an estimate) separately.
+``A_k``: ``1 + 2K + 2`` points a tile, for any ``K`` (``probe = "additive"``, the default since
+issue 20). ``probe = "corners"`` takes the ``2^K`` corners of the box instead of the last two
+(``K <= 6``; above, the additive points): the probe before issue 20, 25 points a tile at ``K = 4``.
+On the quickstart's 16 lots the additive probe finds a lower top of the range than the corners on
+about half of the tiles (the model has interactions) and so lower ``"reachable"`` targets;
+docs/performance.md records by how much. Where the run already made them (``reads_optional``),
+``p0`` is the pipeline's ``reconstruction_prediction`` and the endpoints are the forward sweep's
+first and last steps (``forward_prediction`` at values 0 and 1), not predicted again: on a CPU the
+same numbers, on CUDA forward's bf16-autocast predictions. The lowest and highest of these
+predictions estimate the tile's reachable range (the additive probe's is exact for a model without
+interactions); a target is *reachable* (``backward_reachable``) when it lies inside that range
+widened by the tolerance ``tol * |p|`` (for ``"reachable"`` targets, also only when the target
+lies farther than the tolerance from the start ``p0``: a share ``|t|`` of a range the attributes
+barely move would be met by ``A' = A``; such a direction is unreachable, not trivially reached).
+``summarize`` reports the reached share over reachable tile-directions only and counts the
+unreachable ones (and any of them reached anyway: the probe's range is an estimate) separately.
 
 A tile has *converged* when ``|R(G(I; A')) - p| <= tol * |p|``; it stops then, or when its step
 vanishes (a stationary point), or after ``max_iter`` iterations.
@@ -139,6 +142,7 @@ from .backward_solve import (
 
 OPTIMIZERS = ("auto", "gradient", "spsa")
 TARGET_MODES = ("relative", "absolute", "reachable")
+PROBES = ("additive", "corners")
 
 
 class BackwardCounterfactual(ProximalSolver, Explainer):
@@ -147,8 +151,8 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
     Keys: ``targets``/``target_mode`` (``relative``, ``absolute`` or the data-driven
     ``reachable``), ``lam``, ``lr``, ``max_iter``, ``tol``, ``batch_size``, ``optimizer``,
     ``spsa_c``, ``spsa_samples``, ``threads`` (torch CPU threads of the search, 1: bit-identical
-    on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius`` (the stability check);
-    see the module docstring."""
+    on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius`` (the stability check),
+    ``probe`` (``additive`` or the ``corners`` of the box); see the module docstring."""
 
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}
@@ -176,7 +180,7 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                  tol: float = 0.01, batch_size: int = 128, optimizer: str = "auto",
                  spsa_c: float = 0.05, spsa_samples: int = 4, threads: int = 1,
                  restarts: int = 2, restart_tiles: int = 2, restart_radius: float = 0.25,
-                 n_boot: int = 1000):
+                 n_boot: int = 1000, probe: str = "additive"):
         self.targets = targets
         self.target_mode = target_mode
         self.lam = lam
@@ -192,6 +196,7 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         self.restart_tiles = restart_tiles
         self.restart_radius = restart_radius
         self.n_boot = n_boot
+        self.probe = probe
         self._check()
 
     # -- configuration ------------------------------------------------------------------------
@@ -210,6 +215,8 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
             raise UserError(f"{where} targets = {list(t)!r} with target_mode = 'reachable'; "
                             "needs shares of the reachable range: increase in (0, 1], decrease "
                             "in [-1, 0) (e.g. [0.5, -0.5])")
+        if self.probe not in PROBES:
+            raise UserError(f"{where} probe = {self.probe!r}; use one of {', '.join(PROBES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"{where} optimizer = {self.optimizer!r}; use one of "
                             f"{', '.join(OPTIMIZERS)}")

@@ -13,8 +13,8 @@ from mxplain.interfaces import ExplainContext, Lot, latent_take
 
 from ._common import edit_predict
 
-#: :func:`probe_points` (the probe before issue 20) took the box corners for at most this many
-#: attributes (2^K points per tile)
+#: ``probe = "corners"`` (and :func:`probe_points`, the probe before issue 20) takes the box
+#: corners for at most this many attributes (2^K points per tile)
 PROBE_CORNERS_MAX_K = 6
 
 
@@ -25,7 +25,7 @@ def _iteration_seed(seed: int, it: int) -> int:
 
 
 def probe_points(a: torch.Tensor) -> torch.Tensor:
-    """The probe before issue 20, for the benchmarks that compare against it: ``a``, every
+    """The probe of ``probe = "corners"`` (before issue 20, the only one): ``a``, every
     one-attribute endpoint and, for K <= 6, every corner of [0, 1]^K; ``(P, K)``."""
     pts = [endpoint_points(a)]
     k = a.shape[0]
@@ -91,7 +91,7 @@ def prox_point(x, g, a, eta):
 class ProximalSolver:
     """The search and the probe of :class:`~mxplain_attribute.backward.BackwardCounterfactual`
     (its parameters: ``batch_size``, ``lam``, ``lr``, ``max_iter``, ``tol``, ``spsa_c``,
-    ``spsa_samples``, ``targets``, ``target_mode``)."""
+    ``spsa_samples``, ``targets``, ``target_mode``, ``probe``)."""
 
     def _predict(self, editor, predictor, latent, rows: torch.Tensor, attrs: torch.Tensor):
         """No-grad predictions for latent rows ``rows`` at ``attrs``, in batches."""
@@ -258,7 +258,8 @@ class ProximalSolver:
                known: torch.Tensor | None = None):
         """Predictions of the reachability probe for ``m`` tiles: ``(p0, low, high)``, each
         ``(m,)``; ``p0`` at the lot's attributes ``a``, ``low``/``high`` the extremes over ``a``,
-        the one-attribute endpoints and the two :func:`additive_extremes` points. ``known (m, 1 +
+        the one-attribute endpoints and the two :func:`additive_extremes` points (``probe =
+"corners"``: the box corners instead, for K <= 6). ``known (m, 1 +
         2K)``: predictions at :func:`endpoint_points` the run already made (NaN: not made), not
         made again."""
         pts = endpoint_points(a)  # (1 + 2K, K)
@@ -269,9 +270,13 @@ class ProximalSolver:
         if len(todo):
             p[todo[:, 0], todo[:, 1]] = self._predict(editor, predictor, latent, todo[:, 0],
                                                       pts[todo[:, 1]])
-        ext = additive_extremes(a, p).reshape(-1, k)
-        rows = torch.arange(m, device=a.device).repeat_interleave(2)
-        pe = self._predict(editor, predictor, latent, rows, ext).reshape(m, 2)
+        if self.probe == "corners" and k <= PROBE_CORNERS_MAX_K:
+            ext = probe_points(a)[n_p:].repeat(m, 1)  # the 2^K corners of every tile
+        else:
+            ext = additive_extremes(a, p).reshape(-1, k)
+        n_e = len(ext) // max(m, 1)
+        rows = torch.arange(m, device=a.device).repeat_interleave(n_e)
+        pe = self._predict(editor, predictor, latent, rows, ext).reshape(m, n_e)
         every = torch.cat([p, pe], 1)
         return p[:, 0], every.amin(1), every.amax(1)
 

@@ -422,3 +422,18 @@ def test_probe_reads_the_start_and_the_endpoints_the_run_already_predicted():
     for name in alone:
         np.testing.assert_allclose(read[name], alone[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert "forward_prediction" in BackwardCounterfactual.reads_optional
+
+
+def test_corners_probe_is_the_probe_before_issue_20():
+    """``probe = "corners"``: a, the 2K endpoints and the 2^K box corners (25 rows a tile at K = 4);
+    on the fakes' linear law both probes find the exact range."""
+    lot = make_lots(n_lots=1, n_tiles=3)[0]
+    editor = CountingEditor()
+    b = BackwardCounterfactual(probe="corners")
+    p0, low, high = b._probe(editor, FakePredictor(), editor.encode(lot.tiles),
+                             torch.as_tensor(lot.attributes), 3)
+    assert editor.rows == {True: 0, False: 3 * 25}
+    want_p0, want_high, want_low = _linear_range(lot)
+    torch.testing.assert_close(high.double(), torch.as_tensor(want_high), rtol=1e-5, atol=0)
+    with pytest.raises(UserError, match=r"^\[explain.backward\] probe = 'all'"):
+        BackwardCounterfactual(probe="all")
