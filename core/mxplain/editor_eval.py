@@ -73,23 +73,30 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
-def _delta_edits(editor: Editor, latent, measure: Measure, a0: torch.Tensor, j: int, col: int,
-                 delta: float, m_rec: np.ndarray, spread: np.ndarray, batch_size: int):
-    """The -/+``delta`` edits of attribute ``j`` (measurement column ``col``) against the
-    reconstruction's measurement ``m_rec``: per edit whether it counts (``ok``), moved the right
-    way, its own standardised effect per unit of requested change, the mean |standardised
-    change| of the other columns, and whether the measure failed on it."""
-    n = len(a0)
-    ok, moved, own, other, unmeasured = [], [], [], [], []
+def _delta_attributes(a0: torch.Tensor, j: int, delta: float) -> list[torch.Tensor]:
+    """The -/+``delta`` edits of attribute ``j`` of each row, clipped to [0, 1]."""
+    out = []
     for sign in (-1.0, 1.0):
         a = a0.clone()
         a[:, j] = torch.clamp(a0[:, j] + sign * delta, 0.0, 1.0)
+        out.append(a)
+    return out
+
+
+def _delta_edits(a0: torch.Tensor, edits: list[torch.Tensor], measured: list[np.ndarray],
+                 j: int, col: int, m_rec: np.ndarray, spread: np.ndarray):
+    """The -/+``delta`` edits ``edits`` of attribute ``j`` (measurement column ``col``), measured
+    ``measured``, against the reconstruction's measurement ``m_rec``: per edit whether it counts
+    (``ok``), moved the right way, its own standardised effect per unit of requested change, the
+    mean |standardised change| of the other columns, and whether the measure failed on it."""
+    n = len(a0)
+    ok, moved, own, other, unmeasured = [], [], [], [], []
+    for sign, a, m in zip((-1.0, 1.0), edits, measured):
         step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
-        m = _measure(measure, edit_batched(editor, latent, a, batch_size))
         change = (m - m_rec) / spread
-        measured = np.isfinite(change[:, col])
-        valid = (np.abs(step) > 1e-6) & measured
-        unmeasured.append((np.abs(step) > 1e-6) & ~measured)
+        measured_ok = np.isfinite(change[:, col])
+        valid = (np.abs(step) > 1e-6) & measured_ok
+        unmeasured.append((np.abs(step) > 1e-6) & ~measured_ok)
         ok.append(valid)
         moved.append(np.sign(change[:, col]) == sign)
         own.append(np.where(valid, change[:, col] / np.where(valid, step, 1.0), np.nan))
@@ -98,6 +105,35 @@ def _delta_edits(editor: Editor, latent, measure: Measure, a0: torch.Tensor, j: 
             warnings.simplefilter("ignore", RuntimeWarning)
             other.append(np.nanmean(np.abs(change[:, oc]), axis=1) if oc else np.zeros(n))
     return tuple(np.concatenate(v) for v in (ok, moved, own, other, unmeasured))
+
+
+def _edits_measured(editor: Editor, latent, measure: Measure, tiles_u8: np.ndarray,
+                    a0: torch.Tensor, targets, values: np.ndarray, delta: float,
+                    batch_size: int) -> dict:
+    """Every edit of the protocol, decoded here and measured meanwhile in one background thread
+    (the editor's torch work and the measurement's numpy work overlap; the same ``measure``
+    calls, in the same order, as one after the other): the originals' and the reconstruction's
+    measurements and, per target attribute, the sweep's and the -/+``delta`` edits'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mxplain-measure") as pool:
+        def later(a: torch.Tensor):
+            return pool.submit(_measure, measure, edit_batched(editor, latent, a, batch_size))
+
+        orig = pool.submit(_measure, measure, tiles_u8)
+        rec = later(a0)
+        jobs = {}
+        for j, _, _ in targets:
+            sweep = []
+            for v in values:
+                a = a0.clone()
+                a[:, j] = float(v)
+                sweep.append(later(a))
+            edits = _delta_attributes(a0, j, delta)
+            jobs[j] = (sweep, edits, [later(a) for a in edits])
+        return {"orig": orig.result(), "rec": rec.result(),
+                "attributes": {j: ([f.result() for f in sweep], edits, [f.result() for f in ms])
+                               for j, (sweep, edits, ms) in jobs.items()}}
 
 
 def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int = 8,
@@ -138,26 +174,23 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
     a0 = torch.from_numpy(store.lot_attributes[lot_idx].astype(np.float32))
     n, k = a0.shape
     latent = encode_batched(editor, to_tensor(tiles_u8), batch_size)
-    m_orig = _measure(measure, tiles_u8)
-    m_rec = _measure(measure, edit_batched(editor, latent, a0, batch_size))
+    values = np.linspace(0.0, 1.0, n_steps)
+    done = _edits_measured(editor, latent, measure, tiles_u8, a0, targets, values, delta,
+                           batch_size)
+    m_orig, m_rec = done["orig"], done["rec"]
     spread = np.nanstd(m_orig, axis=0)
     spread = np.where(spread > 0, spread, 1.0)
-    values = np.linspace(0.0, 1.0, n_steps)
 
     result: dict = {"n_tiles": int(n), "delta": float(delta), "attributes": {}}
     bar = tqdm(targets, desc="edit fidelity", disable=not ctx.progress)
     for j, name, col in bar:
-        # sweep
-        sweep = np.empty((n_steps, n))
-        for s, v in enumerate(values):
-            a = a0.clone()
-            a[:, j] = float(v)
-            sweep[s] = _measure(measure, edit_batched(editor, latent, a, batch_size))[:, col]
+        swept, edits, measured = done["attributes"][j]
+        sweep = np.stack([m[:, col] for m in swept])  # (n_steps, n)
         req = np.repeat(values[:, None], n, axis=1)
         per_tile = [_spearman(values, sweep[:, i]) for i in range(n)]
         per_tile = [r for r in per_tile if np.isfinite(r)]
-        ok, moved, own, other, unmeasured = _delta_edits(editor, latent, measure, a0, j, col,
-                                                         delta, m_rec, spread, batch_size)
+        ok, moved, own, other, unmeasured = _delta_edits(a0, edits, measured, j, col, m_rec,
+                                                         spread)
         result["attributes"][name] = {
             "spearman": _spearman(req.ravel(), sweep.ravel()),
             "spearman_per_tile": float(np.mean(per_tile)) if per_tile else float("nan"),
