@@ -30,13 +30,15 @@ MAP_SETTINGS = {"gradcam": ("layer",),
                 "integrated_gradients": ("layer", "ig_steps", "ig_baseline")}
 
 
-def forward_grid(ctx: ExplainContext, sel: np.ndarray, k: int
+def forward_grid(ctx: ExplainContext, sel: np.ndarray, k: int, base: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """(values ``(S,)``, predictions ``(m, K, S)``) of the forward explainer's sweep of the tiles
-    ``sel``, or ``None`` where it did not run on this lot."""
+    ``sel``, or ``None`` where it did not run on this lot (or swept around other labels than
+    ``base``: forward clips them to [0, 1])."""
     preds = ctx.lot_results.get("forward_prediction")
     values = ctx.cube_coords.get("value")
-    if preds is None or values is None:
+    if preds is None or values is None or not np.array_equal(
+            base.astype(np.float32), np.clip(base, 0.0, 1.0).astype(np.float32)):
         return None
     preds = np.asarray(preds, np.float64)
     values = np.asarray(values, np.float64).reshape(-1)
@@ -77,13 +79,37 @@ def lot_base(lot: Lot, k: int) -> np.ndarray:
     return np.where(np.isfinite(base), base, 0.5)
 
 
+#: an edit value this close to a value of forward's grid is that grid point's edit: the labels
+#: are float32, so ``0.6 + 0.3`` and the grid's 0.9 differ in the last bits only
+ON_GRID = 1e-6
+
+
+def delta_edits(base: np.ndarray, delta: float, grid) -> tuple[list, dict]:
+    """The ``+-delta`` edit of each attribute, the others at ``base``: ``(rows to decode,
+    {(attribute, direction): step of forward's grid})``. An edit whose value is a value of
+    forward's grid to within float32 rounding (:data:`ON_GRID`; a clipped one, 0 or 1, always
+    is) is that grid point's edit and is taken from forward's sweep, not decoded again."""
+    rows, on_grid = [], {}
+    values = np.zeros(0) if grid is None else np.asarray(grid[0], np.float64)
+    for j in range(len(base)):
+        for d, sign in enumerate((1.0, -1.0)):
+            v = float(np.clip(base[j] + sign * float(delta), 0.0, 1.0))
+            near = np.flatnonzero(np.abs(values - v) <= ON_GRID)
+            if len(near):
+                on_grid[(j, d)] = int(near[0])
+            else:
+                rows.append(base.copy())
+                rows[-1][j] = v
+    return rows, on_grid
+
+
 def attribute_scores(lot: Lot, sub: torch.Tensor, sel: np.ndarray, ctx: ExplainContext, predict,
-                   compare) -> dict[str, np.ndarray]:
+                     compare) -> dict[str, np.ndarray]:
     """``edit_slope``, the top attribute and the gains of ``+-delta`` edits (see the module)."""
     k, m = len(ctx.attributes), len(sub)
     base = lot_base(lot, k)
     t0 = time.perf_counter()
-    grid = forward_grid(ctx, sel, k)
+    grid = forward_grid(ctx, sel, k, base)
     rows = []
     if grid is None:  # the comparison's own sweep
         values = np.linspace(0.0, 1.0, int(compare.sweep_steps))
@@ -96,11 +122,10 @@ def attribute_scores(lot: Lot, sub: torch.Tensor, sel: np.ndarray, ctx: ExplainC
     own_ref = ref is None or not np.isfinite(np.asarray(lot.attributes, np.float64)).all()
     if own_ref:
         rows.append(base.copy())
-    for j in range(k):
-        for sign in (1.0, -1.0):
-            rows.append(base.copy())
-            rows[-1][j] = np.clip(base[j] + sign * float(compare.delta), 0.0, 1.0)
-    preds = edited_predictions(sub, np.asarray(rows), ctx, predict, int(compare.batch_size))
+    delta_rows, on_grid = delta_edits(base, compare.delta, grid)
+    rows += delta_rows
+    preds = edited_predictions(sub, np.asarray(rows), ctx, predict, int(compare.batch_size)) \
+        if rows else np.zeros((0, m))
     if grid is None:
         slopes = slopes_of(values, preds[:n_sweep].T.reshape(m, k, len(values)))
         # the sweep's share of the batched pass (its rows of all the edits decoded)
@@ -111,7 +136,12 @@ def attribute_scores(lot: Lot, sub: torch.Tensor, sel: np.ndarray, ctx: ExplainC
         cost = 1000.0 * ctx.lot_seconds.get(ctx.lot_producers["forward_prediction"][0],
                                              0.0) / max(n_fwd, 1)
     p_ref = preds[n_sweep] if own_ref else np.asarray(ref, np.float64)[sel]
-    gains = (preds[n_sweep + own_ref:] - p_ref[None]).mean(1).reshape(k, 2)
+    decoded = iter(preds[n_sweep + own_ref:])
+    gains = np.zeros((k, 2))
+    for j in range(k):
+        for d in range(2):
+            edited = grid[1][:, j, on_grid[(j, d)]] if (j, d) in on_grid else next(decoded)
+            gains[j, d] = float((edited - p_ref).mean())
     top = int(np.argmax(np.abs(slopes)))
     d_top = 0 if slopes[top] >= 0 else 1
     return {

@@ -63,16 +63,25 @@ def _names(explainers, ctx):
     return out
 
 
+OFF_GRID = (0.55, 0.32, 0.61, 0.85)  # +-0.3: only 0.85 + 0.3 (clipped to 1) is on an 11-grid
+
+
 def test_edit_slope_from_forward_sweep_matches_its_own_and_decodes_less():
-    own, own_rows = lot_values({"compare": COMPARE})
-    read, read_rows = lot_values({"compare": COMPARE, "forward": {"steps": 11}})
+    own, own_rows = lot_values({"compare": COMPARE}, OFF_GRID)
+    read, read_rows = lot_values({"compare": COMPARE, "forward": {"steps": 11}}, OFF_GRID)
     k, m = len(ATTRS), 3
     # without forward: its sweep (3 values an attribute) and the +-delta edits, 3 tiles each (the
     # reference is the pipeline's reconstruction_prediction)
     assert own_rows == (k * 3 + 2 * k) * m
-    # with forward (run first, though listed after) and the pipeline's reconstruction: only the
-    # +-delta edits remain
-    assert read_rows == 2 * k * m
+    # with forward (run first, though listed after): only the +-delta edits off forward's grid
+    assert read_rows == (2 * k - 1) * m
+    # labels on the grid: every +-delta edit is one of forward's, nothing is decoded
+    on_grid, rows = lot_values({"compare": COMPARE, "forward": {"steps": 11}},
+                               (0.5, 0.3, 0.6, 0.9))
+    assert rows == 0
+    alone, _ = lot_values({"compare": COMPARE}, (0.5, 0.3, 0.6, 0.9))
+    for name in ("attribute_gain_top", "attribute_gain_random"):
+        np.testing.assert_allclose(on_grid[name], alone[name], atol=1e-6, err_msg=name)
     values = np.linspace(0, 1, 11)
     fwd = read["forward_prediction"][:m].astype(np.float64).mean(0)
     expect = [np.polyfit(values, fwd[j], 1)[0] for j in range(k)]
