@@ -21,42 +21,42 @@ class TinyCNN(Predictor):
     def _build(self):
         torch.manual_seed(self.seed)
         c = self.channels
-        self.net = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
+        self.net_ = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
                                  nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1))
-        self.mean, self.std = 0.0, 1.0
+        self.mean_, self.std_ = 0.0, 1.0
 
     def fit(self, store, ctx):
         self._build()
         tiles, lot = store.all_tiles()
         x = torch.from_numpy(tiles[:, None].astype(np.float32) / 255)
         y = torch.from_numpy(store.properties[lot].astype(np.float32))
-        self.mean, self.std = float(y.mean()), float(y.std() + 1e-6)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        self.mean_, self.std_ = float(y.mean()), float(y.std() + 1e-6)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         for _ in range(self.epochs):
             for idx in torch.randperm(len(x), generator=gen).split(32):
-                loss = ((self.net(x[idx])[:, 0] - (y[idx] - self.mean) / self.std) ** 2).mean()
+                loss = ((self.net_(x[idx])[:, 0] - (y[idx] - self.mean_) / self.std_) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        self.net.eval()
+        self.net_.eval()
         return {"final_loss": float(loss)}
 
     def forward(self, tiles):
-        return self.net(tiles)[:, 0] * self.std + self.mean
+        return self.net_(tiles)[:, 0] * self.std_ + self.mean_
 
     def torch_module(self):
-        return self.net
+        return self.net_
 
     def state_dict(self):
-        return {"net": self.net.state_dict(), "mean": self.mean, "std": self.std}
+        return {"net": self.net_.state_dict(), "mean": self.mean_, "std": self.std_}
 
     def load_state_dict(self, state):
         self._build()
-        self.net.load_state_dict(state["net"])
-        self.net.eval()
-        self.mean, self.std = state["mean"], state["std"]
+        self.net_.load_state_dict(state["net"])
+        self.net_.eval()
+        self.mean_, self.std_ = state["mean"], state["std"]
 
 
 @hookimpl
