@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from mxplain_texturevae.cli_store import add_store_arguments, open_or_build_store
 from mxplain_texturevae.quality import (  # noqa: F401 - the evaluation API, re-exported
     gram_similarity,
     probe_dims,
@@ -67,11 +68,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="TextureVAE Table 1 (texture similarity per latent "
                                 "size) and Tables 2-3 (structure-property) on a tile store")
-    p.add_argument("--store", help="tile store (default: build a synthetic one in --workdir)")
-    p.add_argument("--workdir", default="texturevae-eval")
-    p.add_argument("--lots", type=int, default=16)
-    p.add_argument("--tiles-per-lot", type=int, default=32)
-    p.add_argument("--tile-size", type=int, default=64)
+    add_store_arguments(p, "texturevae-eval", tiles_per_lot=32)
     p.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--max-tiles-per-lot", type=int, default=None)
@@ -80,17 +77,10 @@ def main(argv=None) -> None:
     p.add_argument("--figures", help="folder for the figures of the largest model")
     p.add_argument("--json", help="write all results to this JSON file")
     a = p.parse_args(argv)
-    from mxplain import plugins
     from mxplain.interfaces import RunContext
-    from mxplain.store import TileStore
 
     ctx = RunContext(device=torch.device(a.device), progress=False, out_dir=Path(a.workdir))
-    if a.store:
-        store = TileStore.open(a.store)
-    else:
-        ds = plugins.create("dataset", "synthetic", n_lots=a.lots, tiles_per_lot=a.tiles_per_lot,
-                            tile_size=a.tile_size, seed=0)
-        store = ds.build(Path(a.workdir) / "tiles.zarr", ctx, resume=True)
+    store = open_or_build_store(a, ctx)
     params = {"epochs": a.epochs, "max_tiles_per_lot": a.max_tiles_per_lot, "dec_dim": a.dec_dim}
     models: dict = {}
     rows = latent_size_table(store, a.sizes, ctx, models=models, **params)

@@ -24,6 +24,7 @@ import torch
 from mxplain.interfaces import RunContext
 from mxplain.store import to_tensor, train_val_split
 from mxplain_texturevae import regression as reg
+from mxplain_texturevae.cli_store import add_store_arguments, open_or_build_store
 from mxplain_texturevae.latent_regressor import FeatureRegressorNet, LatentRegressor, regress
 
 FEATURE_NAMES = {"texturevae": "TextureVAE mu", "vgg19": "VGG19 pool5",
@@ -117,11 +118,7 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> None:
     a = argparse.ArgumentParser(description="Seed 003 Tables 2-3: latent_krr regressions from "
                                 "TextureVAE latents and VGG19 features on a tile store")
-    a.add_argument("--store", help="tile store (default: build a synthetic one in --workdir)")
-    a.add_argument("--workdir", default="texturevae-study")
-    a.add_argument("--lots", type=int, default=16)
-    a.add_argument("--tiles-per-lot", type=int, default=96)
-    a.add_argument("--tile-size", type=int, default=64)
+    add_store_arguments(a, "texturevae-study", tiles_per_lot=96)
     a.add_argument("--property", default="law", help="synthetic property: law or simulated")
     a.add_argument("--vae", default="{}", help="JSON table of [predictor.vae] overrides")
     a.add_argument("--params", default="{}", help="JSON table of other latent_krr parameters "
@@ -129,18 +126,9 @@ def main(argv=None) -> None:
     a.add_argument("--device", default="cpu")
     a.add_argument("--json", help="write the results to this JSON file")
     args = a.parse_args(argv)
-    from mxplain import plugins
-    from mxplain.store import TileStore
-
     ctx = RunContext(device=torch.device(args.device), progress=False,
                      out_dir=Path(args.workdir))
-    if args.store:
-        store = TileStore.open(args.store)
-    else:
-        ds = plugins.create("dataset", "synthetic", n_lots=args.lots,
-                            tiles_per_lot=args.tiles_per_lot, tile_size=args.tile_size, seed=0,
-                            property=args.property)
-        store = ds.build(Path(args.workdir) / "tiles.zarr", ctx, resume=True)
+    store = open_or_build_store(args, ctx, property=args.property)
     result = structure_property(store, ctx, vae=json.loads(args.vae) or None,
                                 **json.loads(args.params))
     print(format_table(result), flush=True)
