@@ -6,7 +6,9 @@ processes with one thread each. The main process trains (or loads) the models an
 run folder as usual, creates the results cube template, then submits one task per lot still to
 explain. A worker loads one copy of the predictor and editor the first time it gets a lot of a run
 (kept in a per-process cache keyed by run folder, config hash and model files), builds the
-explainers, explains the lot and writes its region of ``results.zarr`` plus its ``lot_done`` flag
+explainers (:func:`mxplain.components.build_explainers`: in the main process's order, producers of
+declared reads first; each reads the lot's earlier results as there), explains the lot and
+writes its region of ``results.zarr`` plus its ``lot_done`` flag
 (one chunk per lot: writers never share a chunk, and region writes leave the metadata alone). The
 main process then summarizes, scores and reports as in a single-process run.
 
