@@ -13,7 +13,9 @@ run) into two model-only times per explainer:
 * ``issue``: the limit as issue 20 defines it (forward: decoded rows x decode+predict; backward:
   rows x decode+predict+backward over every gradient iteration actually run, restarts included;
   compare: predictor rows of its deletion/insertion curves x predict; latent_design: latent-path
-  rows x decode+predict+backward; gradcam: GradCAM rows x predict forward+backward);
+  rows x decode+predict+backward plus pixel-path rows x predict+backward, the gradient steps of
+  both trajectories its ``design_prediction`` holds; gradcam: GradCAM and Integrated Gradients
+  rows x predict forward+backward, both maps being its output);
 * ``full``: every model call the explainer made, each at its batched per-row time (the probe, the
   accept tests, the encodes, Integrated Gradients, the pixel path, compare's attribute sweep).
 
@@ -45,7 +47,7 @@ ISSUE_LIMIT = {
     "forward": [("sweep", "decode", False, "dp")],
     "backward": [(None, "decode", True, "dpb")],
     "compare": [("perturbation_curves", "forward", False, "p")],
-    "latent_design": [("latent_path", "decode", True, "dpb")],
+    "latent_design": [("latent_path", "decode", True, "dpb"), ("pixel_path", "forward", True, "pb")],
     "gradcam": [("gradcam", "forward", True, "pb"), ("ig", "forward", True, "pb")],
 }
 
