@@ -245,14 +245,10 @@ def check_value(table: str, key: str, value: Any, types: frozenset[str] | None,
 
 def _check_component(cls, table: str, user: dict, params: dict) -> None:
     """Types and common rules of the keys the user set, then the component's own ranges."""
-    allowed = getattr(cls, "nonfinite_params", frozenset())
     for key, value in user.items():
-        check_value(table, key, value, param_types(cls, key), key in allowed)
-    check = getattr(cls, "check_params", None)
-    if check is None:
-        return
+        check_value(table, key, value, param_types(cls, key), key in cls.nonfinite_params)
     try:
-        check(dict(params))
+        cls.check_params(dict(params))
     except UserError as exc:
         msg = str(exc)
         raise UserError(msg if msg.startswith("[") else f"[{table}] {msg}") from None

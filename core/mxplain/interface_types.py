@@ -118,6 +118,13 @@ class ExplainContext(RunContext):
     #: for each explainer named in ``lot_producers``: the seconds its ``explain_lot`` took on this
     #: lot (what a reader reports as the cost of the values it took over)
     lot_seconds: dict[str, float] = field(default_factory=dict)
+    #: ``[run] editor_eval_tiles``: tiles per lot of the editor's reconstruction and fidelity checks
+    editor_eval_tiles: int = 6
+    #: ``[run] editor_realism_tiles``: tiles per class of the editor's realism test (0: off)
+    editor_realism_tiles: int = 512
+    #: the resolved ``[trust]`` table (gate thresholds, ``probe_tiles``; :mod:`mxplain.trust`),
+    #: ``None`` outside a run (no probe, no gates)
+    trust: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def _probe_editor(editor, store: TileStore, ctx: ExplainContext, out: dict) -> N
     editor-evaluation tiles (``out["probe"]``)."""
     from mxplain.probe import fit_probe, probe_edits
 
-    n = int((getattr(ctx, "trust", None) or {}).get("probe_tiles", 0))
+    n = int((ctx.trust or {}).get("probe_tiles", 0))
     if n <= 0:
         return
     probe, info = fit_probe(store, n_tiles_per_lot=n, seed=ctx.seed,

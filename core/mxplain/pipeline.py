@@ -160,15 +160,14 @@ def _run_stages(cfg, cfg_path, folder: RunFolder, components: dict, dev, device,
 
     run_cfg = cfg["run"]
     torch.manual_seed(int(run_cfg["seed"]))
-    ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
-                         progress=progress, batch_size=config_mod.fixed_batch_size(run_cfg))
-    ctx.editor_eval_tiles = int(run_cfg["editor_eval_tiles"])
     from mxplain.realism import check_tiles
-
-    ctx.editor_realism_tiles = check_tiles(run_cfg["editor_realism_tiles"])
     from mxplain.trust import resolve_trust
 
-    ctx.trust = cfg.get("trust") or resolve_trust(None)
+    ctx = ExplainContext(device=dev, out_dir=folder.path, seed=int(run_cfg["seed"]),
+                         progress=progress, batch_size=config_mod.fixed_batch_size(run_cfg),
+                         editor_eval_tiles=int(run_cfg["editor_eval_tiles"]),
+                         editor_realism_tiles=check_tiles(run_cfg["editor_realism_tiles"]),
+                         trust=cfg.get("trust") or resolve_trust(None))
     ctx.figures_dir.mkdir(parents=True, exist_ok=True)
     ctx.models_dir.mkdir(parents=True, exist_ok=True)
     config_file = folder.path / "config.toml"

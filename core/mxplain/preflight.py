@@ -70,8 +70,7 @@ def data_shape(cfg: dict) -> DataShape | None:
     """The tile store's shape as ``[data]`` sets it (``None`` where not known before building)."""
     data = cfg["data"]
     cls = plugins.get("dataset", data["name"])
-    hook = getattr(cls, "data_shape", None)
-    return hook({k: v for k, v in data.items() if k != "name"}) if hook else None
+    return cls.data_shape({k: v for k, v in data.items() if k != "name"})
 
 
 def _offered(cfg: dict, kind: str) -> tuple[str, frozenset[str]] | None:
@@ -161,8 +160,7 @@ def check_sizes(cfg: dict, out: Path | None, device_spec: str | None = None,
         params = {k: v for k, v in comp.items() if k not in ("name", "checkpoint")}
         if "checkpoint" in comp and table in ("predictor", "editor"):
             continue  # nothing is trained; the loaded model's size is the checkpoint's
-        hook = getattr(cls, "footprint", None)
-        for fp in (hook(params, shape) if hook else []) or []:
+        for fp in cls.footprint(params, shape) or []:
             _compare(fp, table, params, host, dev_mem, dev_name, disk, disk_at, where)
 
 
