@@ -2,25 +2,33 @@
 
 :class:`StepMeasurer` measures the images of each gradient step in one background thread while the
 next steps are computed (torch releases the interpreter during its kernels, the measurement is
-numpy): whatever images have queued up when the thread is free go to ``measure`` in one call, in
-the order they were added. A tile's measurement depends on its pixels alone
+numpy), in the order they were added. A tile's measurement depends on its pixels alone
 (:meth:`mxplain.interfaces.Dataset.measure`), so the values are those of one call over all images
 at the end. :func:`step_values` puts them on the cube's layout.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from mxplain.store import to_uint8
+
 
 def u8(imgs: torch.Tensor) -> np.ndarray:
-    """Tiles ``(N, 1, H, W)`` in [0, 1] as stored tiles: ``uint8 (N, H, W)``."""
-    return np.clip(np.rint(imgs.detach().float().cpu().numpy()[:, 0] * 255.0), 0, 255) \
-        .astype(np.uint8)
+    """Tiles ``(N, 1, H, W)`` in [0, 1] (any float dtype) as stored tiles: ``uint8 (N, H, W)``."""
+    return to_uint8(imgs.detach().float())
+
+
+def _measured(measure, imgs: torch.Tensor) -> np.ndarray:
+    tiles = u8(imgs)
+    m = np.asarray(measure(tiles), np.float64)
+    if m.ndim != 2 or len(m) != len(tiles):
+        raise ValueError(f"measure returned shape {m.shape} for {len(tiles)} tiles, expected "
+                         f"(N, M)")
+    return m
 
 
 class StepMeasurer:
@@ -29,63 +37,27 @@ class StepMeasurer:
     ``None``). A context manager: leaving it stops the thread (an error in ``measure`` is raised
     by ``result()``)."""
 
-    _STOP = object()
-
     def __init__(self, measure):
         self.measure = measure
-        self._parts: list[np.ndarray] = []
-        self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = None
-        if measure is not None:
-            self._thread = threading.Thread(target=self._run, name="mxplain-measure", daemon=True)
-            self._thread.start()
+        self._jobs: list[Future] = []
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="mxplain-measure")
+                      if measure is not None else None)
 
     def add(self, imgs: torch.Tensor) -> None:
-        if self._thread is not None:
-            self._queue.put(imgs)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(b is self._STOP for b in batch)
-            batch = [b for b in batch if b is not self._STOP]
-            if batch and self._error is None:
-                try:
-                    tiles = np.concatenate([u8(b) for b in batch])
-                    m = np.asarray(self.measure(tiles), np.float64)
-                    if m.ndim != 2 or len(m) != len(tiles):
-                        raise ValueError(f"measure returned shape {m.shape} for {len(tiles)} "
-                                         f"tiles, expected (N, M)")
-                    self._parts.append(m)
-                except BaseException as exc:  # raised in the caller's thread by result()
-                    self._error = exc
-
-    def _join(self) -> None:
-        if self._thread is not None:
-            self._queue.put(self._STOP)
-            self._thread.join()
-            self._thread = None
+        if self._pool is not None:
+            self._jobs.append(self._pool.submit(_measured, self.measure, imgs))
 
     def result(self) -> np.ndarray | None:
         if self.measure is None:
             return None
-        self._join()
-        if self._error is not None:
-            raise self._error
-        return np.concatenate(self._parts)
+        return np.concatenate([job.result() for job in self._jobs])
 
     def __enter__(self) -> StepMeasurer:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def fill_steps(v: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -207,7 +207,7 @@ def test_designed_images_are_measured_by_the_dataset_measurement_in_ctx(tmp_path
     ctx = context(FakeEditor(), tmp_path)
     ctx.measure = mean_grey
     out = exp.explain_lot(make_lot(2), ctx)
-    # measured in a background thread, whatever had queued up in one call: every one of the
+    # measured in a background thread, one call a step: every one of the
     # 2 paths x 3 steps x 2 tiles' images once, as uint8
     assert {d for d, _ in seen} == {np.dtype(np.uint8)} and sum(k for _, k in seen) == 12
     assert out["design_measured_valid"][:2].all()
