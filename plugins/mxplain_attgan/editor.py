@@ -27,6 +27,13 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
   block, so the generator can render detector noise instead of blur (:class:`.model.Generator`);
   at inference each tile's noise image is drawn from a seed of its grey levels
   (:func:`tile_noise`): deterministic, the same for every edit of the tile;
+* ``rec_blur`` (default 0.0 = the reference's plain L1): the reconstruction loss compares the two
+  images after a Gaussian low-pass of that sigma (pixels; :func:`.train.lowpass`), so detector
+  noise and the sharpest detail are left to the adversarial loss instead of being averaged away
+  (an L1 on raw pixels is minimised by the denoised tile; it kept ``noise``'s weights at zero);
+* ``adv_rec`` (default False): the reconstructions are fakes for the critic and get the
+  adversarial loss too (the reference trains reconstructions by L1 alone, so nothing asks them
+  to look real);
 * ``diffaug`` (default ``""``): DiffAugment (Zhao et al., NeurIPS 2020) policies, e.g.
   ``"translation,cutout"``, applied to every image the critic and its classifier see during
   training (real, generated, and in the warm-up), differentiably, so the generator learns through
@@ -99,7 +106,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  cls_dropout: float = 0.0, cls_crop: int | None = None,
                  cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
                  dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
-                 upsample: str = "transpose", noise: bool = False):
+                 upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
+                 adv_rec: bool = False):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -139,6 +147,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.diffaug = diffaug
         self.upsample = upsample
         self.noise = noise
+        self.rec_blur = rec_blur
+        self.adv_rec = adv_rec
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self, n_attributes: int, tile_size: int) -> None:

@@ -58,7 +58,14 @@ class AttGANOptions:
 
     def _check_recipe(self) -> None:
         """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``,
-        ``upsample``."""
+        ``upsample``, ``noise``, ``rec_blur``, ``adv_rec``."""
+        if not (isinstance(self.rec_blur, (int, float)) and not isinstance(self.rec_blur, bool)
+                and 0.0 <= self.rec_blur <= 4.0):
+            raise UserError(f"[editor] attgan: rec_blur must be a Gaussian sigma in pixels in "
+                            f"[0, 4] (0 = the reference's plain L1), got {self.rec_blur!r}")
+        if not isinstance(self.adv_rec, bool):
+            raise UserError(f"[editor] attgan: adv_rec must be true or false, "
+                            f"got {self.adv_rec!r}")
         if not isinstance(self.noise, bool):
             raise UserError(f"[editor] attgan: noise must be true or false, got {self.noise!r}")
         if self.upsample not in UPSAMPLES:

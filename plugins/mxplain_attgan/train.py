@@ -25,6 +25,10 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
 
         L_G = -D_adv(G(x, b)) + lambda_gatt * BCE(D_cls(G(x, b)), b) + lambda_rec * L1(G(x, a), x)
 
+      With ``rec_blur`` = s the L1 compares ``lowpass(G(x, a), s)`` and ``lowpass(x, s)``; with
+      ``adv_rec`` the reconstructions ``G(x, a)`` are fakes as well: the critic's fake term and the
+      generator's adversarial term are the means over edits and reconstructions.
+
     Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at
     ``lr`` up to that epoch and then decays linearly to 0 at the end of the last epoch (None:
     constant). ``augment`` (default off) adds random flips and 90-degree rotations; SEM tiles
@@ -68,6 +72,21 @@ from .augment import diff_augment
 from .model import encode_attributes
 
 LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
+
+
+def lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``x`` (N, C, H, W) with standard deviation ``sigma`` pixels (separable,
+    kernel radius ``ceil(3 sigma)``, reflected borders); ``sigma`` 0 returns ``x``."""
+    if sigma <= 0:
+        return x
+    r = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    y = F.pad(x, (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -269,7 +288,9 @@ class AttGANTraining:
         for p in D.parameters():
             p.requires_grad_(True)
         with torch.no_grad(), self._autocast(loop):
-            fake = G(x, encode_attributes(b, self.thres_int))
+            zs = G.encode(x)
+            fake = G.decode(zs, encode_attributes(b, self.thres_int))
+            rec = G.decode(zs, encode_attributes(a, self.thres_int)) if self.adv_rec else None
         x_d = diff_augment(x, self._policy, gen)
         fake_d = diff_augment(fake.float(), self._policy, gen)
         with self._autocast(loop):
@@ -277,7 +298,11 @@ class AttGANTraining:
             d_real = D.fc_adv(h_real).squeeze(1)
             dc_real = self._cls_logits(x_d, gen, hc_real)
             d_fake, _ = D(fake_d)
-        wd = d_real.float().mean() - d_fake.float().mean()
+            d_fake = d_fake.float().mean()
+            if rec is not None:
+                d_fake = 0.5 * (d_fake + D(diff_augment(rec.float(), self._policy, gen))[0]
+                                .float().mean())
+        wd = d_real.float().mean() - d_fake
         x_hat = (x_d + alpha * (fake_d - x_d)).requires_grad_(True)
         d_hat, _ = D(x_hat)  # float32: the gradient penalty stays out of autocast
         grad = autograd.grad(d_hat.sum(), x_hat, create_graph=True)[0]
@@ -290,7 +315,8 @@ class AttGANTraining:
         return {"d_adv": -wd.item(), "d_cls": d_cls.item(), "d_gp": gp.item()}
 
     def _generator_step(self, loop, x, a, b) -> dict:
-        """``-D(G(x, b)) + lambda_gatt BCE(C(G(x, b)), b) + lambda_rec L1(G(x, a), x)``."""
+        """``-D(G(x, b)) + lambda_gatt BCE(C(G(x, b)), b) + lambda_rec L1(G(x, a), x)`` (with
+        ``rec_blur`` and ``adv_rec`` as the module says)."""
         G, D, gen = self.generator_, self.discriminator_, loop.gen
         for p in D.parameters():
             p.requires_grad_(False)
@@ -302,9 +328,11 @@ class AttGANTraining:
             h_fake, hc_fake = D.features(fake_d)
             g_fake = D.fc_adv(h_fake).squeeze(1)
             gc_fake = self._cls_logits(fake_d, gen, hc_fake)
-        g_adv = -g_fake.float().mean()
+            g_adv = -g_fake.float().mean()
+            if self.adv_rec:
+                g_adv = 0.5 * (g_adv - D(diff_augment(rec, self._policy, gen))[0].float().mean())
         g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
-        g_rec = F.l1_loss(rec.float(), x)
+        g_rec = F.l1_loss(lowpass(rec.float(), self.rec_blur), lowpass(x, self.rec_blur))
         g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
         loop.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()

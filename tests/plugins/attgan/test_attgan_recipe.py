@@ -228,3 +228,55 @@ def test_noise_inputs_start_silent_and_are_deterministic_per_tile(store):
     assert torch.equal(ed.edit(t, a), ed.edit(t, a))  # reproducible: the tile's own noise
     with pytest.raises(UserError, match="noise"):
         AttGANEditor(noise="yes")._check_params()
+
+
+def test_lowpass_keeps_the_mean_and_removes_pixel_noise():
+    from mxplain_attgan.train import lowpass
+
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.full((2, 1, 16, 16), 0.3)
+    assert torch.allclose(lowpass(flat, 1.0), flat, atol=1e-6)
+    noise = torch.randn(2, 1, 32, 32, generator=gen)
+    assert torch.equal(lowpass(noise, 0.0), noise)
+    # white noise keeps 1 / (4 pi sigma^2) of its variance after a Gaussian of sigma pixels
+    assert float(lowpass(noise, 1.0).var()) == pytest.approx(1 / (4 * 3.14159), rel=0.25)
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(1, 1, 32, 32)
+    assert torch.allclose(lowpass(ramp, 1.0)[..., 4:-4], ramp[..., 4:-4], atol=1e-5)  # linear
+
+
+def test_rec_blur_lets_the_noise_output_grow_and_adv_rec_scores_reconstructions(store,
+                                                                                 monkeypatch):
+    """With the plain L1 the reconstruction loss pushes the noise weights to zero; on the
+    low-passed images it does not see pixel noise, so noise costs the reconstruction nothing."""
+    from mxplain_attgan.train import lowpass
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    n = torch.randn(4, 1, 32, 32)
+    for sigma, most in ((0.0, None), (1.0, 0.3)):
+        w = torch.tensor(0.2, requires_grad=True)
+        loss = torch.nn.functional.l1_loss(lowpass(x + w * n, sigma), lowpass(x, sigma))
+        loss.backward()
+        if most is None:
+            plain = float(w.grad)
+        else:
+            assert 0 < float(w.grad) < most * plain
+    calls = {}
+    d_forward = Discriminator.forward
+    monkeypatch.setattr(Discriminator, "forward",
+                        lambda self, t: (calls.__setitem__(len(calls), t), d_forward(self, t))[1])
+    for adv_rec in (False, True):
+        calls.clear()
+        ed = AttGANEditor(**TINY, epochs=1, n_critic=1, noise=True, upsample="resize",
+                          rec_blur=1.0, adv_rec=adv_rec)
+        ed.fit(store, RunContext(progress=False))
+        counts = (len(calls), len(ed.history_["g_rec"]))
+        if not adv_rec:
+            plain = counts
+    # with adv_rec the reconstructions are scored twice more per iteration (n_critic 1: in the
+    # critic step and in the generator step), on top of the edits and the GP interpolates
+    assert counts[1] == plain[1] > 0 and counts[0] - plain[0] == 2 * counts[1]
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in ed.history_.values())
+    for bad in (dict(rec_blur=-1.0), dict(rec_blur=True), dict(adv_rec=1)):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            AttGANEditor(**bad)._check_params()
