@@ -28,9 +28,10 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
   at inference each tile's noise image is drawn from a seed of its grey levels
   (:func:`tile_noise`): deterministic, the same for every edit of the tile;
 * ``rec_blur`` (default 0.0 = the reference's plain L1): the reconstruction loss compares the two
-  images after a Gaussian low-pass of that sigma (pixels; :func:`.train.lowpass`), so detector
-  noise and the sharpest detail are left to the adversarial loss instead of being averaged away
-  (an L1 on raw pixels is minimised by the denoised tile; it kept ``noise``'s weights at zero);
+  images after a Gaussian low-pass of that sigma (pixels; :func:`mxplain.filters.gaussian_blur`),
+  so detector noise and the sharpest detail are left to the adversarial loss instead of being
+  averaged away (an L1 on raw pixels is minimised by the denoised tile; it kept ``noise``'s
+  weights at zero);
 * ``adv_rec`` (default False): the reconstructions are fakes for the critic and get the
   adversarial loss too (the reference trains reconstructions by L1 alone, so nothing asks them
   to look real);

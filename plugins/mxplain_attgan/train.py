@@ -25,9 +25,10 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
 
         L_G = -D_adv(G(x, b)) + lambda_gatt * BCE(D_cls(G(x, b)), b) + lambda_rec * L1(G(x, a), x)
 
-      With ``rec_blur`` = s the L1 compares ``lowpass(G(x, a), s)`` and ``lowpass(x, s)``; with
-      ``adv_rec`` the reconstructions ``G(x, a)`` are fakes as well: the critic's fake term and the
-      generator's adversarial term are the means over edits and reconstructions.
+      With ``rec_blur`` = s the L1 compares ``gaussian_blur(G(x, a), s)`` and
+      ``gaussian_blur(x, s)``; with ``adv_rec`` the reconstructions ``G(x, a)`` are fakes as well:
+      the critic's fake term and the generator's adversarial term are the means over edits and
+      reconstructions.
 
     Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at
     ``lr`` up to that epoch and then decays linearly to 0 at the end of the last epoch (None:
@@ -66,27 +67,13 @@ import torch.nn.functional as F
 from torch import autograd
 
 from mxplain.errors import UserError
+from mxplain.filters import gaussian_blur
 from mxplain.training import TrainingCheckpoint
 
 from .augment import diff_augment
 from .model import encode_attributes
 
 LOSS_KEYS = ("g_rec", "g_adv", "g_cls", "d_adv", "d_cls", "d_gp")
-
-
-def lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``x`` (N, C, H, W) with standard deviation ``sigma`` pixels (separable,
-    kernel radius ``ceil(3 sigma)``, reflected borders); ``sigma`` 0 returns ``x``."""
-    if sigma <= 0:
-        return x
-    r = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    y = F.pad(x, (r, r, r, r), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -332,7 +319,8 @@ class AttGANTraining:
             if self.adv_rec:
                 g_adv = 0.5 * (g_adv - D(diff_augment(rec, self._policy, gen))[0].float().mean())
         g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
-        g_rec = F.l1_loss(lowpass(rec.float(), self.rec_blur), lowpass(x, self.rec_blur))
+        g_rec = F.l1_loss(gaussian_blur(rec.float(), self.rec_blur),
+                          gaussian_blur(x, self.rec_blur))
         g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
         loop.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from mxplain.errors import UserError
+from mxplain.filters import gaussian_blur
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Variable
 from mxplain.truth import sign_agreement
 from mxplain_gradcam.compare_inputs import attribute_scores, pixel_maps
@@ -53,7 +54,7 @@ from mxplain_gradcam.compare_scores import (
     _structure_scores,
     summary_table,
 )
-from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma, gaussian_blur
+from mxplain_gradcam.gradcam import GradCAM, check_differentiable, default_sigma
 
 PIXEL_METHODS = ("gradcam", "integrated_gradients", "random")
 

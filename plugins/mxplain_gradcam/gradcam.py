@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mxplain.errors import UserError
+from mxplain.filters import gaussian_blur
 from mxplain.interfaces import ExplainContext, Explainer, Lot, Predictor, Variable
 
 
@@ -110,22 +111,6 @@ def get_layer(module: nn.Module, path: str) -> nn.Module:
         names = [n for n, _ in module.named_modules() if n]
         raise UserError(f"gradcam: layer {path!r} not found in the predictor's module; available: "
                         f"{', '.join(names[:40])}{' …' if len(names) > 40 else ''}") from None
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, 1, H, W)`` tiles (reflect padding, kernel of 3 sigma)."""
-    sigma = float(sigma)
-    if sigma <= 0:
-        return x.clone()
-    r = max(1, int(np.ceil(3 * sigma)))
-    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    y = torch.nn.functional.pad(x, (r, r, 0, 0), mode="reflect")
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1))
-    y = torch.nn.functional.pad(y, (0, 0, r, r), mode="reflect")
-    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1))
 
 
 def default_sigma(x: torch.Tensor) -> float:

@@ -230,32 +230,18 @@ def test_noise_inputs_start_silent_and_are_deterministic_per_tile(store):
         AttGANEditor(noise="yes")._check_params()
 
 
-def test_lowpass_keeps_the_mean_and_removes_pixel_noise():
-    from mxplain_attgan.train import lowpass
-
-    gen = torch.Generator().manual_seed(0)
-    flat = torch.full((2, 1, 16, 16), 0.3)
-    assert torch.allclose(lowpass(flat, 1.0), flat, atol=1e-6)
-    noise = torch.randn(2, 1, 32, 32, generator=gen)
-    assert torch.equal(lowpass(noise, 0.0), noise)
-    # white noise keeps 1 / (4 pi sigma^2) of its variance after a Gaussian of sigma pixels
-    assert float(lowpass(noise, 1.0).var()) == pytest.approx(1 / (4 * 3.14159), rel=0.25)
-    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(1, 1, 32, 32)
-    assert torch.allclose(lowpass(ramp, 1.0)[..., 4:-4], ramp[..., 4:-4], atol=1e-5)  # linear
-
-
 def test_rec_blur_lets_the_noise_output_grow_and_adv_rec_scores_reconstructions(store,
                                                                                  monkeypatch):
     """With the plain L1 the reconstruction loss pushes the noise weights to zero; on the
     low-passed images it does not see pixel noise, so noise costs the reconstruction nothing."""
-    from mxplain_attgan.train import lowpass
+    from mxplain.filters import gaussian_blur
 
     torch.manual_seed(0)
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     n = torch.randn(4, 1, 32, 32)
     for sigma, most in ((0.0, None), (1.0, 0.3)):
         w = torch.tensor(0.2, requires_grad=True)
-        loss = torch.nn.functional.l1_loss(lowpass(x + w * n, sigma), lowpass(x, sigma))
+        loss = torch.nn.functional.l1_loss(gaussian_blur(x + w * n, sigma), gaussian_blur(x, sigma))
         loss.backward()
         if most is None:
             plain = float(w.grad)
