@@ -35,6 +35,18 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
 * ``adv_rec`` (default False): the reconstructions are fakes for the critic and get the
   adversarial loss too (the reference trains reconstructions by L1 alone, so nothing asks them
   to look real);
+* ``edit_mode`` (default ``"render"`` = the reference: an edit is the generator's image
+  ``G(z, b)``): ``"difference"`` edits a tile by the generator's *change* only,
+  ``x + G(z, b) - G(z, c_hat)``, clipped to the grey range, where ``c_hat`` is the attribute
+  classifier's reading of the tile (:meth:`AttGANEditor.classify`): the real tile keeps its own
+  noise, sharp edges and layout wherever the edit does not change them, so the generator's blur
+  and artefacts cancel (the difference of two renders of the same features), and a
+  reconstruction is the tile up to the change from ``c_hat`` to the lot's attributes. In the
+  spirit of residual-image attribute editing (Shen & Liu, CVPR 2017) and STGAN's difference
+  attributes (Liu et al., CVPR 2019), without their extra networks. The latent gets the tile's
+  detail layer ``x - G(z, c_hat)`` as its last part, a constant of ``decode`` (zero gradient:
+  latent-space design moves the encoder features only). Training shows the critic and the
+  attribute classifier the same composites (:mod:`.train`);
 * ``diffaug`` (default ``""``): DiffAugment (Zhao et al., NeurIPS 2020) policies, e.g.
   ``"translation,cutout"``, applied to every image the critic and its classifier see during
   training (real, generated, and in the warm-up), differentiably, so the generator learns through
@@ -108,7 +120,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
                  dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
                  upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
-                 adv_rec: bool = False):
+                 adv_rec: bool = False, edit_mode: str = "render"):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -150,6 +162,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.noise = noise
         self.rec_blur = rec_blur
         self.adv_rec = adv_rec
+        self.edit_mode = edit_mode
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self, n_attributes: int, tile_size: int) -> None:
@@ -204,19 +217,32 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
 
     # ---- Editor API ---------------------------------------------------------------------------
     def encode(self, tiles: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(N, 1, H, W)`` tiles in [0, 1] -> the encoder features (tuple, batch first)."""
+        """``(N, 1, H, W)`` tiles in [0, 1] -> the encoder features (tuple, batch first); with
+        ``edit_mode = "difference"`` followed by the tile's detail layer ``x - G(z, c_hat)``
+        (``c_hat``: the attribute classifier's reading of the tile, :meth:`classify`)."""
         g = self._eval()
         x = tiles.to(self.device, torch.float32) * 2.0 - 1.0
-        return g.encode(x, tile_noise(tiles) if g.noise else None)
+        zs = g.encode(x, tile_noise(tiles) if g.noise else None)
+        if self.edit_mode != "difference":
+            return zs
+        with torch.no_grad():
+            anchor = g.decode(zs, encode_attributes(self.classify(tiles), self.thres_int))
+        return (*zs, x - anchor.float())
 
     def decode(self, latent, attributes: torch.Tensor) -> torch.Tensor:
         """Encoder features + ``(N, K)`` attributes in [0, 1] -> tiles in [0, 1] (differentiable
-        w.r.t. the attributes)."""
+        w.r.t. the attributes and the encoder features; a difference editor's detail layer is a
+        constant)."""
         g = self._eval()
+        latent = tuple(latent)
         a = attributes.to(self.device, torch.float32)
         if a.ndim == 1:
             a = a[None].expand(latent[0].size(0), -1)
-        y = g.decode(tuple(latent), encode_attributes(a, self.thres_int))
+        if self.edit_mode == "difference":
+            *zs, detail = latent
+            y = g.decode(tuple(zs), encode_attributes(a, self.thres_int))
+            return ((y.float() + detail.detach().float()).clamp(-1.0, 1.0) + 1.0) / 2.0
+        y = g.decode(latent, encode_attributes(a, self.thres_int))
         return (y.float() + 1.0) / 2.0
 
     def compile(self) -> list[str]:

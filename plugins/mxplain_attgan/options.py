@@ -9,6 +9,7 @@ from .augment import parse_policy
 from .model import CLS_POOLS, UPSAMPLES
 
 TARGET_SAMPLINGS = ("single", "permute", "uniform")
+EDIT_MODES = ("render", "difference")
 
 
 class AttGANOptions:
@@ -58,11 +59,17 @@ class AttGANOptions:
 
     def _check_recipe(self) -> None:
         """The recipe options: ``g_ema``, ``lr_d``, ``dis_sn``, ``res_blocks``, ``diffaug``,
-        ``upsample``, ``noise``, ``rec_blur``, ``adv_rec``."""
+        ``upsample``, ``noise``, ``rec_blur``, ``adv_rec``, ``edit_mode``."""
         if not (isinstance(self.rec_blur, (int, float)) and not isinstance(self.rec_blur, bool)
                 and 0.0 <= self.rec_blur <= 4.0):
             raise UserError(f"[editor] attgan: rec_blur must be a Gaussian sigma in pixels in "
                             f"[0, 4] (0 = the reference's plain L1), got {self.rec_blur!r}")
+        if self.edit_mode not in EDIT_MODES:
+            raise UserError(f"[editor] attgan: edit_mode must be one of {list(EDIT_MODES)}, "
+                            f"got {self.edit_mode!r}")
+        if self.edit_mode == "difference" and self.adv_rec:
+            raise UserError("[editor] attgan: adv_rec has no meaning with edit_mode = "
+                            "'difference' (the reconstruction is the tile itself); drop one")
         if not isinstance(self.adv_rec, bool):
             raise UserError(f"[editor] attgan: adv_rec must be true or false, "
                             f"got {self.adv_rec!r}")

@@ -30,6 +30,13 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
       the critic's fake term and the generator's adversarial term are the means over edits and
       reconstructions.
 
+    With ``edit_mode = "difference"`` every ``G(x, b)`` above (the critic's fakes, the generator's
+    adversarial and attribute terms) is the composite ``x + G(x, b) - sg(G(x, a))``, clipped to
+    [-1, 1]: the tile keeps its own detail and takes the generator's change only (the gradient of
+    the anchor ``G(x, a)`` is stopped; it learns from the reconstruction L1 alone). Deviation from
+    inference, where the anchor is ``G(x, c_hat)`` at the classifier's reading ``c_hat``: training
+    uses the lot label, which the reconstruction already renders.
+
     Adam(lr, (beta1, beta2)) for both. ``lr_decay_epoch``: when set, the learning rate stays at
     ``lr`` up to that epoch and then decays linearly to 0 at the end of the last epoch (None:
     constant). ``augment`` (default off) adds random flips and 90-degree rotations; SEM tiles
@@ -267,6 +274,15 @@ class AttGANTraining:
     def _autocast(self, loop):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=loop.amp)
 
+    def _shown(self, x: torch.Tensor, fake: torch.Tensor, rec: torch.Tensor | None
+               ) -> torch.Tensor:
+        """The edit the critic and its classifier judge: ``G(x, b)``, or with ``edit_mode =
+        "difference"`` the tile plus the generator's change ``x + G(x, b) - sg(G(x, a))`` (the
+        anchor's gradient stopped), clipped to [-1, 1]."""
+        if self.edit_mode != "difference":
+            return fake
+        return (x + fake - rec.detach()).clamp(-1.0, 1.0)
+
     def _critic_step(self, loop, x, a, b) -> dict:
         """``-D(x) + D(G(x, b)) + lambda_gp GP + lambda_datt BCE(C(x), a)`` on DiffAugment-ed
         real and fake tiles (``diffaug``); GP on interpolates of the two, in float32."""
@@ -277,7 +293,10 @@ class AttGANTraining:
         with torch.no_grad(), self._autocast(loop):
             zs = G.encode(x)
             fake = G.decode(zs, encode_attributes(b, self.thres_int))
-            rec = G.decode(zs, encode_attributes(a, self.thres_int)) if self.adv_rec else None
+            rec = (G.decode(zs, encode_attributes(a, self.thres_int))
+                   if self.adv_rec or self.edit_mode == "difference" else None)
+            fake = self._shown(x, fake, rec)
+            rec = rec if self.adv_rec else None
         x_d = diff_augment(x, self._policy, gen)
         fake_d = diff_augment(fake.float(), self._policy, gen)
         with self._autocast(loop):
@@ -311,7 +330,7 @@ class AttGANTraining:
             zs = G.encode(x)
             fake = G.decode(zs, encode_attributes(b, self.thres_int))
             rec = G.decode(zs, encode_attributes(a, self.thres_int))
-            fake_d = diff_augment(fake, self._policy, gen)
+            fake_d = diff_augment(self._shown(x, fake, rec), self._policy, gen)
             h_fake, hc_fake = D.features(fake_d)
             g_fake = D.fc_adv(h_fake).squeeze(1)
             gc_fake = self._cls_logits(fake_d, gen, hc_fake)

@@ -266,3 +266,48 @@ def test_rec_blur_lets_the_noise_output_grow_and_adv_rec_scores_reconstructions(
     for bad in (dict(rec_blur=-1.0), dict(rec_blur=True), dict(adv_rec=1)):
         with pytest.raises(UserError, match=next(iter(bad))):
             AttGANEditor(**bad)._check_params()
+
+
+def test_difference_edits_keep_the_tile_and_move_by_the_generators_change(store, monkeypatch):
+    """edit_mode = "difference": decode = x + G(z, a) - G(z, c_hat), so at the classifier's own
+    reading the edit is the tile itself, and between two attribute vectors it changes by exactly
+    what the rendering editor's images change by; the detail layer gets no gradient; training
+    shows the critic composites that carry the real tile's pixels."""
+    torch.manual_seed(0)
+    ed = AttGANEditor(**TINY, epochs=1, n_critic=1, edit_mode="difference")
+    ed.fit(store, RunContext(progress=False))
+    x = store.lot(0).tiles[:4]
+    a = torch.full((4, len(store.attributes)), 0.3)
+    b = a.clone()
+    b[:, 0] = 0.8
+    with torch.no_grad():
+        lat = ed.encode(x)
+        assert len(lat) == ed.n_layers + 1
+        own = ed.decode(lat, ed.classify(x))
+        assert torch.allclose(own, x, atol=1e-5)
+        diff = ed.decode(lat, b) - ed.decode(lat, a)
+        ed.edit_mode = "render"
+        plain = ed.decode(ed.encode(x), b) - ed.decode(ed.encode(x), a)
+        ed.edit_mode = "difference"
+    inside = (ed.decode(lat, b) > 0.01) & (ed.decode(lat, b) < 0.99) \
+        & (ed.decode(lat, a) > 0.01) & (ed.decode(lat, a) < 0.99)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(diff[inside], plain[inside], atol=1e-5)
+    assert float(plain.abs().mean()) > 1e-3  # the attribute change does move the images
+    zg = [t.clone().requires_grad_(True) for t in lat]
+    ed.decode(tuple(zg), b).sum().backward()
+    assert zg[-1].grad is None and zg[-2].grad.abs().sum() > 0  # the bottleneck
+    shown = []
+    real_shown = ed._shown
+    monkeypatch.setattr(ed, "_shown",
+                        lambda x, f, r: (shown.append((x, f, r)), real_shown(x, f, r))[1])
+    ed.epochs = 2
+    ed.fit(store, RunContext(progress=False))
+    xs, fake, rec = shown[0]
+    comp = real_shown(xs, fake, rec)
+    assert torch.allclose(comp, (xs + fake - rec).clamp(-1, 1))
+    assert not torch.allclose(comp, fake, atol=1e-3)
+    with pytest.raises(UserError, match="edit_mode"):
+        AttGANEditor(edit_mode="residual")._check_params()
+    with pytest.raises(UserError, match="adv_rec"):
+        AttGANEditor(edit_mode="difference", adv_rec=True)._check_params()
