@@ -16,22 +16,40 @@ Protocol (:func:`fit_probe`, deterministic, seconds on one CPU thread):
    lot label (the number kept among 1, 2, 4, ..., 32 or all, and the penalty among
    :data:`ALPHAS`, chosen by their Spearman rho in a cross-validation *grouped by lot*): features
    that only tell lots apart, not the attribute, are not kept;
-3. its skill is measured **leave-lots-out, nested**: ``GroupKFold`` over the lots (up to 5 folds),
-   each tile predicted by a probe whose feature choice and fit saw none of its lot's tiles.
+3. its skill is measured **leave-lots-out, nested**: leave-one-lot-out (one fold per lot, up to
+   :data:`MAX_OUTER_FOLDS` folds), each tile predicted by a probe whose feature choice and fit saw
+   none of its lot's tiles. Every fold's predictions (and the inner folds' of the choice in step
+   2) are read on **one common origin**, the label mean and feature means over all the tiles,
+   not the fold's own: a fold's means move *against* its held-out lots, so with them a probe that
+   sees nothing reads a held-out rho near -1 under leave-one-lot-out (-0.66 with 5 folds over 16
+   lots) and a weak real signal is pulled down with it (polydispersity on the quickstart's lots:
+   tile rho 0.19, lot rho 0.41 with 5 folds and own means; 0.36-0.48 and 0.73-0.91 now). A
+   common constant cannot correlate with any lot's label, and Spearman's rho is blind to it.
    ``heldout_spearman`` is the Spearman rho of those predictions against the labels (tiles),
-   ``heldout_lot_spearman`` the same of the lots' mean prediction; ``calibration_slope`` is the
-   least-squares slope of the held-out prediction on the label (how far the probe's reading moves
-   for a real lot one unit higher), and ``resolution`` the probe's own ceiling: the share of pairs
-   of real tiles from different lots whose labels differ by 0.75-1.25 x ``delta`` that the
-   held-out predictions order the right way;
+   ``heldout_lot_spearman`` the same of the lots' mean prediction: whether the probe ranks unseen
+   lots by the attribute, which is what judging an edit (a change of one tile, where the tile's
+   own content cancels) needs, and what :mod:`mxplain.trust` gates on. The tile-level rho is
+   bounded by how much tiles of one lot differ: on the quickstart the synthetic data's own
+   measurement reads polydispersity at tile rho 0.44-0.53 but lot rho 0.86-0.91.
+   ``calibration_slope`` is the least-squares slope of the held-out prediction on the label,
+   ``reading_slope`` the same of the refitted probe's (step 4) own readings of the tiles it was
+   fitted on (how far its reading moves for a real lot one unit higher; the two agree where the
+   probe does not overfit), and ``resolution`` the probe's own ceiling: the share of pairs of real
+   tiles from different lots whose labels differ by 0.75-1.25 x ``delta`` that the held-out
+   predictions order the right way;
 4. the probe refitted on all the tiles is the *measure* (:meth:`Probe.measure`) handed to
    :func:`mxplain.editor_eval.edit_fidelity` (:func:`probe_edits`): the editor's +/-``delta``
    single-attribute edits of the editor-evaluation tiles, each judged against the reconstruction
    at the lot's attributes, as the synthetic measurement judges them. Besides the direction share,
    ``effect_ratio`` is the mean change of the probe's reading per unit of requested change over
-   the calibration slope: about 1 where an edit does what a real lot difference does, near 0 for
-   an edit that moves the reading the right way but barely (a shortcut, or an attribute the editor
-   renders only faintly). :mod:`mxplain.trust` judges both, for the attributes the probe sees.
+   its ``reading_slope``: the same probe's reading of an edit against its reading of real lot
+   differences, so the ridge's shrinkage cancels; about 1 where an edit does what a real lot
+   difference does (an editor rendering the toy law of tests/core/test_trust.py exactly: 0.90-0.97,
+   one moving a fifth of the way: 0.20), near 0 for an edit that moves the reading the right way
+   but barely (a shortcut, or an attribute the editor renders only faintly). A probe that
+   overfits its tiles has a reading slope larger than real lots' effect and so reads ratios low:
+   the gate errs towards caution. :mod:`mxplain.trust` judges both, for the attributes the probe
+   sees.
 """
 
 from __future__ import annotations
@@ -50,6 +68,8 @@ ALPHAS = (1000.0, 100.0, 10.0, 1.0, 0.1)
 KEEP = (1, 2, 4, 8, 16, 32)
 RESOLUTION_BAND = (0.75, 1.25)
 SELECT_TOLERANCE = 0.02  # the simplest choice within this rho of the best (a one-standard-error rule)
+#: outer folds of the skill estimate: leave-one-lot-out up to this many lots (see the protocol)
+MAX_OUTER_FOLDS = 24
 
 
 def tile_features(tiles_u8: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -101,14 +121,15 @@ def _select(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarra
     folds = _folds(groups, min(4, len(np.unique(groups))))
     keeps = sorted({min(k, x.shape[1]) for k in KEEP} | {x.shape[1]})
     pred = {(k, a): np.zeros(len(y)) for k in keeps for a in ALPHAS}
+    origin = x.mean(axis=0), float(y.mean())
     for train, test in folds:
         order = _screen(x[train], y[train])
         for k in keeps:
             cols = order[:k]
-            mean, scale, ym, coefs = _ridge_path(x[train][:, cols], y[train], ALPHAS)
-            z = (x[test][:, cols] - mean) / scale
+            _, scale, _, coefs = _ridge_path(x[train][:, cols], y[train], ALPHAS)
+            z = (x[test][:, cols] - origin[0][cols]) / scale
             for a, coef in zip(ALPHAS, coefs):
-                pred[(k, a)][test] = z @ coef + ym
+                pred[(k, a)][test] = z @ coef + origin[1]
     scores = {key: np.nan_to_num(_spearman(p, y), nan=-2.0) for key, p in pred.items()}
     top = max(scores.values())
     best = min((key for key, s in scores.items() if s >= top - SELECT_TOLERANCE),
@@ -133,8 +154,12 @@ class AttributeModel:
         mean, scale, ym, (coef,) = _ridge_path(x[:, cols], y, [alpha])
         return cls(np.asarray(cols), mean, scale, coef, ym, float(alpha))
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return ((features[:, self.columns] - self.mean) / self.scale) @ self.coef + self.intercept
+    def predict(self, features: np.ndarray, origin: tuple | None = None) -> np.ndarray:
+        """The reading of ``features``; ``origin`` = (feature means over all columns, label mean)
+        replaces the model's own means (held-out readings of every fold on one origin)."""
+        mean, icpt = (self.mean, self.intercept) if origin is None else \
+            (origin[0][self.columns], origin[1])
+        return ((features[:, self.columns] - mean) / self.scale) @ self.coef + icpt
 
 
 @dataclass
@@ -182,15 +207,19 @@ def fit_probe_features(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
     and lot indices ``groups`` (at least 3 lots): the probe refitted on all tiles and
     ``{"attributes": {name: skill and choice}, "folds"}``."""
     lots = np.unique(groups)
-    outer = _folds(groups, min(5, len(lots)))
+    outer = _folds(groups, min(MAX_OUTER_FOLDS, len(lots)))
     models, info = [], {}
     for j, name in enumerate(attributes):
         oof = np.zeros(len(x))
         for train, test in outer:
-            oof[test] = AttributeModel.fit(x[train], y[train, j], groups[train]).predict(x[test])
+            fold = AttributeModel.fit(x[train], y[train, j], groups[train])
+            oof[test] = fold.predict(x[test], origin=(x.mean(axis=0), float(y[:, j].mean())))
         model = AttributeModel.fit(x, y[:, j], groups)
         models.append(model)
+        fitted = model.predict(x)
         info[name] = {**_skill(oof, y[:, j], groups, delta), "alpha": model.alpha,
+                      "reading_slope": float(np.polyfit(y[:, j], fitted, 1)[0])
+                      if np.ptp(y[:, j]) > 0 else float("nan"),
                       "features": [FEATURE_NAMES[c] if x.shape[1] == len(FEATURE_NAMES)
                                    else str(c) for c in model.columns]}
     return Probe(tuple(models), tuple(attributes)), {"attributes": info, "folds": len(outer)}
@@ -304,12 +333,12 @@ def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: in
         row = out["attributes"].setdefault(name, {})
         row.update({k: block.get(k, float("nan")) for k in
                     ("direction_share", "spearman", "effect", "entanglement", "n_edits")})
-        slope = row.get("calibration_slope", float("nan"))
+        slope = row.get("reading_slope", float("nan"))
         col = probe.attributes.index(name) if name in probe.attributes else None
         ok = col is not None and np.isfinite(slope) and slope > 0
         row["effect_ratio"] = float(row["effect"] * spread[col] / slope) if ok \
             else float("nan")
-    slopes = {a: v.get("calibration_slope", float("nan")) for a, v in out["attributes"].items()}
+    slopes = {a: v.get("reading_slope", float("nan")) for a, v in out["attributes"].items()}
     for name, ci in (effect_intervals(editor, store, measure, probe, slopes, n_tiles_per_lot,
                                       seed, delta) if intervals else {}).items():
         out["attributes"][name]["effect_ratio_ci"] = ci

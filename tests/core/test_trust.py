@@ -100,9 +100,11 @@ def test_probe_recovers_the_rendered_attributes_leave_lots_out(store):
     rho = {a: info["attributes"][a]["heldout_spearman"] for a in ATTRS}
     assert rho["grey"] > 0.9 and rho["stripes"] > 0.6, rho
     assert rho["hidden"] < 0.5, rho  # not rendered: the probe must not see it
-    assert info["folds"] == 5 and info["n_lots"] == N_LOTS
+    assert info["folds"] == N_LOTS and info["n_lots"] == N_LOTS  # leave-one-lot-out
     grey = info["attributes"]["grey"]
-    assert grey["calibration_slope"] > 0.7 and grey["resolution"] > 0.9, grey
+    assert grey["resolution"] > 0.9, grey
+    # held-out readings move with the label as the refitted probe's own do: it does not overfit
+    assert 0.7 < grey["calibration_slope"] / grey["reading_slope"] < 1.5, grey
     assert len(grey["features"]) <= 4 and set(grey["features"]) <= set(FEATURE_NAMES)
     again = fit_probe(store, n_tiles_per_lot=8, seed=0)[1]
     assert again["attributes"] == info["attributes"]  # deterministic
@@ -145,7 +147,7 @@ def test_probe_gate_judges_edits(store, editor, want):
         assert lo <= ratio <= hi and hi - lo < 0.5, (lo, ratio, hi)
         if isinstance(editor, Faint):  # the right way, but a fraction of the change
             assert g["parts"]["direction_share"]["verdict"] == "pass", g
-            assert 0.05 < ratio < 0.33, ratio
+            assert 0.15 < ratio < 0.25, ratio  # a fifth of the change: 0.2
         elif isinstance(editor, ToyLaw):
             assert 0.7 < ratio < 1.5, ratio
     hidden = gate["attributes"]["hidden"]
@@ -209,9 +211,9 @@ def _metrics(probe_share=0.9, rho=0.8, auc=0.6, shift=1.0, reached=0.95, ratio=0
         "realism": {"reconstruction": {"auc": auc}, "edits": {
             "auc": auc, "by_attribute": {"a": auc, "b": 0.95}}},
         "reconstruction_prediction_shift": {"mean_abs_percent": shift},
-        "probe": {"attributes": {"a": {"heldout_spearman": rho, "direction_share": probe_share,
+        "probe": {"attributes": {"a": {"heldout_lot_spearman": rho, "direction_share": probe_share,
                                        "effect_ratio": ratio},
-                                 "b": {"heldout_spearman": 0.1, "direction_share": 0.9,
+                                 "b": {"heldout_lot_spearman": 0.1, "direction_share": 0.9,
                                        "effect_ratio": 1.0}}}}},
         "explain": {"forward": {}, "backward": {"reached_share": {"increase": reached,
                                                                    "decrease": 1.0}},
@@ -317,8 +319,8 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
 
 def test_probe_gate_reason_separates_failing_from_unseen_attributes():
     cfg = trust.resolve_trust(None)
-    block = {"heldout_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
-    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_spearman": 0.1},
+    block = {"heldout_lot_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
+    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_lot_spearman": 0.1},
                                    "density": {**block, "effect_ratio": 0.1}}}}
     gate = trust.probe_gate(ev, cfg)
     assert gate["verdict"] == "fail"
