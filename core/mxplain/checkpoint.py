@@ -131,15 +131,22 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_component(cls, path: str | Path, device="cpu"):
-    """Rebuild a component of class ``cls`` from a checkpoint written by :func:`save_component`."""
+def load_component(cls, path: str | Path, device="cpu", overrides: dict | None = None):
+    """Rebuild a component of class ``cls`` from a checkpoint written by :func:`save_component`;
+    ``overrides``: values of ``cls.inference_params`` that replace the checkpoint's."""
     payload = read_checkpoint(path)
     if payload["kind"] != cls.kind or payload["name"] != cls.name:
         raise UserError(
             f"checkpoint {str(path)!r} holds a {payload['kind']} {payload['name']!r}, "
             f"not a {cls.kind} {cls.name!r}"
         )
+    fixed = sorted(set(overrides or {}) - set(cls.inference_params))
+    if fixed:
+        raise UserError(f"{cls.kind} {cls.name!r}: {', '.join(fixed)} cannot be changed on a "
+                        f"trained checkpoint (what may: "
+                        f"{', '.join(sorted(cls.inference_params)) or 'nothing'})")
     params = {k: v for k, v in payload["params"].items() if k in cls.param_defaults()}
+    params.update(overrides or {})
     component = cls(**params)
     component.to(device)
     try:

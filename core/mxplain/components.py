@@ -43,6 +43,15 @@ def build_components(cfg: dict, skip=()) -> dict:
     return out
 
 
+def checkpoint_params(table: dict) -> dict | None:
+    """The parameters a resolved ``[predictor]`` / ``[editor]`` table sets next to its
+    ``checkpoint`` (the class's ``inference_params`` only: :mod:`mxplain.config` refuses others),
+    for :meth:`~mxplain.interfaces.TrainableModel.load`; None without a checkpoint."""
+    if "checkpoint" not in table:
+        return None
+    return {k: v for k, v in table.items() if k not in ("name", "checkpoint")}
+
+
 def build_explainers(tables: dict, skip=()) -> dict:
     """The explainers of the config's ``[explain.*]`` tables, constructed (those in ``skip`` left
     out) and ordered so that each runs after the explainers whose variables it reads

@@ -285,6 +285,13 @@ def _component(raw: dict, kind: str, table: str, where: str, base: Path) -> dict
             raise UserError(f"{where}: [data] takes no checkpoint")
         if not isinstance(checkpoint, str):
             raise UserError(f"{where}: [{table}] checkpoint must be a path string")
+        fixed = sorted(set(cfg) - set(cls.inference_params))
+        if fixed:
+            may = ", ".join(sorted(cls.inference_params)) or "none"
+            raise UserError(f"{where}: [{table}] {', '.join(fixed)}: fixed by the checkpoint, "
+                            f"which was trained with its own values (keys that may be set next "
+                            f"to a checkpoint: {may}); drop them, or drop checkpoint to train")
+        out = {"name": name, **cfg}
         out["checkpoint"] = (checkpoint if checkpoint.startswith("package:")  # mxplain.resources
                              else str((base / checkpoint) if not Path(checkpoint).is_absolute()
                                       else Path(checkpoint)))

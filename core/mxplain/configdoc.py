@@ -39,7 +39,10 @@ def render() -> str:
              "component; the "
              "other keys are its parameters below. `checkpoint = \"PATH\"` in `[predictor]` or "
              "`[editor]` loads a trained model instead of training one (relative to the config "
-             "file). Unknown keys are errors that suggest the closest valid key.", "",
+             "file); next to it only the component's `inference_params` may be set (how the "
+             "trained model is used, e.g. the AttGAN's `edit_mode`), the rest is the "
+             "checkpoint's own and another key there is an error. Unknown keys are errors that "
+             "suggest the closest valid key.", "",
              "## [run]", "", "| key | default | meaning |", "| --- | --- | --- |"]
     for key, default in RUN_DEFAULTS.items():
         lines.append(f"| `{key}` | {_fmt(default)} | {RUN_DOC[key]} |")

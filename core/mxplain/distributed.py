@@ -155,7 +155,7 @@ def worker_device(spec: str, worker_name=None):
 
 def _load_state(job: LotJob) -> _WorkerState:
     from mxplain import plugins
-    from mxplain.components import build_explainers
+    from mxplain.components import build_explainers, checkpoint_params
     from mxplain.cube import CubeWriter
     from mxplain.store import TileStore
 
@@ -165,7 +165,8 @@ def _load_state(job: LotJob) -> _WorkerState:
     ctx.progress = False
     for kind, path in _model_paths(job.cfg, Path(job.folder)).items():
         cls = plugins.get(kind, job.cfg[kind]["name"])
-        setattr(ctx, kind, cls.load(path, device=device))
+        setattr(ctx, kind, cls.load(path, device=device,
+                                    params=checkpoint_params(job.cfg[kind])))
     explainers = build_explainers(job.cfg["explain"])
     writer = CubeWriter.reopen(Path(job.cube_path), job.variables, job.sizes)
     return _WorkerState(TileStore.open(job.store_path), ctx, explainers, writer)

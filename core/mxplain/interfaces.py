@@ -70,6 +70,10 @@ class Component(ABC):
     test_params: ClassVar[dict[str, Any]] = {}
     #: parameters that may hold NaN or Inf (everywhere else a non-finite number is refused)
     nonfinite_params: ClassVar[frozenset[str]] = frozenset()
+    #: parameters that change how a trained model is *used*, not what it learned: they may be set
+    #: next to ``checkpoint`` in the config and then override the checkpoint's own values
+    #: (:meth:`TrainableModel.load`); every other key beside a checkpoint is refused
+    inference_params: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
@@ -156,10 +160,13 @@ class TrainableModel(Component):
         save_component(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu"):
+    def load(cls, path: str | Path, device: torch.device | str = "cpu",
+             params: dict[str, Any] | None = None):
+        """The model saved in ``path``; ``params`` (keys of :attr:`inference_params` only) replace
+        the checkpoint's values of those parameters."""
         from mxplain.checkpoint import load_component
 
-        return load_component(cls, path, device)
+        return load_component(cls, path, device, params)
 
 
 class NoLearnedState:

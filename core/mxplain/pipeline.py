@@ -25,6 +25,7 @@ from mxplain.components import (
     build_components,
     build_explainers,
     check_reads,
+    checkpoint_params,
     config_hash,
     dataset_knowledge,
     explain_lot_values,
@@ -50,7 +51,8 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     t0 = time.perf_counter()
     if "checkpoint" in cfg:  # a path or "package:<package>/<file>" (mxplain.resources)
         prov = resources.check_trained_on(cfg["checkpoint"], store, kind)
-        model = cls.load(resources.resolve_checkpoint(cfg["checkpoint"]), device=ctx.device)
+        model = cls.load(resources.resolve_checkpoint(cfg["checkpoint"]), device=ctx.device,
+                         params=checkpoint_params(cfg))
         metrics[kind] = {"checkpoint": cfg["checkpoint"], "provenance": prov}
         _check_model_attributes(model, store, kind)
     elif folder.is_done(kind) and path.exists():

@@ -85,9 +85,11 @@ class ReviewRun:
     def editor(self, device="cpu"):
         if self._editor is None:
             from mxplain import plugins
+            from mxplain.components import checkpoint_params
 
-            cls = plugins.get("editor", self.cfg["editor"]["name"])
-            self._editor = cls.load(self.editor_file(), device=device)
+            cfg = self.cfg["editor"]
+            self._editor = plugins.get("editor", cfg["name"]).load(
+                self.editor_file(), device=device, params=checkpoint_params(cfg))
         return self._editor
 
     def run_id(self) -> str:

@@ -95,6 +95,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
 
     name: ClassVar[str] = "attgan"
     differentiable: ClassVar[bool] = True
+    inference_params: ClassVar[frozenset[str]] = frozenset({"edit_mode"})
     test_params: ClassVar[dict] = {"enc_dim": 8, "dec_dim": 8, "dis_dim": 8, "dis_fc_dim": 16,
                                    "n_layers": 3, "epochs": 1, "batch_size": 8}
     #: learned state, ``None`` until ``fit`` or ``load_state_dict`` build the networks (with
@@ -163,6 +164,11 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.rec_blur = rec_blur
         self.adv_rec = adv_rec
         self.edit_mode = edit_mode
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """The parameter checks of :mod:`.options`, when the config is resolved."""
+        cls(**params)._check_params()
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self, n_attributes: int, tile_size: int) -> None:

@@ -45,6 +45,22 @@ def test_checkpoint_path_is_relative_to_config(tmp_path):
     assert cfg["predictor"]["checkpoint"] == str(tmp_path / "m" / "p.pt")
 
 
+def test_only_inference_params_sit_next_to_a_checkpoint(tmp_path):
+    """Beside a checkpoint the trained model's parameters are its own: a training key there is an
+    error (it used to be ignored), an inference parameter is kept, and nothing else is filled in."""
+    head = '[data]\nname="synthetic"\n[editor]\nname="attgan"\ncheckpoint="e.pt"\n'
+    cfg = _load(tmp_path, head + 'edit_mode="difference"\n')
+    assert cfg["editor"] == {"name": "attgan", "checkpoint": str(tmp_path / "e.pt"),
+                             "edit_mode": "difference"}
+    with pytest.raises(UserError, match=r"\[editor\] epochs: fixed by the checkpoint.*edit_mode"):
+        _load(tmp_path, head + "epochs=3\n")
+    with pytest.raises(UserError, match="edit_mode must be one of"):
+        _load(tmp_path, head + 'edit_mode="blend"\n')
+    with pytest.raises(UserError, match=r"\[predictor\] lr: fixed by the checkpoint.*none"):
+        _load(tmp_path, '[data]\nname="synthetic"\n[predictor]\nname="wideresnet"\n'
+                        'checkpoint="p.pt"\nlr=0.1\n')
+
+
 @pytest.fixture
 def third_party_dataset():
     """A registered third-party dataset with its own checks and a key that may be NaN."""

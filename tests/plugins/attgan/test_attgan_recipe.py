@@ -311,3 +311,21 @@ def test_difference_edits_keep_the_tile_and_move_by_the_generators_change(store,
         AttGANEditor(edit_mode="residual")._check_params()
     with pytest.raises(UserError, match="adv_rec"):
         AttGANEditor(edit_mode="difference", adv_rec=True)._check_params()
+
+
+def test_a_checkpoint_loads_as_a_difference_editor(store, tmp_path):
+    """edit_mode is an inference parameter: a checkpoint trained in render mode loads as a
+    difference editor (the same weights; the tile itself at the classifier's reading); training
+    parameters cannot be changed on a checkpoint."""
+    ed = AttGANEditor(**TINY, epochs=1, n_critic=1)
+    ed.fit(store, RunContext(progress=False))
+    ed.save(tmp_path / "e.pt")
+    x = store.lot(0).tiles[:3]
+    diff = AttGANEditor.load(tmp_path / "e.pt", params={"edit_mode": "difference"})
+    assert diff.edit_mode == "difference" and AttGANEditor.load(tmp_path / "e.pt").edit_mode == \
+        "render"
+    with torch.no_grad():
+        assert torch.allclose(diff.edit(x, diff.classify(x)), x, atol=1e-5)
+        assert not torch.allclose(ed.edit(x, ed.classify(x)), x, atol=1e-2)
+    with pytest.raises(UserError, match="epochs cannot be changed on a trained checkpoint"):
+        AttGANEditor.load(tmp_path / "e.pt", params={"epochs": 3})
