@@ -25,7 +25,8 @@ import tomllib
 import torch
 
 import mxplain
-from mxplain import trust
+from mxplain import plugins, resources, trust
+from mxplain.components import checkpoint_params
 from mxplain.editor_eval import edit_fidelity
 from mxplain.probe import fit_probe, probe_edits
 from mxplain.store import TileStore
@@ -73,7 +74,11 @@ def main() -> None:
     ds = mxplain.create_dataset("synthetic", **{k: v for k, v in cfg["data"].items()
                                                 if k != "name"})
     store = _store(args, ds)
-    editor = mxplain.load_checkpoint(str(ir.files("mxplain_attgan") / "data/quickstart_attgan.pt"))
+    # the quickstart's [editor] as the quickstart loads it (the checkpoint and the inference
+    # parameters set beside it, e.g. edit_mode)
+    editor = plugins.get("editor", cfg["editor"]["name"]).load(
+        resources.resolve_checkpoint(cfg["editor"]["checkpoint"]),
+        params=checkpoint_params(cfg["editor"]))
     oracle = ds.reference_editor(store)
     t0 = time.perf_counter()
     fid = edit_fidelity(editor, store, ds.measure, n_tiles_per_lot=6, seed=args.seed)
