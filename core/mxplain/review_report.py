@@ -117,7 +117,7 @@ def _gate_cells(metrics: dict, a: str) -> str:
     ci = p.get("effect_ratio_ci")
     ratio = _f(p.get("effect_ratio")) + (f" [{_f(ci[0])}, {_f(ci[1])}]" if isinstance(
         ci, (list, tuple)) and len(ci) == 2 else "")
-    return (f"<td>{_f(p.get('heldout_lot_spearman'))}</td><td>{_f(p.get('value'))}</td>"
+    return (f"<td>{_f(p.get('heldout_spearman'))}</td><td>{_f(p.get('value'))}</td>"
             f"<td>{ratio}</td>{_verdict(p.get('verdict') if p else None)}{_verdict(meas)}"
             f"<td class='trust-{_e(level)}'>{_e(level or '–')}</td>")
 
@@ -134,7 +134,7 @@ def trust_section(metrics: dict) -> str:
     shift = _dict(ev.get("reconstruction_prediction_shift")).get("mean_abs_percent")
     head = ("<tr><th>attribute</th><th>realism: critic AUC of its edits (0.5 = like real)</th>"
             "<th>measurement: edits moving the requested way</th>"
-            "<th>probe: held-out lot Spearman</th><th>probe: edits moving the requested way</th>"
+            "<th>probe: held-out Spearman</th><th>probe: edits moving the requested way</th>"
             "<th>probe: effect of an edit over a real lot difference [95 %]</th>"
             "<th>probe verdict</th><th>measured verdict (≥ 0.9 × ceiling)</th><th>trust</th>"
             "<th>reviewers: agreement [Wilson 95 %]</th><th>agree / decided</th>"

@@ -13,7 +13,7 @@ Every run with an editor computes, after its explainers (:func:`trust_gates`), `
                           independent probe (:mod:`mxplain.probe`) sees moving the requested way,
                           and their effect ratio (how far they move its reading, over how far a
                           real lot difference of delta does): the worse of the two; an attribute
-                          the probe cannot see (held-out lot Spearman below ``probe_min_spearman``)
+                          the probe cannot see (held-out Spearman below ``probe_min_spearman``)
                           is ``warn`` with ``judged = false``;
 ``editor_health``         the editor's own training losses against its plugin's known failure
                           signs (:meth:`mxplain.interfaces.Editor.health`);
@@ -67,8 +67,8 @@ TRUST_DOC = {
                           "reachable counterfactual targets was reached (in each direction)",
     "reached_share_warn": "backward convergence gate: warn down to this share, fail below",
     "probe_min_spearman": "the probe judges an attribute only where its leave-lots-out Spearman "
-                          "of the lots' mean reading against their labels reaches this; otherwise "
-                          "that attribute's probe verdict is warn (the probe cannot see it)",
+                          "against the lot labels reaches this; otherwise that attribute's probe "
+                          "verdict is warn (the probe cannot see it)",
     "probe_tiles": "real tiles per lot the attribute probe is trained on (0: no probe)",
 }
 #: (gate, key prefix, higher is better, lowest and highest allowed threshold)
@@ -182,8 +182,8 @@ def shift_gate(ev: dict, cfg: dict) -> dict | None:
 
 def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
     """One attribute's probe verdict: the worst of its direction share and its effect ratio, where
-    the probe sees it (held-out lot rho at least ``probe_min_spearman``); else ``warn``, not judged."""
-    rho = block.get("heldout_lot_spearman")
+    the probe sees it (held-out rho at least ``probe_min_spearman``); else ``warn``, not judged."""
+    rho = block.get("heldout_spearman")
     judged = isinstance(rho, (int, float)) and math.isfinite(rho) and \
         rho >= cfg["probe_min_spearman"]
     share = _judge(block.get("direction_share"), cfg, "probe_share", True,
@@ -198,11 +198,10 @@ def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
          or f"{share['reason']}; {effect['reason']}",
          "effect_ratio": ratio, "effect_ratio_ci": ci,
          "parts": {"direction_share": share, "effect_ratio": effect},
-         "heldout_lot_spearman": rho, "heldout_spearman": block.get("heldout_spearman"),
-         "resolution": block.get("resolution"), "judged": bool(judged)}
+         "heldout_spearman": rho, "resolution": block.get("resolution"), "judged": bool(judged)}
     if not judged:
         g["verdict"] = "warn"
-        g["reason"] = (f"unknown: the probe cannot see {a} (held-out lot Spearman "
+        g["reason"] = (f"unknown: the probe cannot see {a} (held-out Spearman "
                        f"{rho if rho is None else format(rho, '.2f')} < "
                        f"{cfg['probe_min_spearman']:g}); its edits are not judged")
     return g
@@ -210,7 +209,7 @@ def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
 
 def probe_gate(ev: dict, cfg: dict) -> dict | None:
     """Per attribute (:func:`_probe_attribute`): the probe's direction share and effect ratio
-    where its held-out lot Spearman reaches ``probe_min_spearman``, else ``warn`` (not judged); the
+    where its held-out Spearman reaches ``probe_min_spearman``, else ``warn`` (not judged); the
     gate: the worst judged attribute (``warn`` when none is judged)."""
     probe = _get(ev, "probe")
     if not isinstance(probe, dict) or "skipped" in probe:

@@ -79,7 +79,7 @@ def test_remembered_measures_each_tile_set_once():
     (0.95, 0.9, 0.2, "warn", "unknown: the probe cannot see a"),
 ])
 def test_probe_verdict_on_fakes(share, ratio, rho, want, needle):
-    block = {"heldout_lot_spearman": rho, "direction_share": share, "effect_ratio": ratio}
+    block = {"heldout_spearman": rho, "direction_share": share, "effect_ratio": ratio}
     gate = trust.probe_gate({"probe": {"attributes": {"a": block}}}, trust.resolve_trust(None))
     g = gate["attributes"]["a"]
     assert g["verdict"] == want and needle in g["reason"], g["reason"]
@@ -89,7 +89,7 @@ def test_probe_verdict_on_fakes(share, ratio, rho, want, needle):
 
 
 def test_effect_interval_in_the_reason():
-    block = {"heldout_lot_spearman": 0.9, "direction_share": 0.99, "effect_ratio": 0.3,
+    block = {"heldout_spearman": 0.9, "direction_share": 0.99, "effect_ratio": 0.3,
              "effect_ratio_ci": [0.25, 0.36]}
     g = trust.probe_gate({"probe": {"attributes": {"a": block}}},
                          trust.resolve_trust(None))["attributes"]["a"]

@@ -211,9 +211,9 @@ def _metrics(probe_share=0.9, rho=0.8, auc=0.6, shift=1.0, reached=0.95, ratio=0
         "realism": {"reconstruction": {"auc": auc}, "edits": {
             "auc": auc, "by_attribute": {"a": auc, "b": 0.95}}},
         "reconstruction_prediction_shift": {"mean_abs_percent": shift},
-        "probe": {"attributes": {"a": {"heldout_lot_spearman": rho, "direction_share": probe_share,
+        "probe": {"attributes": {"a": {"heldout_spearman": rho, "direction_share": probe_share,
                                        "effect_ratio": ratio},
-                                 "b": {"heldout_lot_spearman": 0.1, "direction_share": 0.9,
+                                 "b": {"heldout_spearman": 0.1, "direction_share": 0.9,
                                        "effect_ratio": 1.0}}}}},
         "explain": {"forward": {}, "backward": {"reached_share": {"increase": reached,
                                                                    "decrease": 1.0}},
@@ -319,8 +319,8 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
 
 def test_probe_gate_reason_separates_failing_from_unseen_attributes():
     cfg = trust.resolve_trust(None)
-    block = {"heldout_lot_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
-    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_lot_spearman": 0.1},
+    block = {"heldout_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
+    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_spearman": 0.1},
                                    "density": {**block, "effect_ratio": 0.1}}}}
     gate = trust.probe_gate(ev, cfg)
     assert gate["verdict"] == "fail"

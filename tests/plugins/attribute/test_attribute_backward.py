@@ -173,7 +173,9 @@ def test_thread_count_does_not_change_counterfactuals():
     finally:
         torch.set_num_threads(old)
     it = outs[0]["backward_iterations"]
-    assert it.min() < 20 and it.max() > 25  # rows stop at different times: odd active batches
+    # rows stop at different times, some before max_iter: odd active batches (the counts
+    # themselves differ by CPU: below 20 on one machine, 25-40 on another)
+    assert len(np.unique(it)) >= 3 and it.min() < 40, it
     for name in outs[0]:
         np.testing.assert_array_equal(outs[0][name], outs[1][name], err_msg=name)
 
