@@ -25,7 +25,6 @@ from mxplain.components import (
     build_components,
     build_explainers,
     check_reads,
-    checkpoint_params,
     config_hash,
     dataset_knowledge,
     explain_lot_values,
@@ -52,7 +51,7 @@ def _load_or_fit(kind: str, cfg: dict, store: TileStore, ctx: RunContext, folder
     if "checkpoint" in cfg:  # a path or "package:<package>/<file>" (mxplain.resources)
         prov = resources.check_trained_on(cfg["checkpoint"], store, kind)
         model = cls.load(resources.resolve_checkpoint(cfg["checkpoint"]), device=ctx.device,
-                         params=checkpoint_params(cfg))
+                         params=params)  # beside a checkpoint: its inference_params only
         metrics[kind] = {"checkpoint": cfg["checkpoint"], "provenance": prov}
         _check_model_attributes(model, store, kind)
     elif folder.is_done(kind) and path.exists():
