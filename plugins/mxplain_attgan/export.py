@@ -11,7 +11,8 @@ reads the run folder of ``mxplain run examples/quickstart-train.toml`` and write
   kind, parameters, state; loads with ``torch.load(weights_only=True)``) holding the inference
   state only: the generator's EMA weights and the discriminator (its attribute classifier serves
   :meth:`~mxplain_attgan.editor.AttGANEditor.classify`), floating tensors stored as float16 (loaded
-  back into float32 modules), no optimiser state;
+  back into float32 modules; the texture head of ``cls_pool = "stats"`` stays float32,
+  :data:`FULL_PRECISION`), no optimiser state;
 * its provenance, both in the file (``payload["provenance"]`` and ``state["provenance"]``) and in
   the sidecar ``quickstart_attgan.json``: the editor config and the [data] table, generator steps,
   epochs done of those planned, training wall time, device and threads, torch and mxplain versions,
@@ -47,11 +48,17 @@ MAX_BYTES = 20 * 2**20
 HASH_PARTS = ("lot ids", "attributes", "tiles")  # an editor never sees the property
 
 
-def _half(value):
+#: kept in float32: the texture head's standardisation (a statistic whose spread over the real
+#: tiles is 1e-5 of its mean would move by tens of spreads in float16) and its small linear map
+FULL_PRECISION = ("fc_cls.mean", "fc_cls.scale", "fc_cls.linear.")
+
+
+def _half(value, key: str = ""):
     if isinstance(value, torch.Tensor):
-        return value.half() if value.is_floating_point() else value
+        keep = key.startswith(FULL_PRECISION) or not value.is_floating_point()
+        return value if keep else value.half()
     if isinstance(value, dict):
-        return {k: _half(v) for k, v in value.items()}
+        return {k: _half(v, str(k)) for k, v in value.items()}
     return value
 
 

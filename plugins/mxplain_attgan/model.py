@@ -44,7 +44,10 @@ Discriminator
     FC(dis_fc_dim) + LeakyReLU + FC(n_attributes) giving logits. The classifier's input
     (``cls_pool``) is the flattened last features (``"flatten"``, the reference) or the spatial
     mean of every block's output, concatenated (``"mean"``: a translation-invariant, multi-scale
-    texture descriptor, the first-order statistics that seed 002 found as good as Gram matrices).
+    texture descriptor, the first-order statistics that seed 002 found as good as Gram matrices),
+    or (``"stats"``) not the trunk at all: a linear map of fixed, differentiable texture statistics
+    of the tile (:class:`~mxplain_attgan.texture.TextureHead`; no spectral norm on it), which
+    cannot memorise a lot from its tiles and so generalises to unseen lots.
 
     Recipe option ``spectral_norm`` (default False = the reference): spectral normalisation
     (Miyato et al., ICLR 2018; ``torch.nn.utils.parametrizations.spectral_norm``, one power
@@ -75,8 +78,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .texture import TextureHead
+
 MAX_DIM = 1024
-CLS_POOLS = ("flatten", "mean")
+CLS_POOLS = ("flatten", "mean", "stats")
 UPSAMPLES = ("transpose", "resize")
 
 
@@ -281,17 +286,21 @@ class Discriminator(nn.Module):
         cls_in = flat if cls_pool == "flatten" else sum(widths)
         self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(0.2),
                                     nn.Linear(fc_dim, 1))
-        self.fc_cls = nn.Sequential(nn.Linear(cls_in, fc_dim), nn.LeakyReLU(0.2),
-                                    nn.Linear(fc_dim, n_attributes))
+        self.fc_cls = (nn.Sequential(nn.Linear(cls_in, fc_dim), nn.LeakyReLU(0.2),
+                                     nn.Linear(fc_dim, n_attributes)) if cls_pool != "stats"
+                       else TextureHead(n_attributes))
         if spectral_norm:
             sn = nn.utils.parametrizations.spectral_norm
-            for seq in (self.conv, self.fc_adv, self.fc_cls):
+            for seq in (self.conv, self.fc_adv) + ((self.fc_cls,) if cls_pool != "stats" else ()):
                 for i, m in enumerate(seq):
                     if isinstance(m, (nn.Conv2d, nn.Linear)):
                         seq[i] = sn(m)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images in [-1, 1] -> (critic features, classifier features), both ``(N, F)``."""
+        """Images in [-1, 1] -> (critic features, classifier input), both batch first (with
+        ``cls_pool = "stats"`` the classifier input is the images themselves)."""
+        if self.cls_pool == "stats":
+            return self.conv(x).flatten(1), x
         if self.cls_pool == "flatten":
             h = self.conv(x).flatten(1)
             return h, h

@@ -52,6 +52,9 @@ class AttGANOptions:
         if self.cls_pool not in CLS_POOLS:
             raise UserError(f"[editor] attgan: cls_pool must be one of {list(CLS_POOLS)}, "
                             f"got {self.cls_pool!r}")
+        if self.cls_pool == "stats" and (self.cls_crop is not None or self.cls_dropout > 0):
+            raise UserError("[editor] attgan: cls_crop and cls_dropout act on the discriminator "
+                            "trunk's features, which cls_pool = \"stats\" does not use; unset them")
         if self.dis_norm not in ("instancenorm", "layernorm"):
             raise UserError(f"[editor] attgan: dis_norm must be 'instancenorm' or 'layernorm', "
                             f"got {self.dis_norm!r}")

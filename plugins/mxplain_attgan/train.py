@@ -55,7 +55,8 @@ Training (WGAN-GP, as the reference implementation of He et al. 2019)
     repeated periodically to the tile size (:func:`periodic_random_crop`), wherever the head is
     trained or scores generated tiles; inference (:meth:`classify`) uses whole tiles, no dropout.
     ``cls_pool`` (default ``"flatten"`` = the reference; ``"mean"``: spatially pooled multi-scale
-    features, see :class:`.model.Discriminator`).
+    features; ``"stats"``: a linear head on texture statistics, :mod:`.texture`; see
+    :class:`.model.Discriminator`).
 
 Loss history (one entry per generator step) and the Figure-10 style figure of the four curves
 (reconstruction, adversarial, classifier on real, classifier on generated) in
@@ -146,14 +147,19 @@ class AttGANTraining:
         return self.lr * max(0.0, 1.0 - (epoch_float - self.lr_decay_epoch) / span)
 
     def _cls_logits(self, x: torch.Tensor, gen: torch.Generator,
-                    h: torch.Tensor | None = None) -> torch.Tensor:
+                    h: torch.Tensor | None = None, plain: torch.Tensor | None = None
+                    ) -> torch.Tensor:
         """Training-time attribute logits of the discriminator for images ``x`` in [-1, 1].
 
         ``cls_crop`` = c: the head sees a random c x c crop of each image, repeated periodically
         to the tile size (the particle scale and the area fractions are kept, the tile's global
         layout is not); ``cls_dropout`` = p: dropout on the trunk features before the head.
-        ``h``: the trunk features of ``x`` when already computed (used without ``cls_crop``)."""
+        ``h``: the trunk features of ``x`` when already computed (used without ``cls_crop``).
+        ``cls_pool = "stats"``: the texture head reads ``plain``, the images before DiffAugment
+        (a cutout square or a shifted border would change the statistics, not the attribute)."""
         D = self.discriminator_
+        if self.cls_pool == "stats":
+            return D.fc_cls(x if plain is None else plain)
         if self.cls_crop is not None and self.cls_crop < x.shape[-1]:
             h = D.features(periodic_random_crop(x, self.cls_crop, gen))[1]
         elif h is None:
@@ -216,6 +222,8 @@ class AttGANTraining:
                        generators={"gen": gen})
         state = loop.ckpt.restore(map_location=self.device)
         if state is None:
+            if self.cls_pool == "stats":
+                D.fc_cls.fit_scaling(x_all.float().div(127.5).sub(1.0)[:, None].to(self.device))
             loop.warmup = self._classifier_warmup(x_all, a_all, gen, bs, loop.iters,
                                                   self.device, ctx)
         else:
@@ -302,7 +310,7 @@ class AttGANTraining:
         with self._autocast(loop):
             h_real, hc_real = D.features(x_d)
             d_real = D.fc_adv(h_real).squeeze(1)
-            dc_real = self._cls_logits(x_d, gen, hc_real)
+            dc_real = self._cls_logits(x_d, gen, hc_real, plain=x)
             d_fake, _ = D(fake_d)
             d_fake = d_fake.float().mean()
             if rec is not None:
@@ -330,10 +338,11 @@ class AttGANTraining:
             zs = G.encode(x)
             fake = G.decode(zs, encode_attributes(b, self.thres_int))
             rec = G.decode(zs, encode_attributes(a, self.thres_int))
-            fake_d = diff_augment(self._shown(x, fake, rec), self._policy, gen)
+            shown = self._shown(x, fake, rec)
+            fake_d = diff_augment(shown, self._policy, gen)
             h_fake, hc_fake = D.features(fake_d)
             g_fake = D.fc_adv(h_fake).squeeze(1)
-            gc_fake = self._cls_logits(fake_d, gen, hc_fake)
+            gc_fake = self._cls_logits(fake_d, gen, hc_fake, plain=shown)
             g_adv = -g_fake.float().mean()
             if self.adv_rec:
                 g_adv = 0.5 * (g_adv - D(diff_augment(rec, self._policy, gen))[0].float().mean())
@@ -389,10 +398,10 @@ class AttGANTraining:
                 x = x_all[idx].float().div_(255.0)[:, None]
                 if self.augment:
                     x = _augment(x, gen)
-                x = diff_augment((x * 2.0 - 1.0).to(device), self._policy, gen)
+                x = (x * 2.0 - 1.0).to(device)
                 a = a_all[idx].to(device)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits = self._cls_logits(x, gen)
+                    logits = self._cls_logits(diff_augment(x, self._policy, gen), gen, plain=x)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), a)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
