@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mxplain.filters import gaussian_blur as gaussian
+
 SCALES = (0.7, 1.4, 2.8, 5.6)
 HESSIAN_SCALES = (0.7, 1.0, 1.5)
 HESSIAN_LEVELS = (0.01, 0.02, 0.04, 0.08)
@@ -53,16 +55,6 @@ STAT_NAMES: tuple[str, ...] = (
     + tuple(f"hessian{s}_{k}" for s in HESSIAN_SCALES for k in ("dark", "dark_bright", "bright"))
     + tuple(f"hessian{s}_dark_above_{t}" for s in HESSIAN_SCALES[:2] for t in HESSIAN_LEVELS)
     + tuple(f"depression_{d}" for d in DEPTHS))
-
-
-def gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, 1, H, W)`` images, reflected borders."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-t * t / (2 * sigma * sigma))
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
 
 
 def _mean(x: torch.Tensor) -> torch.Tensor:
