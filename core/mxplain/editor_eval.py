@@ -88,9 +88,11 @@ def _delta_edits(a0: torch.Tensor, edits: list[torch.Tensor], measured: list[np.
     """The -/+``delta`` edits ``edits`` of attribute ``j`` (measurement column ``col``), measured
     ``measured``, against the reconstruction's measurement ``m_rec``: per edit whether it counts
     (``ok``), moved the right way, its own standardised effect per unit of requested change, the
-    mean |standardised change| of the other columns, and whether the measure failed on it."""
+    mean |standardised change| of the other columns, whether the measure failed on it, and the
+    standardised change of every column per unit of requested change (a row of the response
+    matrix)."""
     n = len(a0)
-    ok, moved, own, other, unmeasured = [], [], [], [], []
+    ok, moved, own, other, unmeasured, signed = [], [], [], [], [], []
     for sign, a, m in zip((-1.0, 1.0), edits, measured):
         step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
         change = (m - m_rec) / spread
@@ -100,11 +102,13 @@ def _delta_edits(a0: torch.Tensor, edits: list[torch.Tensor], measured: list[np.
         ok.append(valid)
         moved.append(np.sign(change[:, col]) == sign)
         own.append(np.where(valid, change[:, col] / np.where(valid, step, 1.0), np.nan))
+        signed.append(np.where(valid[:, None], change / np.where(valid, step, 1.0)[:, None],
+                               np.nan))
         oc = [c for c in range(m_rec.shape[1]) if c != col and c < change.shape[1]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             other.append(np.nanmean(np.abs(change[:, oc]), axis=1) if oc else np.zeros(n))
-    return tuple(np.concatenate(v) for v in (ok, moved, own, other, unmeasured))
+    return tuple(np.concatenate(v) for v in (ok, moved, own, other, unmeasured, signed))
 
 
 def _edits_measured(editor: Editor, latent, measure: Measure, tiles_u8: np.ndarray,
@@ -156,6 +160,10 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
     ``effect``              mean standardised change of the attribute itself per unit of requested
                             change (measurement spread = std over the original tiles);
     ``entanglement``        mean |standardised change| of the other measured attributes;
+    ``response``            ``{measured attribute: mean standardised change per unit of requested
+                            change}`` over the same edits: a row of the edit response matrix (its
+                            diagonal entry is ``effect``; the others say *which* attribute an
+                            entangled edit also moves, and which way);
     ``label_spearman``      Spearman rho of lot label vs measurement on the original tiles (how well
                             the measure itself tracks the labels).
     """
@@ -189,8 +197,8 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
         req = np.repeat(values[:, None], n, axis=1)
         per_tile = [_spearman(values, sweep[:, i]) for i in range(n)]
         per_tile = [r for r in per_tile if np.isfinite(r)]
-        ok, moved, own, other, unmeasured = _delta_edits(a0, edits, measured, j, col, m_rec,
-                                                         spread)
+        ok, moved, own, other, unmeasured, signed = _delta_edits(a0, edits, measured, j, col,
+                                                                 m_rec, spread)
         result["attributes"][name] = {
             "spearman": _spearman(req.ravel(), sweep.ravel()),
             "spearman_per_tile": float(np.mean(per_tile)) if per_tile else float("nan"),
@@ -199,6 +207,7 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
             "unmeasured_share": float(unmeasured.sum() / max(1, ok.sum() + unmeasured.sum())),
             "effect": _nanmean(own[ok]),
             "entanglement": _nanmean(other[ok]),
+            "response": {m: _nanmean(signed[ok, c]) for m, c in mcols.items()},
             "label_spearman": _spearman(a0[:, j].numpy().astype(np.float64), m_orig[:, col]),
         }
     bar.close()

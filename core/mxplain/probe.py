@@ -317,8 +317,9 @@ def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: in
     """The probe as the measure of :func:`mxplain.editor_eval.edit_fidelity` (the same tiles,
     +/-``delta`` edits and direction rule as the synthetic measurement; a sweep of 0 and 1); returns
     ``fit_info`` with each attribute's ``direction_share``, ``spearman`` (requested vs probed value
-    over the sweep), ``effect``, ``effect_ratio`` (step 4 of the protocol) and ``entanglement``
-    added, and ``seconds`` now covering both. With ``intervals`` also ``effect_ratio_ci``
+    over the sweep), ``effect``, ``effect_ratio`` (step 4 of the protocol), ``entanglement`` and
+    ``response`` (the edit response matrix's row in the probe's readings) added, and ``seconds``
+    now covering both. With ``intervals`` also ``effect_ratio_ci``
     (:func:`effect_intervals`; it decodes the edits again: on the quickstart 7 s of one CPU
     thread more, so runs leave it off)."""
     from mxplain.editor_eval import edit_fidelity, sample_tiles
@@ -337,6 +338,7 @@ def probe_edits(editor, store, probe: Probe, fit_info: dict, n_tiles_per_lot: in
         row = out["attributes"].setdefault(name, {})
         row.update({k: block.get(k, float("nan")) for k in
                     ("direction_share", "spearman", "effect", "entanglement", "n_edits")})
+        row["response"] = dict(block.get("response", {}))
         slope = row.get("reading_slope", float("nan"))
         col = probe.attributes.index(name) if name in probe.attributes else None
         ok = col is not None and np.isfinite(slope) and slope > 0

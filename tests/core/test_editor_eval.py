@@ -75,6 +75,34 @@ def test_identity_editor_moves_nothing(store):
     assert r["mean_direction_share"] == 0.0
 
 
+class EntangledEditor(OracleEditor):
+    """Attribute 0 (grey level) also raises the stripe amplitude; attribute 1 only the stripes."""
+
+    name = "entangled"
+
+    def decode(self, latent, attributes):
+        a = attributes.clone()
+        a[:, 1] = a[:, 1] + attributes[:, 0]
+        return super().decode(latent, a * torch.tensor([1.0, 0.5, 1.0, 1.0]))
+
+
+def test_response_matrix_says_which_attribute_an_edit_also_moves(store):
+    kw = dict(n_tiles_per_lot=4, n_steps=2, ctx=RunContext(progress=False))
+    clean = ee.edit_fidelity(OracleEditor(), store, stand_in_measure, **kw)["attributes"]
+    mixed = ee.edit_fidelity(EntangledEditor(), store, stand_in_measure, **kw)["attributes"]
+    for r in (clean, mixed):
+        for name, d in r.items():
+            assert set(d["response"]) == set(ATTRS)
+            assert d["response"][name] == pytest.approx(d["effect"], nan_ok=True)
+    # the oracle's grey-level edits leave the stripes alone; the entangled editor's raise them,
+    # by as much as a stripe edit of the same request does
+    assert abs(clean["size"]["response"]["porosity"]) < 0.1 * clean["porosity"]["effect"]
+    assert mixed["size"]["response"]["porosity"] > 0.5 * mixed["porosity"]["effect"] > 0
+    assert mixed["size"]["entanglement"] > clean["size"]["entanglement"]
+    # the stripe edits move the grey level of neither
+    assert abs(mixed["porosity"]["response"]["size"]) < 0.1 * mixed["size"]["effect"]
+
+
 def test_measure_columns_are_matched_by_name(store):
     # a measure that only knows "porosity" (the stripes) in its first column
     r = ee.edit_fidelity(OracleEditor(), store, lambda t: stand_in_measure(t)[:, 1:2],

@@ -143,6 +143,9 @@ def test_probe_gate_judges_edits(store, editor, want):
         g = gate["attributes"][a]
         assert g["judged"] and g["verdict"] == want, g
         ratio = ev["probe"]["attributes"][a]["effect_ratio"]
+        row = ev["probe"]["attributes"][a]
+        assert set(row["response"]) == set(probe.attributes)
+        assert row["response"][a] == pytest.approx(row["effect"], nan_ok=True)
         lo, hi = ev["probe"]["attributes"][a]["effect_ratio_ci"]
         assert lo <= ratio <= hi and hi - lo < 0.5, (lo, ratio, hi)
         if isinstance(editor, Faint):  # the right way, but a fraction of the change
