@@ -304,6 +304,35 @@ def _fidelity_panel(ax, fidelity: dict, ceiling: dict | None) -> None:
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
 
 
+def _response_panel(ax, fidelity: dict, ceiling: dict | None) -> None:
+    """The edit response matrix: rows the edited attribute, columns the measured one, each cell
+    the mean standardised change per unit of request (the ceiling's below it, in brackets)."""
+    rows = list(fidelity["attributes"])
+    cols = list(fidelity["attributes"][rows[0]]["response"])
+    m = np.array([[fidelity["attributes"][r]["response"].get(c, np.nan) for c in cols]
+                  for r in rows], dtype=np.float64)
+    ref = ceiling["attributes"] if ceiling else {}
+    lim = max(float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0, 1e-6)
+    lim = max([lim] + [abs(v) for r in ref.values() for v in r.get("response", {}).values()
+                       if np.isfinite(v)])
+    ax.imshow(np.nan_to_num(m), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            text = f"{m[i, j]:+.2f}"
+            base = ref.get(r, {}).get("response", {}).get(c)
+            if base is not None and np.isfinite(base):
+                text += f"\n({base:+.2f})"
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
+                    fontweight="bold" if r == c else "normal")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([f"{c[:6]}." if len(c) > 7 else c for c in cols], fontsize=7)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r[:6]}." if len(r) > 7 else r for r in rows], fontsize=7)
+    ax.set_xlabel("measured change (spread units per unit of request)", fontsize=7)
+    ax.set_ylabel("edited attribute", fontsize=7)
+    ax.set_title("what each edit moves" + (" (ceiling in brackets)" if ref else ""), fontsize=8)
+
+
 def _realism_panel(ax, real: dict, ceiling: dict | None) -> None:
     """AUCs of the realism test (reconstructions, edits) with their intervals, beside the
     reference editor's (the realism ceiling) when given."""
@@ -336,7 +365,8 @@ def _realism_panel(ax, real: dict, ceiling: dict | None) -> None:
 def fidelity_figure(fidelity: dict | None, path: str | Path, ceiling: dict | None = None,
                     realism: dict | None = None, realism_ceiling: dict | None = None) -> Path:
     """Bar chart of each attribute's ``direction_share`` (:func:`edit_fidelity`), next to the
-    ``ceiling`` (the same protocol with the data's own generator as the editor) when given; with
+    ``ceiling`` (the same protocol with the data's own generator as the editor) when given, and
+    the edit response matrix (``response``; the ceiling's in brackets) beside them; with
     ``realism`` (:func:`realism`) a panel of its AUCs beside ``realism_ceiling``'s. Either part may
     be missing (no measurement: realism only)."""
     import matplotlib
@@ -345,15 +375,20 @@ def fidelity_figure(fidelity: dict | None, path: str | Path, ceiling: dict | Non
     import matplotlib.pyplot as plt
 
     show_real = realism is not None and "skipped" not in realism
-    panels = [p for p, on in (("fidelity", fidelity is not None), ("realism", show_real)) if on]
+    show_resp = fidelity is not None and all("response" in d
+                                              for d in fidelity["attributes"].values())
+    panels = [p for p, on in (("fidelity", fidelity is not None), ("response", show_resp),
+                              ("realism", show_real)) if on]
     if not panels:
         raise ValueError("fidelity_figure needs a fidelity or a realism result")
-    widths = {"fidelity": 5.5, "realism": 3.2}
+    widths = {"fidelity": 5.5, "response": 4.4, "realism": 3.2}
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths[p] for p in panels), 3),
                              squeeze=False, gridspec_kw={"width_ratios": [widths[p] for p in panels]})
     for ax, panel in zip(axes[0], panels):
         if panel == "fidelity":
             _fidelity_panel(ax, fidelity, ceiling)
+        elif panel == "response":
+            _response_panel(ax, fidelity, ceiling)
         else:
             _realism_panel(ax, realism, realism_ceiling)
     return save_figure(fig, path, dpi=110)

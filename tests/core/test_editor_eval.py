@@ -103,6 +103,19 @@ def test_response_matrix_says_which_attribute_an_edit_also_moves(store):
     assert abs(mixed["porosity"]["response"]["size"]) < 0.1 * mixed["size"]["effect"]
 
 
+def test_fidelity_figure_draws_the_response_matrix(store, tmp_path):
+    import matplotlib.image as mpimg
+
+    kw = dict(n_tiles_per_lot=2, n_steps=2, ctx=RunContext(progress=False))
+    fid = ee.edit_fidelity(EntangledEditor(), store, stand_in_measure, **kw)
+    ceiling = ee.edit_fidelity(OracleEditor(), store, stand_in_measure, **kw)
+    bare = {**fid, "attributes": {a: {k: v for k, v in d.items() if k != "response"}
+                                  for a, d in fid["attributes"].items()}}
+    wide = mpimg.imread(ee.fidelity_figure(fid, tmp_path / "r.png", ceiling=ceiling))
+    narrow = mpimg.imread(ee.fidelity_figure(bare, tmp_path / "b.png", ceiling=ceiling))
+    assert wide.shape[1] > narrow.shape[1] + 300  # a panel of 4.4 in at 110 dpi more
+
+
 def test_measure_columns_are_matched_by_name(store):
     # a measure that only knows "porosity" (the stripes) in its first column
     r = ee.edit_fidelity(OracleEditor(), store, lambda t: stand_in_measure(t)[:, 1:2],
