@@ -92,7 +92,7 @@ def _delta_edits(a0: torch.Tensor, edits: list[torch.Tensor], measured: list[np.
     standardised change of every column per unit of requested change (a row of the response
     matrix)."""
     n = len(a0)
-    ok, moved, own, other, unmeasured, signed = [], [], [], [], [], []
+    ok, moved, other, unmeasured, signed = [], [], [], [], []
     for sign, a, m in zip((-1.0, 1.0), edits, measured):
         step = (a[:, j] - a0[:, j]).numpy().astype(np.float64)
         change = (m - m_rec) / spread
@@ -101,14 +101,15 @@ def _delta_edits(a0: torch.Tensor, edits: list[torch.Tensor], measured: list[np.
         unmeasured.append((np.abs(step) > 1e-6) & ~measured_ok)
         ok.append(valid)
         moved.append(np.sign(change[:, col]) == sign)
-        own.append(np.where(valid, change[:, col] / np.where(valid, step, 1.0), np.nan))
         signed.append(np.where(valid[:, None], change / np.where(valid, step, 1.0)[:, None],
                                np.nan))
         oc = [c for c in range(m_rec.shape[1]) if c != col and c < change.shape[1]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             other.append(np.nanmean(np.abs(change[:, oc]), axis=1) if oc else np.zeros(n))
-    return tuple(np.concatenate(v) for v in (ok, moved, own, other, unmeasured, signed))
+    ok, moved, other, unmeasured, signed = (np.concatenate(v) for v in
+                                            (ok, moved, other, unmeasured, signed))
+    return ok, moved, signed[:, col], other, unmeasured, signed
 
 
 def _edits_measured(editor: Editor, latent, measure: Measure, tiles_u8: np.ndarray,
@@ -207,7 +208,8 @@ def edit_fidelity(editor: Editor, store, measure: Measure, n_tiles_per_lot: int 
             "unmeasured_share": float(unmeasured.sum() / max(1, ok.sum() + unmeasured.sum())),
             "effect": _nanmean(own[ok]),
             "entanglement": _nanmean(other[ok]),
-            "response": {m: _nanmean(signed[ok, c]) for m, c in mcols.items()},
+            "response": {m: _nanmean(signed[ok, c]) for m, c in mcols.items()
+                         if c < signed.shape[1]},
             "label_spearman": _spearman(a0[:, j].numpy().astype(np.float64), m_orig[:, col]),
         }
     bar.close()
@@ -312,9 +314,9 @@ def _response_panel(ax, fidelity: dict, ceiling: dict | None) -> None:
     m = np.array([[fidelity["attributes"][r]["response"].get(c, np.nan) for c in cols]
                   for r in rows], dtype=np.float64)
     ref = ceiling["attributes"] if ceiling else {}
-    lim = max(float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0, 1e-6)
-    lim = max([lim] + [abs(v) for r in ref.values() for v in r.get("response", {}).values()
-                       if np.isfinite(v)])
+    lim = max([float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0, 1e-6]
+              + [abs(v) for r in ref.values() for v in r.get("response", {}).values()
+                 if np.isfinite(v)])
     ax.imshow(np.nan_to_num(m), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
@@ -324,10 +326,13 @@ def _response_panel(ax, fidelity: dict, ceiling: dict | None) -> None:
                 text += f"\n({base:+.2f})"
             ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
                     fontweight="bold" if r == c else "normal")
+    def short(names):
+        return [f"{n[:6]}." if len(n) > 7 else n for n in names]
+
     ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels([f"{c[:6]}." if len(c) > 7 else c for c in cols], fontsize=7)
+    ax.set_xticklabels(short(cols), fontsize=7)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r[:6]}." if len(r) > 7 else r for r in rows], fontsize=7)
+    ax.set_yticklabels(short(rows), fontsize=7)
     ax.set_xlabel("measured change (spread units per unit of request)", fontsize=7)
     ax.set_ylabel("edited attribute", fontsize=7)
     ax.set_title("what each edit moves" + (" (ceiling in brackets)" if ref else ""), fontsize=8)
