@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean bench-gpu bench-cpu quickstart-models study-augment
+.PHONY: install demo test lint clean bench-gpu bench-cpu quickstart-models gpu-editor-128 study-augment
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ quickstart-models: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/mxplain run examples/quickstart-train.toml --out $(QS_EDITOR_RUN) --resume
 	OMP_NUM_THREADS=1 $(PY) -m mxplain_attgan.export $(QS_EDITOR_RUN) \
 		--out plugins/mxplain_attgan/data/quickstart_attgan.pt
+
+# issue 17's GPU check: the shipped editor's recipe at 128 px, then the quickstart at 128 px with it
+# (examples/quickstart-train-128.toml, examples/quickstart-128.toml; docs/gpu.md)
+gpu-editor-128: install
+	$(VENV)/bin/mxplain run examples/quickstart-train-128.toml --device cuda --out runs/quickstart-128-editor --resume
+	$(PY) -m mxplain_attgan.export runs/quickstart-128-editor --out runs/quickstart-128-editor/quickstart_attgan.pt
+	$(VENV)/bin/mxplain run examples/quickstart-128.toml --device cuda --out runs/quickstart-128
 
 # issue 21 item 2: seed 001's small-data augmentation study (docs/augmentation.md); one CPU thread
 AUGMENT_OUT ?= runs/augment
