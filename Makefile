@@ -35,7 +35,7 @@ quickstart-models: install
 # (examples/quickstart-train-128.toml, examples/quickstart-128.toml; docs/gpu.md)
 gpu-editor-128: install
 	$(VENV)/bin/mxplain run examples/quickstart-train-128.toml --device cuda --out runs/quickstart-128-editor --resume
-	$(PY) -m mxplain_attgan.export runs/quickstart-128-editor --out runs/quickstart-128-editor/quickstart_attgan.pt
+	$(PY) -m mxplain_attgan.export runs/quickstart-128-editor --out runs/quickstart-128-attgan.pt
 	$(VENV)/bin/mxplain run examples/quickstart-128.toml --device cuda --out runs/quickstart-128
 
 # issue 21 item 2: seed 001's small-data augmentation study (docs/augmentation.md); one CPU thread

@@ -39,3 +39,23 @@ def test_flipped_quickstart_is_the_quickstart_with_every_law_sign_reversed():
     assert np.array_equal(a.lot_attributes(), b.lot_attributes())
     assert np.array_equal(a.lot_tiles(1), b.lot_tiles(1))
     assert not np.allclose(a.lot_properties(), b.lot_properties())
+
+
+def test_128_px_gpu_check_is_the_quickstart_and_its_recipe_scaled():
+    import tomllib
+
+    def read(rel):
+        return tomllib.loads((ROOT / rel).read_text())
+
+    quick, q128 = read("core/mxplain/data/quickstart.toml"), read("examples/quickstart-128.toml")
+    assert q128["data"]["tile_size"] == 128 and q128["editor"]["checkpoint"].endswith(".pt")
+    q128["data"]["tile_size"], q128["editor"]["checkpoint"] = 64, quick["editor"]["checkpoint"]
+    assert q128 == quick
+    train, t128 = read("examples/quickstart-train.toml"), read("examples/quickstart-train-128.toml")
+    scaled = {"enc_dim": 32, "dec_dim": 32, "dis_dim": 64, "dis_fc_dim": 256, "n_layers": 5,
+              "shortcut_layers": 3}
+    assert {k: t128["editor"][k] for k in scaled} == scaled and t128["data"]["tile_size"] == 128
+    t128["editor"].update({k: train["editor"][k] for k in scaled})
+    t128["data"]["tile_size"] = 64
+    assert t128 == train
+    assert t128["data"] == quick["data"]  # step 1 trains on the store step 2 explains
