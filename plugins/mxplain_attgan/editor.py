@@ -121,7 +121,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  cls_pool: str = "flatten", g_ema: float = 0.0, lr_d: float | None = None,
                  dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
                  upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
-                 adv_rec: bool = False, edit_mode: str = "render"):
+                 adv_rec: bool = False, edit_mode: str = "render",
+                 gatt_weights: dict[str, float] | None = None, gatt_keep_weight: float = 1.0):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -164,6 +165,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.rec_blur = rec_blur
         self.adv_rec = adv_rec
         self.edit_mode = edit_mode
+        self.gatt_weights = gatt_weights
+        self.gatt_keep_weight = gatt_keep_weight
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -326,6 +329,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         if store.n_lots < 1:
             raise UserError(f"tile store {str(store.path)!r} has no lots")
         self.attributes = tuple(store.attributes)
+        self._check_gatt_weights(self.attributes)
         self._build(len(self.attributes), store.tile_size)
         x_all, a_all = self._load_data(store)
         sample_x = x_all[torch.randperm(len(x_all), generator=gen)[: min(4, len(x_all))]]

@@ -92,7 +92,28 @@ class AttGANOptions:
         r = self.res_blocks
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise UserError(f"[editor] attgan: res_blocks must be an integer >= 0, got {r!r}")
+        self._check_gatt_weights()
         try:
             self._policy = parse_policy(self.diffaug)
         except ValueError as exc:
             raise UserError(f"[editor] attgan: diffaug: {exc}") from None
+
+    def _check_gatt_weights(self, attributes: tuple[str, ...] | None = None) -> None:
+        """``gatt_weights`` (attribute name -> weight of its column in the generator's attribute
+        loss) and ``gatt_keep_weight`` (weight of the columns a target keeps at the tile's own
+        value); the names against the store's ``attributes`` when they are known."""
+        k = self.gatt_keep_weight
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+            raise UserError(f"[editor] attgan: gatt_keep_weight must be > 0, got {k!r}")
+        w = self.gatt_weights
+        if w is None:
+            return
+        if not isinstance(w, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                for v in w.values()):
+            raise UserError(f"[editor] attgan: gatt_weights must be a table of attribute = weight "
+                            f"(> 0), got {w!r}")
+        unknown = sorted(set(w) - set(attributes)) if attributes is not None else []
+        if unknown:
+            raise UserError(f"[editor] attgan: gatt_weights names {unknown}, not attributes of "
+                            f"the tile store {list(attributes)}")

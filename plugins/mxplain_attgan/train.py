@@ -346,7 +346,8 @@ class AttGANTraining:
             g_adv = -g_fake.float().mean()
             if self.adv_rec:
                 g_adv = 0.5 * (g_adv - D(diff_augment(rec, self._policy, gen))[0].float().mean())
-        g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b)
+        g_cls = F.binary_cross_entropy_with_logits(gc_fake.float(), b,
+                                                   weight=self._gatt_weight(a, b))
         g_rec = F.l1_loss(gaussian_blur(rec.float(), self.rec_blur),
                           gaussian_blur(x, self.rec_blur))
         g_loss = g_adv + self.lambda_gatt * g_cls + self.lambda_rec * g_rec
@@ -354,6 +355,17 @@ class AttGANTraining:
         g_loss.backward()
         loop.opt_g.step()
         return {"g_rec": g_rec.item(), "g_adv": g_adv.item(), "g_cls": g_cls.item()}
+
+    def _gatt_weight(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+        """Per-element weights of the generator's attribute loss: ``gatt_weights`` by column,
+        times ``gatt_keep_weight`` where the target keeps the tile's own value; ``None`` (the
+        reference's plain mean) when both are their defaults."""
+        if not self.gatt_weights and self.gatt_keep_weight == 1.0:
+            return None
+        col = torch.tensor([float((self.gatt_weights or {}).get(n, 1.0)) for n in self.attributes],
+                           device=b.device)
+        keep = torch.where(b == a, float(self.gatt_keep_weight), 1.0)
+        return col * keep
 
     @torch.no_grad()
     def _update_ema(self) -> None:

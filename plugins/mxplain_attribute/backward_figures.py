@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxplain.report_html import sig
+
 from ._common import (
     DIRECTIONS,
     boot_rng,
@@ -61,7 +63,7 @@ def _figure6(cube, ctx, attrs, rows, base):
         reach = (np.asarray(cube["backward_reachable"].isel(lot=li, tile=0).values, bool)
                  if "backward_reachable" in cube.data_vars else np.ones_like(conv))
         regen = _example(cube, li)
-        titles = ["original"] + [f"{d}: predicted {pred[j]:.3g}{unit}" +
+        titles = ["original"] + [f"{d}: predicted {sig(float(pred[j]))}{unit}" +
                                  ("" if conv[j] and reach[j] else "\n(target not reached)"
                                   if reach[j] else "\n(unreachable)")
                                  for j, d in enumerate(DIRECTIONS)]
@@ -81,10 +83,20 @@ def _figure6(cube, ctx, attrs, rows, base):
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(pos, attrs)
         ax.set_ylabel("A' - A")
+        if not conv.any():
+            ax.text(0.5, 0.5, _no_bar_reason(reach), ha="center", va="center", fontsize=9,
+                    transform=ax.transAxes, color="0.35")
         if r == 0:
             ax.legend(fontsize=8)
     fig.suptitle(f"backward explanation of one tile ({ctx.property_name})")
     return fig
+
+
+def _no_bar_reason(reach) -> str:
+    """Figure 6's text in a lot's empty bar panel: why neither direction has a counterfactual."""
+    if not reach.any():
+        return "no counterfactual:\nboth targets unreachable\nwithin the attribute bounds"
+    return "no counterfactual:\nno reachable target reached"
 
 
 def _figure7(cube, ctx, attrs, rows, base):

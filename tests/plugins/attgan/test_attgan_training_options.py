@@ -199,3 +199,32 @@ def test_pooled_classifier_head_is_translation_invariant_and_trains(store):
     assert ed.discriminator_.cls_pool == "mean"
     with pytest.raises(UserError, match="cls_pool"):
         AttGANEditor(cls_pool="gap")._check_params()
+
+
+def test_gatt_weights_weight_the_generator_attribute_loss_by_column_and_kept_columns():
+    a = torch.tensor([[0.2, 0.4, 0.6, 0.8], [0.5, 0.5, 0.5, 0.5]])
+    b = a.clone()
+    b[0, 2], b[1, 0] = 0.9, 0.0
+    plain = AttGANEditor()
+    plain.attributes = ("size", "porosity", "polydispersity", "facetness")
+    assert plain._gatt_weight(a, b) is None  # the reference's plain mean
+    ed = AttGANEditor(gatt_weights={"polydispersity": 3.0}, gatt_keep_weight=2.0)
+    ed.attributes = plain.attributes
+    w = ed._gatt_weight(a, b)
+    assert torch.equal(w, torch.tensor([[2.0, 2.0, 3.0, 2.0], [1.0, 2.0, 6.0, 2.0]]))
+
+
+def test_gatt_weights_change_training_and_unknown_names_are_refused(store):
+    ctx = RunContext(progress=False)
+    base = dict(**TINY, epochs=1, n_critic=1, target_sampling="single")
+    ref = AttGANEditor(**base)
+    ref.fit(store, ctx)
+    heavy = AttGANEditor(**base, gatt_weights={store.attributes[0]: 4.0}, gatt_keep_weight=3.0)
+    heavy.fit(store, ctx)
+    assert heavy.history_["g_cls"][0] > ref.history_["g_cls"][0] * 1.5  # the same first batch
+    with pytest.raises(UserError, match=r"gatt_weights names \['grain'\]"):
+        AttGANEditor(**base, gatt_weights={"grain": 2.0}).fit(store, ctx)
+    with pytest.raises(UserError, match="gatt_weights must be a table"):
+        AttGANEditor.check_params({"gatt_weights": {"size": -1.0}})
+    with pytest.raises(UserError, match="gatt_keep_weight must be > 0"):
+        AttGANEditor.check_params({"gatt_keep_weight": 0})

@@ -439,3 +439,28 @@ def test_corners_probe_is_the_probe_before_issue_20():
     torch.testing.assert_close(high.double(), torch.as_tensor(want_high), rtol=1e-5, atol=0)
     with pytest.raises(UserError, match=r"^\[explain.backward\] probe = 'all'"):
         BackwardCounterfactual(probe="all")
+
+
+def test_figure6_says_why_a_lot_has_no_bars_and_prints_plain_numbers(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mxplain_attribute.backward_figures import _figure6
+
+    lots = make_lots(n_lots=3, n_tiles=4)
+    ctx = make_ctx(tmp_path)
+    ctx.property_units = "psi"
+    cube = build_cube(BackwardCounterfactual(), lots, ctx, truth=np.array(TRUE_SLOPES) / 100.0)
+    pred = cube["backward_prediction"].values.copy()
+    pred[0, 0] = [2043.7, 1999.2]
+    reach = np.ones(cube["backward_converged"].shape, bool)
+    reach[1] = False  # lot 1: neither target reachable
+    cube = cube.assign(backward_prediction=(cube["backward_prediction"].dims, pred),
+                       backward_reachable=(cube["backward_converged"].dims, reach))
+    base = np.asarray(cube["lot_attributes"].values)
+    fig = _figure6(cube, ctx, list(ATTRS), [("low", 0), ("high", 1)], base)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "increase: predicted 2040 psi" in titles and not any("e+" in t for t in titles)
+    texts = [[t.get_text() for t in ax.texts] for ax in fig.axes[3::4]]
+    assert texts[0] == []  # lot 0 has bars
+    assert texts[1] and "both targets unreachable" in texts[1][0]
