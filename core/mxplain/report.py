@@ -48,7 +48,8 @@ pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em}
 .untrusted{opacity:.45;filter:grayscale(1)}.trust-note{color:#a00;font-weight:600}
 .verdict-fail,.trust-untrusted{color:#a00;font-weight:600}.verdict-warn,.trust-caution{color:#a60}
 .verdict-pass,.trust-trusted{color:#070}
-td,th{overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}ul.answers li{margin:.3em 0}
+td,th{overflow-wrap:break-word}.numbers td,.numbers th{overflow-wrap:anywhere}
+.wide{overflow-x:auto;max-width:100%}ul.answers li{margin:.3em 0}
 td.none{color:#a00;font-style:italic}details{margin:1em 0}summary{cursor:pointer;font-weight:600}
 .numbers td:last-child{text-align:right;font-variant-numeric:tabular-nums}
 p.caption{font-size:.85em;color:#444;max-width:60em}"""

@@ -192,6 +192,15 @@ def _browser():
     return Browser, chromium
 
 
+#: the text of table cells outside the raw-number tables that a word break split (a cell drawn on
+#: more lines than it has words)
+BROKEN_WORDS = """Array.from(document.querySelectorAll('td,th')).filter(c => {
+  const r = document.createRange(); r.selectNodeContents(c);
+  const lines = new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top))).size;
+  return c.innerText.trim() !== '' && !c.closest('table.numbers')
+    && lines > c.innerText.trim().split(/\\s+/).length; }).map(c => c.innerText)"""
+
+
 def check_in_chromium(page: Path, profile: Path, shot: Path | None = None,
                       width: int = 1280) -> dict:
     """Load ``page`` at ``width`` px: the page's scroll width, images and decoded images; with
@@ -209,7 +218,8 @@ def check_in_chromium(page: Path, profile: Path, shot: Path | None = None,
         out = {"scroll_width": b.evaluate("document.documentElement.scrollWidth"),
                "images": b.evaluate("document.images.length"),
                "decoded": b.evaluate("Array.from(document.images).filter(i => i.complete && "
-                                     "i.naturalWidth > 0).length")}
+                                     "i.naturalWidth > 0).length"),
+               "broken_words": b.evaluate(BROKEN_WORDS)}
         if shot is not None:
             data = b.call("Page.captureScreenshot", format="png")["data"]
             shot.write_bytes(base64.b64decode(data))
@@ -225,7 +235,11 @@ def test_report_fits_1280_px_and_every_image_decodes(tmp_path):
     page = write_report(run)
     res = check_in_chromium(page, tmp_path / "profile", tmp_path / "top.png")
     assert res["scroll_width"] <= 1280, res
+    assert res["broken_words"] == [], res
     assert res["images"] == 4 and res["decoded"] == 4, res
+    # squeezed, a table scrolls in its own box rather than splitting lot names and words
+    narrow = check_in_chromium(page, tmp_path / "profile", width=480)
+    assert narrow["broken_words"] == [], narrow
     assert (tmp_path / "top.png").stat().st_size > 10_000
 
 
