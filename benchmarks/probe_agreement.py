@@ -9,6 +9,7 @@ attribute, then the probe's verdicts with the generator itself as the editor (sh
 
     python benchmarks/probe_agreement.py --store runs/quickstart/tiles.zarr
     python benchmarks/probe_agreement.py --build /tmp/qs-tiles.zarr   # writes the data first
+    python benchmarks/probe_agreement.py --store ... --editor runs/x/quickstart_attgan.pt
 
 One CPU thread; a few minutes (the synthetic measurement and its ceiling dominate).
 """
@@ -45,17 +46,19 @@ def _store(args, ds) -> TileStore:
 
 def _table(gate: dict, measured: dict, fid: dict, ceil: dict, info: dict) -> list[str]:
     rows = ["| attribute | probe held-out ρ (tiles / lots) | probe resolution | probe: share "
-            "the requested way | probe: effect ratio [95 % interval] | probe verdict | measured "
-            "share (ceiling) | measured effect / ceiling's | measured verdict | agree? |",
+            "the requested way (÷ resolution) | probe: effect ratio [95 % interval] | probe "
+            "verdict | measured share (ceiling) | measured effect / ceiling's | measured verdict | "
+            "agree? |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a, g in gate["attributes"].items():
         p, m = info["attributes"][a], measured[a]
         verdict = g["verdict"] + ("" if g["judged"] else ": not judged")
-        agree = ("yes" if (g["verdict"] == "pass") == (m["verdict"] == "pass") else "**no**") \
-            if g["judged"] else "– (probe blind)"
+        agree = ("yes" if (g["verdict"] == "pass") == (m["verdict"] == "pass")
+                 else f"**no**: {g['verdict']}") if g["judged"] else "– (probe blind)"
         ratio = fid["attributes"][a]["effect"] / ceil["attributes"][a]["effect"]
         rows.append(f"| {a} | {_f(p['heldout_spearman'])} / {_f(p['heldout_lot_spearman'])} | "
-                    f"{_f(p['resolution'])} | {_f(g['value'])} | {_f(g['effect_ratio'])} "
+                    f"{_f(p['resolution'])} | {_f(g['value'])} ({_f(g['share_ratio'])} ×) | "
+                    f"{_f(g['effect_ratio'])} "
                     f"[{', '.join(_f(c) for c in (g.get('effect_ratio_ci') or [None, None]))}] | "
                     f"{verdict} | {_f(m['direction_share'])} ({_f(m['ceiling'])}) | "
                     f"{_f(ratio)} | {m['verdict']} | {agree} |")
@@ -68,6 +71,8 @@ def main() -> None:
     src.add_argument("--store", help="an existing tile store of the quickstart's data")
     src.add_argument("--build", help="write the quickstart's data here first (if absent)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--editor", help="an AttGAN checkpoint in place of the shipped one (loaded "
+                                     "with the quickstart's [editor] parameters)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = tomllib.loads(ir.files("mxplain").joinpath("data/quickstart.toml").read_text())
@@ -77,7 +82,7 @@ def main() -> None:
     # the quickstart's [editor] as the quickstart loads it (the checkpoint and the inference
     # parameters set beside it, e.g. edit_mode)
     editor = plugins.get("editor", cfg["editor"]["name"]).load(
-        resources.resolve_checkpoint(cfg["editor"]["checkpoint"]),
+        args.editor or resources.resolve_checkpoint(cfg["editor"]["checkpoint"]),
         params=checkpoint_params(cfg["editor"]))
     oracle = ds.reference_editor(store)
     t0 = time.perf_counter()

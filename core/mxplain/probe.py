@@ -26,13 +26,13 @@ Protocol (:func:`fit_probe`, deterministic, seconds on one CPU thread):
    tile rho 0.19, lot rho 0.41 with 5 folds and own means; 0.36-0.48 and 0.73-0.91 now). A
    common constant cannot correlate with any lot's label, and Spearman's rho is blind to it.
    ``heldout_spearman`` is the Spearman rho of those predictions against the labels (tiles),
-   ``heldout_lot_spearman`` the same of the lots' mean prediction. :mod:`mxplain.trust` judges
-   an attribute only where the *tile* rho reaches ``probe_min_spearman``: the probe judges single
-   edits, and a probe that ranks lots (lot rho 0.57-0.79) but not tiles (0.18-0.32) saw the
-   data's own generator's edits move the requested way only 62-70 % of the time (the oracle case
-   of tests/examples/test_new_user.py). The tile rho is bounded by how much tiles of one lot
-   differ: on the quickstart the synthetic data's own measurement reads polydispersity at tile
-   rho 0.44-0.53 (lot rho 0.86-0.91), so the probe does not judge it there.
+   ``heldout_lot_spearman`` the same of the lots' mean prediction. The tile rho is bounded by
+   how much tiles of one lot differ: on the quickstart the synthetic data's own measurement reads
+   polydispersity at tile rho 0.44-0.53 (lot rho 0.86-0.91). A probe that ranks lots but not
+   single tiles sees even the data's own generator's edits move the requested way only 62-70 %
+   of the time (the oracle case of tests/examples/test_new_user.py), so :mod:`mxplain.trust`
+   reads the edits' direction share against the probe's ``resolution`` (below), its ceiling, and
+   judges an attribute only where that resolution reaches ``probe_min_resolution``.
    ``calibration_slope`` is the least-squares slope of the held-out prediction on the label,
    ``reading_slope`` the same of the refitted probe's (step 4) own readings of the tiles it was
    fitted on (how far its reading moves for a real lot one unit higher; the two agree where the

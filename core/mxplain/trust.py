@@ -10,11 +10,14 @@ Every run with an editor computes, after its explainers (:func:`trust_gates`), `
 ``reconstruction_shift``  the predictor's mean absolute shift on the editor's reconstructions at the
                           lot's own attributes, in percent of its prediction on the tile;
 ``attribute_probe``       per attribute, the share of the editor's +/-delta edits that the
-                          independent probe (:mod:`mxplain.probe`) sees moving the requested way,
-                          and their effect ratio (how far they move its reading, over how far a
-                          real lot difference of delta does): the worse of the two; an attribute
-                          the probe cannot see (held-out Spearman below ``probe_min_spearman``)
-                          is ``warn`` with ``judged = false``;
+                          independent probe (:mod:`mxplain.probe`) sees moving the requested way
+                          over the probe's own resolution (the share of real tile pairs one edit
+                          apart that it orders right: its ceiling, as the data's own generator is
+                          the synthetic measurement's), and their effect ratio (how far they move
+                          its reading, over how far a real lot difference of delta does): the worse
+                          of the two; an attribute the probe cannot see (resolution below
+                          ``probe_min_resolution`` or held-out Spearman below
+                          ``probe_min_spearman``) is ``warn`` with ``judged = false``;
 ``editor_health``         the editor's own training losses against its plugin's known failure
                           signs (:meth:`mxplain.interfaces.Editor.health`);
 ``backward_convergence``  the lowest reached share of reachable counterfactual targets over the
@@ -42,11 +45,16 @@ TRUST_LEVELS = {"pass": "trusted", "warn": "caution", "fail": "untrusted"}
 TRUST_DEFAULTS: dict[str, Any] = {
     "realism_auc_pass": 0.70, "realism_auc_warn": 0.85,
     "shift_percent_pass": 1.5, "shift_percent_warn": 5.0,
-    "probe_share_pass": 0.75, "probe_share_warn": 0.6,
+    "probe_share_ratio_pass": 0.9, "probe_share_ratio_warn": 0.75,
     "probe_effect_pass": 0.5, "probe_effect_warn": 0.33,
     "reached_share_pass": 0.9, "reached_share_warn": 0.6,
-    "probe_min_spearman": 0.5, "probe_tiles": 24,
+    "probe_min_resolution": 0.6, "probe_min_spearman": 0.0, "probe_tiles": 24,
 }
+#: keys of earlier releases, refused with what replaced them
+RENAMED = {"probe_share_pass": "probe_share_ratio_pass (now the share over the probe's resolution; "
+                               "default 0.9)",
+           "probe_share_warn": "probe_share_ratio_warn (now the share over the probe's resolution; "
+                               "default 0.75)"}
 TRUST_DOC = {
     "realism_auc_pass": "editor realism gate: pass where the critic AUC (reconstructions; each "
                         "attribute's edits) is at most this (0.5: like real tiles)",
@@ -54,9 +62,11 @@ TRUST_DOC = {
     "shift_percent_pass": "reconstruction shift gate: pass where the predictor moves at most this "
                           "many percent (mean absolute shift) on the editor's reconstructions",
     "shift_percent_warn": "reconstruction shift gate: warn up to this percent, fail above",
-    "probe_share_pass": "attribute probe gate: pass where at least this share of an attribute's "
-                        "±0.35 edits move the independent probe's reading the requested way",
-    "probe_share_warn": "attribute probe gate: warn down to this share, fail below",
+    "probe_share_ratio_pass": "attribute probe gate: pass where the share of an attribute's "
+                              "±0.35 edits that move the independent probe's reading the requested "
+                              "way is at least this fraction of the probe's resolution (the share "
+                              "of real tile pairs 0.35 apart in that attribute it orders right)",
+    "probe_share_ratio_warn": "attribute probe gate: warn down to this fraction, fail below",
     "probe_effect_pass": "attribute probe gate: pass where an attribute's ±0.35 edits move the "
                          "probe's reading by at least this fraction of what a real lot difference "
                          "of 0.35 moves it (the effect ratio: the mean change per unit requested "
@@ -66,15 +76,19 @@ TRUST_DOC = {
     "reached_share_pass": "backward convergence gate: pass where at least this share of "
                           "reachable counterfactual targets was reached (in each direction)",
     "reached_share_warn": "backward convergence gate: warn down to this share, fail below",
+    "probe_min_resolution": "the probe judges an attribute only where its resolution (the share "
+                            "of real tile pairs from different lots, 0.35 apart in that attribute, "
+                            "whose order its leave-lots-out predictions get right; 0.5: chance) "
+                            "reaches this; otherwise that attribute's probe verdict is warn (the "
+                            "probe cannot see it)",
     "probe_min_spearman": "the probe judges an attribute only where its leave-lots-out Spearman "
-                          "against the lot labels reaches this; otherwise that attribute's probe "
-                          "verdict is warn (the probe cannot see it)",
+                          "against the lot labels (tiles) also reaches this",
     "probe_tiles": "real tiles per lot the attribute probe is trained on (0: no probe)",
 }
 #: (gate, key prefix, higher is better, lowest and highest allowed threshold)
 _PAIRS = (("editor_realism", "realism_auc", False, 0.0, 1.0),
           ("reconstruction_shift", "shift_percent", False, 0.0, math.inf),
-          ("attribute_probe", "probe_share", True, 0.0, 1.0),
+          ("attribute_probe", "probe_share_ratio", True, 0.0, 2.0),
           ("attribute_probe", "probe_effect", True, 0.0, 10.0),
           ("backward_convergence", "reached_share", True, 0.0, 1.0))
 
@@ -93,6 +107,8 @@ def resolve_trust(raw: dict | None, where: str = "config") -> dict:
 
     raw = dict(raw or {})
     for key in raw:
+        if key in RENAMED:
+            raise UserError(f"{where}: [trust] {key} was renamed: use {RENAMED[key]}")
         if key not in TRUST_DEFAULTS:
             hint = difflib.get_close_matches(key, list(TRUST_DEFAULTS), n=1)
             raise UserError(f"{where}: unknown key {key!r} in [trust]"
@@ -107,6 +123,7 @@ def resolve_trust(raw: dict | None, where: str = "config") -> dict:
                                 f" {prefix}_pass = {p:g} ({'higher' if higher else 'lower'} "
                                 f"is better)")
         _number("probe_min_spearman", out["probe_min_spearman"], -1.0, 1.0)
+        _number("probe_min_resolution", out["probe_min_resolution"], 0.0, 1.0)
         tiles = out["probe_tiles"]
         if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 0:
             raise UserError(f"[trust] probe_tiles = {tiles!r}: needs an integer >= 0")
@@ -180,37 +197,51 @@ def shift_gate(ev: dict, cfg: dict) -> dict | None:
                   "predictor shift on reconstructions (mean |Δ|, %)", "{:.2f} %")
 
 
+def _probe_sees(a: str, block: dict, cfg: dict) -> str | None:
+    """Why the probe cannot judge attribute ``a`` (``None``: it can): its resolution below
+    ``probe_min_resolution`` or its held-out tile Spearman below ``probe_min_spearman``."""
+    res, rho = block.get("resolution"), block.get("heldout_spearman")
+    for name, v, key in (("resolution", res, "probe_min_resolution"),
+                         ("held-out Spearman", rho, "probe_min_spearman")):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= cfg[key]):
+            shown = "not measured" if v is None or not math.isfinite(v) else f"{v:.2f}"
+            return f"unknown: the probe cannot see {a} ({name} {shown} < {cfg[key]:g}); its " \
+                   f"edits are not judged"
+    return None
+
+
 def _probe_attribute(a: str, block: dict, cfg: dict) -> dict:
-    """One attribute's probe verdict: the worst of its direction share and its effect ratio, where
-    the probe sees it (held-out rho at least ``probe_min_spearman``); else ``warn``, not judged."""
-    rho = block.get("heldout_spearman")
-    judged = isinstance(rho, (int, float)) and math.isfinite(rho) and \
-        rho >= cfg["probe_min_spearman"]
-    share = _judge(block.get("direction_share"), cfg, "probe_share", True,
-                   f"probe: share of {a} edits moving the requested way")
+    """One attribute's probe verdict: the worst of its direction share over its resolution and its
+    effect ratio, where the probe sees it (:func:`_probe_sees`); else ``warn``, not judged."""
+    share, res = block.get("direction_share"), block.get("resolution")
+    ratio_share = (share / res if isinstance(share, (int, float)) and isinstance(res, (int, float))
+                   and math.isfinite(share) and math.isfinite(res) and res > 0 else None)
+    part = _judge(ratio_share, cfg, "probe_share_ratio", True,
+                  f"probe: share of {a} edits moving the requested way "
+                  f"({'–' if share is None else format(share, '.2f')}) over its resolution "
+                  f"({'–' if res is None else format(res, '.2f')})")
     ratio, ci = block.get("effect_ratio"), block.get("effect_ratio_ci")
     shown = "{:.2f}" + (f" (95 % interval {ci[0]:.2f} to {ci[1]:.2f})"
                         if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
     effect = _judge(ratio, cfg, "probe_effect", True, f"probe: {a} edits move its reading by "
                     f"this fraction of a real lot difference of the same size", shown)
-    g = {**share, "verdict": worst([share["verdict"], effect["verdict"]]),
-         "reason": "; ".join(p["reason"] for p in (share, effect) if p["verdict"] != "pass")
-         or f"{share['reason']}; {effect['reason']}",
+    g = {**part, "value": share, "share_ratio": ratio_share,
+         "verdict": worst([part["verdict"], effect["verdict"]]),
+         "reason": "; ".join(p["reason"] for p in (part, effect) if p["verdict"] != "pass")
+         or f"{part['reason']}; {effect['reason']}",
          "effect_ratio": ratio, "effect_ratio_ci": ci,
-         "parts": {"direction_share": share, "effect_ratio": effect},
-         "heldout_spearman": rho, "resolution": block.get("resolution"), "judged": bool(judged)}
-    if not judged:
-        g["verdict"] = "warn"
-        g["reason"] = (f"unknown: the probe cannot see {a} (held-out Spearman "
-                       f"{rho if rho is None else format(rho, '.2f')} < "
-                       f"{cfg['probe_min_spearman']:g}); its edits are not judged")
+         "parts": {"direction_share": part, "effect_ratio": effect},
+         "heldout_spearman": block.get("heldout_spearman"), "resolution": res, "judged": True}
+    blind = _probe_sees(a, block, cfg)
+    if blind is not None:
+        g.update(verdict="warn", reason=blind, judged=False)
     return g
 
 
 def probe_gate(ev: dict, cfg: dict) -> dict | None:
-    """Per attribute (:func:`_probe_attribute`): the probe's direction share and effect ratio
-    where its held-out Spearman reaches ``probe_min_spearman``, else ``warn`` (not judged); the
-    gate: the worst judged attribute (``warn`` when none is judged)."""
+    """Per attribute (:func:`_probe_attribute`): the probe's direction share over its resolution
+    and its effect ratio where it sees the attribute, else ``warn`` (not judged); the gate: the
+    worst judged attribute (``warn`` when none is judged)."""
     probe = _get(ev, "probe")
     if not isinstance(probe, dict) or "skipped" in probe:
         return None
@@ -218,7 +249,7 @@ def probe_gate(ev: dict, cfg: dict) -> dict | None:
              for a, block in (probe.get("attributes") or {}).items()}
     judged = [g for g in attrs.values() if g["judged"]]
     shares = [g["value"] for g in judged if isinstance(g["value"], (int, float))]
-    sh, ef = _threshold(cfg, "probe_share", True), _threshold(cfg, "probe_effect", True)
+    sh, ef = _threshold(cfg, "probe_share_ratio", True), _threshold(cfg, "probe_effect", True)
     v = worst(g["verdict"] for g in judged) if judged else "warn"
     bad = [a for a, g in attrs.items() if g["judged"] and g["verdict"] != "pass"]
     unseen = [a for a, g in attrs.items() if not g["judged"]]
@@ -228,7 +259,8 @@ def probe_gate(ev: dict, cfg: dict) -> dict | None:
               + (f"; not judged (the probe cannot see them): {', '.join(unseen)}"
                  if unseen else ""))
     return {"value": min(shares) if shares else None, "verdict": v,
-            "threshold": {k: f"share {sh[k]}, effect ratio {ef[k]}" for k in ("pass", "warn")},
+            "threshold": {k: f"share / resolution {sh[k]}, effect ratio {ef[k]}"
+                          for k in ("pass", "warn")},
             "reason": reason, "attributes": attrs}
 
 

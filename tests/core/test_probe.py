@@ -70,27 +70,34 @@ def test_remembered_measures_each_tile_set_once():
     assert calls == [3, 3]
 
 
-@pytest.mark.parametrize("share,ratio,rho,want,needle", [
-    (0.95, 0.9, 0.8, "pass", "within the pass threshold"),
-    (0.95, 0.4, 0.8, "warn", "difference of the same size 0.40"),
-    (0.99, 0.1, 0.8, "fail", "beyond warn (>= 0.33)"),  # right way, barely: a shortcut
-    (0.55, 1.0, 0.8, "fail", "share of a edits moving the requested way 0.55"),
-    (0.95, None, 0.8, "warn", "not measured"),
-    (0.95, 0.9, 0.2, "warn", "unknown: the probe cannot see a"),
+@pytest.mark.parametrize("share,res,ratio,rho,want,needle", [
+    (0.95, 0.9, 0.9, 0.8, "pass", "within the pass threshold"),
+    (0.95, 0.9, 0.4, 0.8, "warn", "difference of the same size 0.40"),
+    (0.99, 0.9, 0.1, 0.8, "fail", "beyond warn (>= 0.33)"),  # right way, barely: a shortcut
+    (0.55, 0.9, 1.0, 0.8, "fail", "the requested way (0.55) over its resolution (0.90) 0.61"),
+    (0.60, 0.64, 1.0, 0.3, "pass", "within the pass threshold"),  # a faint probe's own ceiling
+    (0.54, 0.64, 1.0, 0.3, "warn", "over its resolution (0.64) 0.84: outside"),
+    (0.95, 0.9, None, 0.8, "warn", "not measured"),
+    (0.95, 0.55, 0.9, 0.8, "warn", "cannot see a (resolution 0.55 < 0.6)"),
+    (0.95, None, 0.9, 0.8, "warn", "cannot see a (resolution not measured < 0.6)"),
+    (0.95, 0.9, 0.9, -0.2, "warn", "cannot see a (held-out Spearman -0.20 < 0)"),
 ])
-def test_probe_verdict_on_fakes(share, ratio, rho, want, needle):
-    block = {"heldout_spearman": rho, "direction_share": share, "effect_ratio": ratio}
+def test_probe_verdict_on_fakes(share, res, ratio, rho, want, needle):
+    block = {"heldout_spearman": rho, "direction_share": share, "effect_ratio": ratio,
+             "resolution": res}
     gate = trust.probe_gate({"probe": {"attributes": {"a": block}}}, trust.resolve_trust(None))
     g = gate["attributes"]["a"]
     assert g["verdict"] == want and needle in g["reason"], g["reason"]
-    assert g["judged"] == (rho >= 0.5) and g["effect_ratio"] == ratio
-    assert gate["verdict"] == (want if rho >= 0.5 else "warn")
+    seen = res is not None and res >= 0.6 and rho >= 0.0
+    assert g["judged"] == seen and g["effect_ratio"] == ratio and g["value"] == share
+    assert gate["verdict"] == (want if seen else "warn")
     assert "effect ratio >= 0.5" in gate["threshold"]["pass"]
+    assert "share / resolution >= 0.9" in gate["threshold"]["pass"]
 
 
 def test_effect_interval_in_the_reason():
     block = {"heldout_spearman": 0.9, "direction_share": 0.99, "effect_ratio": 0.3,
-             "effect_ratio_ci": [0.25, 0.36]}
+             "effect_ratio_ci": [0.25, 0.36], "resolution": 0.9}
     g = trust.probe_gate({"probe": {"attributes": {"a": block}}},
                          trust.resolve_trust(None))["attributes"]["a"]
     assert g["verdict"] == "fail" and g["effect_ratio_ci"] == [0.25, 0.36]

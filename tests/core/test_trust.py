@@ -172,7 +172,8 @@ def test_trust_defaults_documented():
     cfg = trust.resolve_trust(None)
     assert cfg["realism_auc_pass"] == 0.70 and cfg["realism_auc_warn"] == 0.85
     assert cfg["shift_percent_pass"] == 1.5 and cfg["shift_percent_warn"] == 5.0
-    assert cfg["probe_share_pass"] == 0.75 and cfg["probe_share_warn"] == 0.6
+    assert cfg["probe_share_ratio_pass"] == 0.9 and cfg["probe_share_ratio_warn"] == 0.75
+    assert cfg["probe_min_resolution"] == 0.6 and cfg["probe_min_spearman"] == 0.0
     assert cfg["probe_effect_pass"] == 0.5 and cfg["probe_effect_warn"] == 0.33
     assert cfg["reached_share_pass"] == 0.9 and cfg["reached_share_warn"] == 0.6
     assert set(cfg) == set(trust.TRUST_DOC)
@@ -180,12 +181,14 @@ def test_trust_defaults_documented():
 
 @pytest.mark.parametrize("table,needle", [
     ({"realism_auc_pass": 0.9, "realism_auc_warn": 0.8}, "realism_auc_warn = 0.8 must be >="),
-    ({"probe_share_pass": 0.5}, "probe_share_warn = 0.6 must be <="),
+    ({"probe_share_ratio_pass": 0.5}, "probe_share_ratio_warn = 0.75 must be <="),
+    ({"probe_share_pass": 0.75}, "probe_share_pass was renamed: use probe_share_ratio_pass"),
+    ({"probe_min_resolution": 1.2}, "probe_min_resolution = 1.2: needs a number in [0, 1]"),
     ({"probe_effect_pass": 0.2}, "probe_effect_warn = 0.33 must be <="),
     ({"probe_effect_warn": -0.1}, "probe_effect_warn = -0.1: needs a number in [0, 10]"),
     ({"shift_percent_pass": -1}, "shift_percent_pass = -1: needs a number"),
     ({"reached_share_warn": "high"}, "reached_share_warn = 'high'"),
-    ({"probe_share_pass": float("nan")}, "probe_share_pass = nan"),
+    ({"probe_share_ratio_pass": float("nan")}, "probe_share_ratio_pass = nan"),
     ({"probe_tiles": 2.5}, "probe_tiles = 2.5: needs an integer"),
     ({"realism_auc": 0.7}, "unknown key 'realism_auc' in [trust]; did you mean"),
 ])
@@ -200,12 +203,12 @@ def test_bad_thresholds_refused(table, needle):
 def test_bad_threshold_one_error_line(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[data]\nname = "synthetic"\nn_lots = 3\ntiles_per_lot = 4\ntile_size = 32\n'
-                   "[trust]\nprobe_share_pass = 1.5\n")
+                   "[trust]\nprobe_share_ratio_pass = 2.5\n")
     code = main(["run", str(cfg), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "[trust] probe_share_pass = 1.5" in lines[0]
+    assert "[trust] probe_share_ratio_pass = 2.5" in lines[0]
     assert not (tmp_path / "r").exists()
 
 
@@ -215,9 +218,9 @@ def _metrics(probe_share=0.9, rho=0.8, auc=0.6, shift=1.0, reached=0.95, ratio=0
             "auc": auc, "by_attribute": {"a": auc, "b": 0.95}}},
         "reconstruction_prediction_shift": {"mean_abs_percent": shift},
         "probe": {"attributes": {"a": {"heldout_spearman": rho, "direction_share": probe_share,
-                                       "effect_ratio": ratio},
+                                       "effect_ratio": ratio, "resolution": 0.9},
                                  "b": {"heldout_spearman": 0.1, "direction_share": 0.9,
-                                       "effect_ratio": 1.0}}}}},
+                                       "effect_ratio": 1.0, "resolution": 0.52}}}}},
         "explain": {"forward": {}, "backward": {"reached_share": {"increase": reached,
                                                                    "decrease": 1.0}},
                     "gradcam": {}}}
@@ -302,7 +305,8 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
                    'seed = 3\n[predictor]\nname = "trust-mean"\n[editor]\n'
                    'name = "trust-run-identity"\n[explain.forward]\nsteps = 3\n'
                    "[run]\nexplain_tiles = 2\neditor_realism_tiles = 0\neditor_eval_tiles = 2\n"
-                   "[trust]\nprobe_tiles = 6\nprobe_min_spearman = -1.0\n")
+                   "[trust]\nprobe_tiles = 6\nprobe_min_spearman = -1.0\n"
+                   "probe_min_resolution = 0.0\n")
     run = pipeline.run(cfg, out=tmp_path / "run", progress=False)
     m = json.loads((run / "metrics.json").read_text())
     t = m["trust"]
@@ -322,8 +326,9 @@ def test_pipeline_marks_a_weak_editor(tmp_path, fakes):
 
 def test_probe_gate_reason_separates_failing_from_unseen_attributes():
     cfg = trust.resolve_trust(None)
-    block = {"heldout_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9}
-    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "heldout_spearman": 0.1},
+    block = {"heldout_spearman": 0.9, "direction_share": 0.95, "effect_ratio": 0.9,
+             "resolution": 0.9}
+    ev = {"probe": {"attributes": {"size": block, "roughness": {**block, "resolution": 0.52},
                                    "density": {**block, "effect_ratio": 0.1}}}}
     gate = trust.probe_gate(ev, cfg)
     assert gate["verdict"] == "fail"
