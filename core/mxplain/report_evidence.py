@@ -43,8 +43,8 @@ def _realism_section(metrics: dict) -> str:
             "</tr>")
     return ("<h3>Realism (classifier two-sample test)</h3><p>A small CNN trained on half of the "
             "lots tells real tiles from the editor's; ROC AUC on the other half: 0.5 = "
-            "indistinguishable, 1.0 = every tile told apart.</p><table>" + head + "".join(rows) +
-            "</table>")
+            "indistinguishable, 1.0 = every tile told apart.</p><div class='wide'><table>" + head
+            + "".join(rows) + "</table></div>")
 
 
 def _untrusted(metrics: dict, explainers) -> str:

@@ -65,9 +65,9 @@ def _reviewer_rows(review: dict) -> str:
                     f"<td>{_e(block.get('verdict', '?'))}</td></tr>")
     if not rows:
         return ""
-    return ("<table><tr><th>reviewer</th><th>answers</th><th>agreement [95 %]</th>"
-            "<th>can't tell</th><th>median s per pair</th><th>verdict</th></tr>" +
-            "".join(rows) + "</table>")
+    return ("<div class='wide'><table><tr><th>reviewer</th><th>answers</th><th>agreement "
+            "[95 %]</th><th>can't tell</th><th>median s per pair</th><th>verdict</th></tr>" +
+            "".join(rows) + "</table></div>")
 
 
 def _verdict(v) -> str:
@@ -103,8 +103,8 @@ def gates_section(metrics: dict) -> str:
             f"{' (explanations: ' + expl + ')' if expl else ''}. Checks that need no ground "
             f"truth; an explanation with a failing gate is untrusted and its numbers below are "
             f"greyed (docs/concepts.md, \"Trust gates\").</p>"
-            "<table><tr><th>gate</th><th>value</th><th>verdict</th><th>thresholds</th>"
-            f"<th>reason</th></tr>{''.join(rows)}</table>")
+            "<div class='wide'><table><tr><th>gate</th><th>value</th><th>verdict</th>"
+            f"<th>thresholds</th><th>reason</th></tr>{''.join(rows)}</table></div>")
 
 
 def _gate_cells(metrics: dict, a: str) -> str:
@@ -151,5 +151,5 @@ def trust_section(metrics: dict) -> str:
             f"<p>Realism of reconstructions: critic AUC {_f(rec) if rec is not None else 'not run'}"
             f"; predictor shift on reconstructions "
             f"{_f(shift, 2) + ' % (mean |Δ|)' if shift is not None else 'not measured'}.</p>"
-            f"<table>{head}" +
-            "".join(_check_rows(metrics, review)) + "</table>" + _reviewer_rows(review))
+            f"<div class='wide'><table>{head}" +
+            "".join(_check_rows(metrics, review)) + "</table></div>" + _reviewer_rows(review))

@@ -85,7 +85,8 @@ def _figure6(cube, ctx, attrs, rows, base):
         ax.set_ylabel("A' - A")
         if not conv.any():
             ax.text(0.5, 0.5, _no_bar_reason(reach), ha="center", va="center", fontsize=9,
-                    transform=ax.transAxes, color="0.35")
+                    transform=ax.transAxes, color="0.35",
+                    bbox={"facecolor": "white", "edgecolor": "none"})
         if r == 0:
             ax.legend(fontsize=8)
     fig.suptitle(f"backward explanation of one tile ({ctx.property_name})")

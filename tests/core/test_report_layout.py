@@ -228,6 +228,12 @@ def check_in_chromium(page: Path, profile: Path, shot: Path | None = None,
         b.close()
 
 
+def test_every_table_scrolls_in_its_own_box(tmp_path):
+    html = write_report(tiny_run(tmp_path)).read_text(encoding="utf-8")
+    assert html.count("<table") == html.count("<div class='wide'><table") > 3, \
+        "a table outside a scroll box widens the page"
+
+
 @pytest.mark.skipif(_browser()[1]() is None, reason="Chromium is not installed (.ci/run installs "
                     "the Debian package 'chromium'; it could not be installed here)")
 def test_report_fits_1280_px_and_every_image_decodes(tmp_path):
@@ -239,7 +245,7 @@ def test_report_fits_1280_px_and_every_image_decodes(tmp_path):
     assert res["images"] == 4 and res["decoded"] == 4, res
     # squeezed, a table scrolls in its own box rather than splitting lot names and words
     narrow = check_in_chromium(page, tmp_path / "profile", width=480)
-    assert narrow["broken_words"] == [], narrow
+    assert narrow["broken_words"] == [] and narrow["scroll_width"] <= 480, narrow
     assert (tmp_path / "top.png").stat().st_size > 10_000
 
 
