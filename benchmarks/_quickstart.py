@@ -1,5 +1,6 @@
 """The packaged quickstart at its sizes, for the explainer benchmarks: its config, lots of its
-synthetic data (only the explained tiles, ``[run] explain_tiles``), the shipped AttGAN and a
+synthetic data (only the explained tiles, ``[run] explain_tiles``), the shipped AttGAN (with the
+config's ``inference_params`` beside its checkpoint, as the pipeline loads it) and a
 WideResNet of its depth (freshly initialised unless a trained checkpoint is given: timing does not
 need a trained one), and an ``ExplainContext`` like the pipeline's."""
 
@@ -45,6 +46,8 @@ def models(cfg: dict, device: torch.device, predictor_path: str | None = None):
     from mxplain.resources import resolve_checkpoint
 
     editor = load(resolve_checkpoint(EDITOR), device)
+    for key in set(cfg["editor"]) & set(editor.inference_params):  # as the pipeline sets them
+        setattr(editor, key, cfg["editor"][key])  # (the quickstart's edit_mode = "difference")
     if predictor_path:
         return editor, load(predictor_path, device)
     from mxplain_wideresnet.model import WideResNet

@@ -12,7 +12,9 @@ variables::
     python benchmarks/backward_results.py dump after.npz --lots 16 --predictor P.pt \
         --explainers forward,backward
     python benchmarks/backward_results.py compare before.npz after.npz
-"""
+
+``--set key=value`` (repeatable) overrides one ``[explain.backward]`` key of the quickstart's, the
+value read as TOML (``--set lam_steps=0``)."""
 
 from __future__ import annotations
 
@@ -21,15 +23,18 @@ import time
 
 import _quickstart as qs
 import numpy as np
+import tomllib
 import torch
 
 from mxplain.components import base_values, order_explainers, reader_context
 
 
-def dump(path: str, n_lots: int, predictor: str | None, names: list[str]) -> None:
+def dump(path: str, n_lots: int, predictor: str | None, names: list[str],
+         overrides: dict | None = None) -> None:
     """Lot by lot as the pipeline does: its own variables first, then ``names`` in its order,
     each reading what the earlier ones wrote; only the ``backward_*`` values are saved."""
     cfg = qs.config()
+    cfg["explain"]["backward"].update(overrides or {})
     device = torch.device("cpu")
     editor, pred = qs.models(cfg, device, predictor)
     ctx = qs.context(cfg, editor, pred, device)
@@ -95,12 +100,16 @@ def main(argv=None):
     d.add_argument("--predictor", default=None)
     d.add_argument("--explainers", default="backward",
                    help="comma-separated, e.g. forward,backward (backward then reads forward's)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one [explain.backward] key (the value as TOML)")
     c = sub.add_parser("compare")
     c.add_argument("before")
     c.add_argument("after")
     args = ap.parse_args(argv)
     if args.cmd == "dump":
-        return dump(args.path, args.lots, args.predictor, args.explainers.split(","))
+        overrides = {k: v for item in args.set
+                     for k, v in tomllib.loads(item.replace("=", " = ", 1)).items()}
+        return dump(args.path, args.lots, args.predictor, args.explainers.split(","), overrides)
     return compare(args.before, args.after)
 
 

@@ -65,6 +65,25 @@ moving one attribute across its whole range, and at the optimum the remaining er
 ``(tol |p|)^2 / (2 |dR/dA_k|)``, inside the tolerance whenever moving attribute ``k`` over its range
 changes the prediction by more than ``tol/2`` of ``|p|``.
 
+Continuation (``lam_steps``, default 3; 0 = eq. 2 with one ``lam``, verbatim): a tile that stops
+short of its target before ``max_iter`` (at a stationary point of eq. 2 with its ``lam``, where the
+attributes that could still move have slopes below that bound, or at a vanishing step size) goes on
+from where it stopped with ``lam`` x 4, at most ``lam_steps`` times: the L1 price of each further
+move falls against the miss. A tile that reached its target never enters it, so the continuation
+changes no counterfactual that eq. 2 with the first ``lam`` found; it only turns missed targets
+into reached ones (on the packaged quickstart, lot009's decrease targets that had ended 1-1.7 %
+above their targets with 200 iterations).
+
+Start from the probe (``probe_start``, default true): eq. 2 is not convex, and a search from ``A``
+can end in a local minimum short of a target the probe showed reachable (on the quickstart: a
+box corner whose neighbours all predict less, while the probe's additive extreme, elsewhere in
+the box, predicts more than the target). Such a tile is solved again from the probe's point
+past its target (the point where the probe met the prediction that made the target reachable);
+where that search reaches the target, its ``A'`` is the answer (it comes from the far side, so
+it need not be the smallest change that reaches the target, only one that does), and the
+iterations count both searches. Rows that reached their target from ``A`` are never solved
+again.
+
 Reproducibility (``threads``, default 1): the whole lot (probe, optimisation, restarts) runs with a
 fixed number of torch intra-op CPU threads, restored afterwards. torch's CPU kernels split some
 float reductions by thread count (the backward pass of the decoder's transposed convolutions and of
@@ -149,10 +168,11 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
     """Counterfactual attributes ``A'`` per tile and direction (eq. 2 of seed 000).
 
     Keys: ``targets``/``target_mode`` (``relative``, ``absolute`` or the data-driven
-    ``reachable``), ``lam``, ``lr``, ``max_iter``, ``tol``, ``batch_size``, ``optimizer``,
+    ``reachable``), ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``, ``batch_size``, ``optimizer``,
     ``spsa_c``, ``spsa_samples``, ``threads`` (torch CPU threads of the search, 1: bit-identical
     on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius`` (the stability check),
-    ``probe`` (``additive`` or the ``corners`` of the box); see the module docstring."""
+    ``probe`` (``additive`` or the ``corners`` of the box), ``probe_start``; see the module
+    docstring."""
 
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}
@@ -180,7 +200,8 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                  tol: float = 0.01, batch_size: int = 128, optimizer: str = "auto",
                  spsa_c: float = 0.05, spsa_samples: int = 4, threads: int = 1,
                  restarts: int = 2, restart_tiles: int = 2, restart_radius: float = 0.25,
-                 n_boot: int = 1000, probe: str = "additive"):
+                 n_boot: int = 1000, probe: str = "additive", lam_steps: int = 3,
+                 probe_start: bool = True):
         self.targets = targets
         self.target_mode = target_mode
         self.lam = lam
@@ -197,6 +218,8 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         self.restart_radius = restart_radius
         self.n_boot = n_boot
         self.probe = probe
+        self.lam_steps = lam_steps
+        self.probe_start = probe_start
         self._check()
 
     # -- configuration ------------------------------------------------------------------------
@@ -235,10 +258,13 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                                 or not lam > 0 or not np.isfinite(lam)):
             raise UserError(f"{where} lam = {lam!r}; needs a positive number or none")
         for key, low in (("max_iter", 1), ("batch_size", 1), ("spsa_samples", 1),
-                         ("threads", 1), ("restarts", 0), ("restart_tiles", 0)):
+                         ("threads", 1), ("restarts", 0), ("restart_tiles", 0),
+                         ("lam_steps", 0)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise UserError(f"{where} {key} = {v!r}; needs an integer >= {low}")
+        if not isinstance(self.probe_start, bool):
+            raise UserError(f"{where} probe_start = {self.probe_start!r}; needs true or false")
         check_n_boot(self.n_boot, self.name)
 
     def resolve_method(self, ctx: ExplainContext) -> str:
@@ -369,7 +395,7 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         m, nd, k = len(tiles), len(DIRECTIONS), len(a)
         with torch.no_grad():
             latent = editor.encode(tiles)
-        p0, low, high = self._probe(editor, predictor, latent, a, m, known)
+        p0, low, high, at_low, at_high = self._probe_points(editor, predictor, latent, a, m, known)
         target, ext, reach = self._targets(p0, low, high)
         x0r = starts[sl.start : sl.start + m]  # (mr, r, D, K)
         mr, r = x0r.shape[:2]
@@ -390,6 +416,12 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
                                    tiles=rows[rest])
             x = torch.cat([x, xr])
         main = m * nd
+        if self.probe_start:
+            beyond = torch.where((target >= p0[:, None])[..., None], at_high[:, None],
+                                 at_low[:, None])  # (m, D, K): the probe's point past the target
+            self._from_probe_points(editor, predictor, latent, a, method, seed, goal[:main],
+                                    reach.reshape(-1), beyond.reshape(-1, k),
+                                    (x, pred, conv, it))
         out["backward_attributes"][sl] = x[:main].reshape(m, nd, k).detach().cpu().numpy()
         out["backward_prediction"][sl] = pred[:main].reshape(m, nd).cpu().numpy()
         out["backward_target"][sl] = target.cpu().numpy()
@@ -398,6 +430,25 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
         out["backward_reachable"][sl] = reach.cpu().numpy()
         out["backward_reachable_prediction"][sl] = ext.cpu().numpy()
         return x[main:].reshape(mr, r, nd, k).detach().cpu().numpy()
+
+    def _from_probe_points(self, editor, predictor, latent, a, method, seed, goal, reach,
+                           beyond, result) -> None:
+        """``probe_start``: the main rows (tile-major, then direction; the first ``len(goal)``
+        of ``result = (A', prediction, converged, iterations)``) whose search from ``A`` missed
+        a reachable target are solved again from the probe's point past it (``beyond``, where
+        the probe met the prediction that made the target reachable); where that search reaches
+        the target its answer replaces the missed one (iterations: both searches'). In place."""
+        x, pred, conv, it = result
+        redo = torch.nonzero(reach & ~conv[: len(goal)]).flatten()
+        if not len(redo):
+            return
+        tiles = torch.div(redo, len(DIRECTIONS), rounding_mode="floor")
+        x2, p2, c2, i2 = self.optimize(editor, predictor, latent, a, goal[redo], method,
+                                       _iteration_seed(seed, 2 << 32), x0=beyond[redo],
+                                       tiles=tiles)
+        won = redo[c2]
+        x[won], pred[won], conv[won] = x2[c2], p2[c2], True
+        it[redo] += i2
 
     # -- after all lots ------------------------------------------------------------------------
     def report_section(self, run):

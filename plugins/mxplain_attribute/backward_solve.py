@@ -16,6 +16,8 @@ from ._common import edit_predict
 #: ``probe = "corners"`` (and :func:`probe_points`, the probe before issue 20) takes the box
 #: corners for at most this many attributes (2^K points per tile)
 PROBE_CORNERS_MAX_K = 6
+#: the factor by which ``lam`` grows at a stationary point that misses the target (``lam_steps``)
+LAM_GROWTH = 4.0
 
 
 def _iteration_seed(seed: int, it: int) -> int:
@@ -90,8 +92,8 @@ def prox_point(x, g, a, eta):
 
 class ProximalSolver:
     """The search and the probe of :class:`~mxplain_attribute.backward.BackwardCounterfactual`
-    (its parameters: ``batch_size``, ``lam``, ``lr``, ``max_iter``, ``tol``, ``spsa_c``,
-    ``spsa_samples``, ``targets``, ``target_mode``, ``probe``)."""
+    (its parameters: ``batch_size``, ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``,
+    ``spsa_c``, ``spsa_samples``, ``targets``, ``target_mode``, ``probe``)."""
 
     def _predict(self, editor, predictor, latent, rows: torch.Tensor, attrs: torch.Tensor):
         """No-grad predictions for latent rows ``rows`` at ``attrs``, in batches."""
@@ -180,6 +182,7 @@ class ProximalSolver:
         pred, f, g = torch.zeros(m, device=dev), torch.zeros(m, device=dev), torch.zeros_like(x)
         eta = torch.full((m,), float(self.lr), device=dev)
         iters = torch.zeros(m, dtype=torch.int32, device=dev)
+        grown = torch.zeros(m, dtype=torch.int32, device=dev)
         active = torch.zeros(m, dtype=torch.bool, device=dev)
         cand = x.clone()
         waiting, bs = 0, int(self.batch_size)
@@ -200,6 +203,7 @@ class ProximalSolver:
             if j:
                 self._accept(idx, cand[idx], p[:j], fr[:j], gr[:j], x, a, pred, f, g, eta,
                              iters, active, target, thr)
+                self._grow_lam(idx, pred, f, g, eta, iters, active, target, thr, lam, grown)
             idx = torch.nonzero(active).flatten()
             cand[idx] = prox_point(x[idx], g[idx], a[idx], eta[idx][:, None])
             bar.n = int(waiting - active.sum())
@@ -225,14 +229,32 @@ class ProximalSolver:
         spent = (eta[idx] < 1e-9) | (iters[idx] >= int(self.max_iter))
         active[idx] = ~(reached | stalled | spent)
 
+    def _grow_lam(self, idx, pred, f, g, eta, iters, active, target, thr, lam, grown):
+        """Continuation of ``lam`` (``lam_steps``): rows of ``idx`` that stopped short of their
+        target before ``max_iter`` (a stationary point of eq. 2 with this ``lam``, or a vanishing
+        step size) go on with ``lam`` x :data:`LAM_GROWTH` from where they stopped, at most
+        ``lam_steps`` times. ``f`` and ``g`` are linear in ``lam``, so they are rescaled, not
+        recomputed; the step size starts again at ``lr``. Rows that reached their target are
+        untouched: the continuation only turns a missed target into a reached one."""
+        if not int(self.lam_steps):
+            return
+        stopped = ~active[idx] & ((pred[idx] - target[idx]).abs() > thr[idx])
+        retry = stopped & (iters[idx] < int(self.max_iter)) & (grown[idx] < int(self.lam_steps))
+        r = idx[retry]
+        lam[r], f[r], g[r] = lam[r] * LAM_GROWTH, f[r] * LAM_GROWTH, g[r] * LAM_GROWTH
+        eta[r], grown[r], active[r] = float(self.lr), grown[r] + 1, True
+
     def _spsa(self, editor, predictor, latent, tiles, x, a, target, lam, thr, seed, progress):
         """The SPSA search of all rows together (one generator draw an iteration, shared by every
-        row); updates ``x`` in place, ``(prediction, iterations)``."""
+        row); a row stops at its target, at an accepted step that does not move it (a stationary
+        point of the estimate), at a vanishing step size or after ``max_iter`` iterations.
+        Updates ``x`` in place, ``(prediction, iterations)``."""
         m, dev = len(target), target.device
         pred = self._predict(editor, predictor, latent, tiles, x)
         eta = torch.full((m,), float(self.lr), device=dev)
         iters = torch.zeros(m, dtype=torch.int32, device=dev)
         active = (pred - target).abs() > thr
+        grown = torch.zeros(m, dtype=torch.int32, device=dev)
         bar = tqdm(total=int(self.max_iter), desc="backward (spsa)", disable=not progress,
                    leave=False)
         for it in range(int(self.max_iter)):
@@ -248,7 +270,10 @@ class ProximalSolver:
             eta[idx] = torch.where(ok, eta[idx] * 1.5, eta[idx] * 0.5)
             iters[idx] += 1
             reached = (pred[idx] - target[idx]).abs() <= thr[idx]
-            active[idx] = ~(reached | (eta[idx] < 1e-9))
+            stalled = ok & (step.abs().amax(1) < 1e-6)
+            active[idx] = ~(reached | stalled | (eta[idx] < 1e-9))
+            self._grow_lam(idx, pred, torch.zeros_like(pred), torch.zeros_like(x), eta,
+                           iters, active, target, thr, lam, grown)
             bar.update(1)
         bar.close()
         return pred, iters
@@ -262,6 +287,12 @@ class ProximalSolver:
 "corners"``: the box corners instead, for K <= 6). ``known (m, 1 +
         2K)``: predictions at :func:`endpoint_points` the run already made (NaN: not made), not
         made again."""
+        return self._probe_points(editor, predictor, latent, a, m, known)[:3]
+
+    def _probe_points(self, editor, predictor, latent, a: torch.Tensor, m: int,
+                      known: torch.Tensor | None = None):
+        """:meth:`_probe` and the probe's points where each tile's lowest and highest prediction
+        were met: ``(p0, low, high, at_low (m, K), at_high (m, K))``."""
         pts = endpoint_points(a)  # (1 + 2K, K)
         n_p, k = len(pts), len(a)
         p = (torch.full((m, n_p), float("nan"), device=a.device) if known is None
@@ -278,7 +309,9 @@ class ProximalSolver:
         rows = torch.arange(m, device=a.device).repeat_interleave(n_e)
         pe = self._predict(editor, predictor, latent, rows, ext).reshape(m, n_e)
         every = torch.cat([p, pe], 1)
-        return p[:, 0], every.amin(1), every.amax(1)
+        points = torch.cat([pts.expand(m, n_p, k), ext.reshape(m, n_e, k)], 1)
+        lo, hi, tile = every.argmin(1), every.argmax(1), torch.arange(m, device=a.device)
+        return p[:, 0], every[tile, lo], every[tile, hi], points[tile, lo], points[tile, hi]
 
     def _targets(self, p0, low, high):
         """Targets ``(m, D)``, the probe's extreme toward each target and its reachability."""

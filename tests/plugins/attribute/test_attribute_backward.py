@@ -88,10 +88,10 @@ def test_absolute_targets_and_lambda():
     np.testing.assert_array_equal(out["backward_target"], np.tile([650.0, 550.0], (4, 1)))
     _check_result(out, lot)
     # a tiny lambda makes the L1 term win: A' = A, target not reached
-    weak = BackwardCounterfactual(lam=1e-9).explain_lot(lot, make_ctx())
+    weak = BackwardCounterfactual(lam=1e-9, probe_start=False).explain_lot(lot, make_ctx())
     np.testing.assert_allclose(weak["backward_attributes"], np.broadcast_to(
         lot.attributes, (4, 2, 4)), atol=1e-7)
-    assert not weak["backward_converged"].any()
+    assert not weak["backward_converged"].any() and weak["backward_reachable"].all()
 
 
 def test_summarize_scores_law_and_writes_figures(tmp_path):
@@ -164,20 +164,23 @@ def test_thread_count_does_not_change_counterfactuals():
     lot = make_lots(n_lots=1, n_tiles=6, size=64)[0]
     ctx = make_ctx(predictor=ConvPredictor(), editor=ConvEditor())
     old = torch.get_num_threads()
-    outs = []
-    try:
-        for n in (2, 1):
-            torch.set_num_threads(n)
-            outs.append(BackwardCounterfactual(max_iter=40, batch_size=16).explain_lot(lot, ctx))
-            assert torch.get_num_threads() == n  # the caller's count is restored
-    finally:
-        torch.set_num_threads(old)
-    it = outs[0]["backward_iterations"]
-    # rows stop at different times, some before max_iter: odd active batches (the counts
-    # themselves differ by CPU: below 20 on one machine, 25-40 on another)
-    assert len(np.unique(it)) >= 3 and it.min() < 40, it
-    for name in outs[0]:
-        np.testing.assert_array_equal(outs[0][name], outs[1][name], err_msg=name)
+    for steps in (0, 3):  # without and with the continuation of lam
+        outs = []
+        try:
+            for n in (2, 1):
+                torch.set_num_threads(n)
+                outs.append(BackwardCounterfactual(max_iter=40, batch_size=16,
+                                                   lam_steps=steps).explain_lot(lot, ctx))
+                assert torch.get_num_threads() == n  # the caller's count is restored
+        finally:
+            torch.set_num_threads(old)
+        it = outs[0]["backward_iterations"]
+        if not steps:  # rows stop at different times, some before max_iter: odd active
+            # batches (the counts themselves differ by CPU: below 20 on one machine, 25-40 on
+            # another)
+            assert len(np.unique(it)) >= 3 and it.min() < 40, it
+        for name in outs[0]:
+            np.testing.assert_array_equal(outs[0][name], outs[1][name], err_msg=name)
 
 
 def _linear_range(lot):
@@ -464,3 +467,61 @@ def test_figure6_says_why_a_lot_has_no_bars_and_prints_plain_numbers(tmp_path):
     texts = [[t.get_text() for t in ax.texts] for ax in fig.axes[3::4]]
     assert texts[0] == []  # lot 0 has bars
     assert texts[1] and "both targets unreachable" in texts[1][0]
+
+
+class PlateauPredictor(FakePredictor):
+    """A property on a plateau up to the top tenth of the attribute's range, then a step (with the
+    editor below, brightness 0.4 + 0.1 a): from inside the plateau the gradient of the squared
+    miss is too weak against the L1 price of a move, so eq. 2 with one ``lam`` stops where it
+    starts."""
+
+    name = "plateau-predictor"
+
+    def forward(self, tiles):
+        a = (tiles.mean(dim=(1, 2, 3)) - 0.4) / 0.1
+        return 500.0 + 30.0 * torch.sigmoid(30.0 * (a - 0.85))
+
+
+@pytest.mark.parametrize("method", ["gradient", "spsa"])
+def test_lam_continuation_reaches_what_one_lam_stops_short_of(method):
+    lot = make_lots(n_lots=1, n_tiles=6)[0]
+    editor, pred = FakeEditor(coef=(0.1, 0.0, 0.0, 0.0)), PlateauPredictor()
+    latent = editor.encode(lot.tiles)
+    a = torch.as_tensor(lot.attributes)
+    top = pred.forward(editor.decode(latent, torch.tensor([1.0, *a[1:]]).expand(6, -1)))
+    base = pred.forward(editor.decode(latent, a.expand(6, -1)))
+    target = top - 8.0  # on the step, below its top
+    assert ((target - base).abs() > 0.01 * target).all()  # and not met at the start
+    runs = {s: BackwardCounterfactual(lam_steps=s, max_iter=400).optimize(
+        editor, pred, latent, a, target, method) for s in (0, 3)}
+    x0, _, conv0, _ = runs[0]
+    x3, p3, conv3, _ = runs[3]
+    assert not conv0.all()  # one lam: a stationary point short of the target
+    assert conv3.all()  # the continuation reaches every target
+    assert ((p3 - target).abs() <= 0.01 * target.abs()).all()
+    torch.testing.assert_close(x3[conv0], x0[conv0])  # what one lam found is unchanged
+    assert (x3[:, 0] > x0[:, 0] + 0.2).all() and (x3[:, 1:] == a[1:]).all()
+
+
+def test_lam_steps_is_checked():
+    with pytest.raises(UserError, match=r"^\[explain.backward\] lam_steps = -1"):
+        BackwardCounterfactual(lam_steps=-1)
+
+
+def test_a_missed_reachable_target_is_solved_again_from_the_probes_point():
+    """From inside the plateau the search from A stops where it starts (no continuation here);
+    the probe saw the step (attribute 0 at 1), so the tile is solved again from there and reaches
+    its target; the unreachable decrease is not solved again."""
+    lot = make_lots(n_lots=1, n_tiles=4)[0]
+    ctx = make_ctx(predictor=PlateauPredictor(), editor=FakeEditor(coef=(0.1, 0.0, 0.0, 0.0)))
+    kw = dict(targets=(522.0, 490.0), target_mode="absolute", lam_steps=0, restarts=0)
+    off = BackwardCounterfactual(probe_start=False, **kw).explain_lot(lot, ctx)
+    on = BackwardCounterfactual(**kw).explain_lot(lot, ctx)
+    assert off["backward_reachable"][:, 0].all() and not off["backward_reachable"][:, 1].any()
+    assert not off["backward_converged"].any()
+    np.testing.assert_allclose(off["backward_attributes"][:, 0], np.broadcast_to(
+        lot.attributes, (4, 4)), atol=1e-6)  # stuck at A
+    assert on["backward_converged"][:, 0].all() and not on["backward_converged"][:, 1].any()
+    assert (np.abs(on["backward_prediction"][:, 0] - 522.0) <= 5.22).all()
+    np.testing.assert_array_equal(on["backward_attributes"][:, 1], off["backward_attributes"][:, 1])
+    assert (on["backward_iterations"][:, 0] > off["backward_iterations"][:, 0]).all()
