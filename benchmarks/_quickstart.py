@@ -43,11 +43,12 @@ def models(cfg: dict, device: torch.device, predictor_path: str | None = None):
     size: loaded from ``predictor_path`` (a checkpoint, e.g. ``runs/quickstart/models/
     predictor.pt``) or freshly initialised (seeded)."""
     from mxplain import load_checkpoint as load
+    from mxplain.components import checkpoint_params
     from mxplain.resources import resolve_checkpoint
 
-    editor = load(resolve_checkpoint(EDITOR), device)
-    for key in set(cfg["editor"]) & set(editor.inference_params):  # as the pipeline sets them
-        setattr(editor, key, cfg["editor"][key])  # (the quickstart's edit_mode = "difference")
+    # as the pipeline loads it: the inference parameters beside the checkpoint (edit_mode)
+    editor = plugins.get("editor", cfg["editor"]["name"]).load(
+        resolve_checkpoint(EDITOR), device, params=checkpoint_params(cfg["editor"]))
     if predictor_path:
         return editor, load(predictor_path, device)
     from mxplain_wideresnet.model import WideResNet
