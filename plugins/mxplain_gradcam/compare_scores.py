@@ -72,7 +72,8 @@ def summary_table(metrics: dict, gtruth: dict, have: set) -> list[dict]:
         reach = metrics.get("backward_target_reached")
         rows.append({"method": "backward (counterfactual)", "kind": "attribute",
                      "faithfulness": (f"median share of the requested change reached "
-                                      f"{reach:.0%}" if reach is not None else "n/a"),
+                                      f"{reach:.0%} (reachable targets)"
+                                      if reach is not None else "n/a"),
                      "ground_truth": (f"sign agreement {bw['agreement']:.0%}"
                                       if bw else "n/a — no ground truth"),
                      "sign_agreement": bw["agreement"] if bw else None,
@@ -150,10 +151,24 @@ def _truth_mean(truth: np.ndarray, ctx: ExplainContext) -> dict[str, float]:
     return {a: float(v) for a, v in zip(names, row) if np.isfinite(v)}
 
 
+def _counterfactuals(cube) -> np.ndarray | None:
+    """``(lot, tile, direction)``: the tile-directions that are counterfactuals, i.e. whose
+    target was reachable and reached (``backward_reachable`` and ``backward_converged``, where
+    the cube has them; None: every one counts). A target met at the start or missed is none."""
+    have = set(cube.data_vars)
+    mask = None
+    for name in ("backward_reachable", "backward_converged"):
+        if name in have:
+            m = np.asarray(cube[name].values, bool)
+            mask = m if mask is None else mask & m
+    return mask
+
+
 def _backward_agreement(cube, truth: np.ndarray) -> dict:
     """Sign of the counterfactual attribute change vs the true effect (increase: same sign,
-    decrease: opposite sign), over attributes that moved by more than 1e-3 and whose true effect
-    is not negligible (:mod:`mxplain.truth`)."""
+    decrease: opposite sign), per tile, over the counterfactuals (:func:`_counterfactuals`) and
+    the attributes that moved by more than 1e-3 and whose true effect is not negligible
+    (:mod:`mxplain.truth`)."""
     ba = np.asarray(cube["backward_attributes"].values, np.float64)  # lot, tile, dir, attr
     la = np.asarray(cube["lot_attributes"].values, np.float64)  # lot, attr
     dirs = [str(d) for d in cube["backward_attributes"]["direction"].values]
@@ -162,6 +177,9 @@ def _backward_agreement(cube, truth: np.ndarray) -> dict:
     t = np.broadcast_to(truth[:, None, None, :], moved.shape)
     scored = np.broadcast_to(~negligible_mask(truth)[:, None, None, :], moved.shape)
     ok = np.isfinite(moved) & scored & (np.abs(moved) > 1e-3)
+    cf = _counterfactuals(cube)
+    if cf is not None:
+        ok &= cf[..., None]
     if not ok.any():
         return {"agreement": None, "pairs": 0}
     agree = np.sign(moved[ok]) == np.sign((t * sign_dir)[ok])
@@ -169,9 +187,11 @@ def _backward_agreement(cube, truth: np.ndarray) -> dict:
 
 
 def _backward_faithfulness(cube) -> float | None:
-    """Median over tiles and directions of (achieved change) / (requested change), both from the
-    prediction the backward explainer starts from: ``reconstruction_prediction`` (the editor's
-    reconstruction at the lot's attributes) where present, else ``prediction``."""
+    """Median over the tile-directions whose target was reachable (``backward_reachable`` where
+    the cube has it: a target within the tolerance of the start asks for no change) of
+    (achieved change) / (requested change), both from the prediction the backward explainer
+    starts from: ``reconstruction_prediction`` (the editor's reconstruction at the lot's
+    attributes) where present, else ``prediction``."""
     have = set(cube.data_vars)
     start = "reconstruction_prediction" if "reconstruction_prediction" in have else "prediction"
     if not {"backward_prediction", "backward_target", start} <= have:
@@ -181,6 +201,8 @@ def _backward_faithfulness(cube) -> float | None:
     p = np.asarray(cube[start].values, np.float64)[..., None]
     req = bt - p
     ok = np.isfinite(bp) & np.isfinite(req) & (np.abs(req) > 1e-9)
+    if "backward_reachable" in have:
+        ok &= np.asarray(cube["backward_reachable"].values, bool)
     if not ok.any():
         return None
     return float(np.median((bp - p)[ok] / req[ok]))

@@ -267,3 +267,34 @@ def test_compare_is_gated_by_the_editor_it_edits_through():
 
     assert "editor" not in Compare.requirements({})  # optional: without one it skips the sweep
     assert "editor" in Compare.uses({}) and Compare.requirements({}) <= Compare.uses({})
+
+
+def test_backward_scores_count_counterfactuals_only():
+    """A tile-direction whose target was unreachable (met at the start: no change asked) or
+    missed is no counterfactual: it enters neither the sign agreement nor the reached share (the
+    quickstart's table read 9 % and 81 % over every tile-direction where the backward explainer
+    reached 100 % of its reachable targets with every lot-mean direction right)."""
+    from mxplain_gradcam.compare_scores import _backward_agreement, _backward_faithfulness
+
+    cube = hand_cube()
+    truth = cube["true_sensitivity"].values
+    full = _backward_agreement(cube, truth)
+    nl, nt = cube.sizes["lot"], cube.sizes["tile"]
+    reach = np.ones((nl, nt, 2), bool)
+    reach[:, :, 1] = False  # every decrease unreachable
+    conv = np.ones((nl, nt, 2), bool)
+    conv[0, 0, 0] = False  # one increase missed
+    cube["backward_reachable"] = (("lot", "tile", "direction"), reach)
+    cube["backward_converged"] = (("lot", "tile", "direction"), conv)
+    only = _backward_agreement(cube, truth)
+    assert only["pairs"] < full["pairs"]
+    cf = reach & conv
+    ba = cube["backward_attributes"].values - cube["lot_attributes"].values[:, None, None]
+    scored = np.abs(truth) > 0  # none of the hand cube's true effects is negligible
+    ok = cf[..., None] & (np.abs(ba) > 1e-3) & scored[:, None, None]
+    agree = np.sign(ba) == np.sign(truth[:, None, None] * np.array([1, -1])[None, None, :, None])
+    assert only == {"agreement": pytest.approx(agree[ok].mean()), "pairs": int(ok.sum())}
+    # reached share over the reachable targets: the increases, (1.5 - 1) / (2 - 1) = 0.5 each
+    cube["backward_prediction"][:, :, 1] = 1.0  # decreases did not move: would pull it to 0
+    assert _backward_faithfulness(cube) == pytest.approx(0.5)
+    assert _backward_faithfulness(cube.drop_vars("backward_reachable")) == pytest.approx(0.25)
