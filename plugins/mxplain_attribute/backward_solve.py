@@ -1,5 +1,6 @@
 """The search of the backward explainer: eq. 2 solved by proximal gradient with backtracking (or
-SPSA where the models give no gradients), the reachability probe and the targets (see
+SPSA where the models give no gradients), the reachability probe, the targets and the solve of one
+chunk of a lot's tiles with its second start from the probe (see
 :mod:`mxplain_attribute.backward` for the method)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 from mxplain.gradients import grad
 from mxplain.interfaces import ExplainContext, Lot, latent_take
 
-from ._common import edit_predict
+from ._common import DIRECTIONS, edit_predict
 
 #: ``probe = "corners"`` (and :func:`probe_points`, the probe before issue 20) takes the box
 #: corners for at most this many attributes (2^K points per tile)
@@ -91,9 +92,11 @@ def prox_point(x, g, a, eta):
 
 
 class ProximalSolver:
-    """The search and the probe of :class:`~mxplain_attribute.backward.BackwardCounterfactual`
-    (its parameters: ``batch_size``, ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``,
-    ``spsa_c``, ``spsa_samples``, ``targets``, ``target_mode``, ``probe``)."""
+    """The search, the probe and the solve of one chunk of a lot's tiles of
+    :class:`~mxplain_attribute.backward.BackwardCounterfactual` (its parameters: ``batch_size``,
+    ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``, ``spsa_c``, ``spsa_samples``,
+    ``targets``, ``target_mode``, ``probe``, ``probe_start``; the restarts' starts come from
+    the explainer)."""
 
     def _predict(self, editor, predictor, latent, rows: torch.Tensor, attrs: torch.Tensor):
         """No-grad predictions for latent rows ``rows`` at ``attrs``, in batches."""
@@ -277,6 +280,71 @@ class ProximalSolver:
             bar.update(1)
         bar.close()
         return pred, iters
+
+    # -- one chunk of a lot ---------------------------------------------------------------------
+    def _solve_chunk(self, editor, predictor, tiles, a, method, seed, sl, out, starts,
+                     known) -> np.ndarray:
+        """Probe, targets, the main solve (from ``A``) of one chunk of tiles into ``out`` and the
+        restarts (from ``starts``) of its tiles among the first ``restart_tiles``: returns their
+        ``A'``, ``(tiles, restarts, D, K)``. With gradients, main and restart rows run in one
+        search (one active set)."""
+        m, nd, k = len(tiles), len(DIRECTIONS), len(a)
+        with torch.no_grad():
+            latent = editor.encode(tiles)
+        p0, low, high, at_low, at_high = self._probe_points(editor, predictor, latent, a, m, known)
+        target, ext, reach = self._targets(p0, low, high)
+        x0r = starts[sl.start : sl.start + m]  # (mr, r, D, K)
+        mr, r = x0r.shape[:2]
+        dev = a.device
+        rows = torch.cat([torch.arange(m, device=dev).repeat_interleave(nd),  # tile, direction
+                          torch.arange(mr, device=dev).repeat_interleave(r * nd)])  # t, r, d
+        goal = torch.cat([target.reshape(-1), target[:mr, None].expand(mr, r, nd).reshape(-1)])
+        x0 = torch.cat([a.expand(m * nd, k), x0r.reshape(-1, k)])
+        if method == "gradient":
+            x, pred, conv, it = self.optimize(editor, predictor, latent, a, goal, method, seed,
+                                              x0=x0, tiles=rows)
+        else:  # SPSA draws per (seed, iteration): the restarts keep their own seed
+            main, rest = slice(0, m * nd), slice(m * nd, len(goal))
+            x, pred, conv, it = self.optimize(editor, predictor, latent, a, goal[main], method,
+                                              seed, tiles=rows[main])
+            xr, *_ = self.optimize(editor, predictor, latent, a, goal[rest], method,
+                                   _iteration_seed(seed, 1 << 32), x0=x0[rest],
+                                   tiles=rows[rest])
+            x = torch.cat([x, xr])
+        main = m * nd
+        if self.probe_start:
+            beyond = torch.where((target >= p0[:, None])[..., None], at_high[:, None],
+                                 at_low[:, None])  # (m, D, K): the probe's point past the target
+            self._from_probe_points(editor, predictor, latent, a, method, seed, goal[:main],
+                                    reach.reshape(-1), beyond.reshape(-1, k),
+                                    (x, pred, conv, it))
+        out["backward_attributes"][sl] = x[:main].reshape(m, nd, k).detach().cpu().numpy()
+        out["backward_prediction"][sl] = pred[:main].reshape(m, nd).cpu().numpy()
+        out["backward_target"][sl] = target.cpu().numpy()
+        out["backward_converged"][sl] = conv[:main].reshape(m, nd).cpu().numpy()
+        out["backward_iterations"][sl] = it[:main].reshape(m, nd).cpu().numpy()
+        out["backward_reachable"][sl] = reach.cpu().numpy()
+        out["backward_reachable_prediction"][sl] = ext.cpu().numpy()
+        return x[main:].reshape(mr, r, nd, k).detach().cpu().numpy()
+
+    def _from_probe_points(self, editor, predictor, latent, a, method, seed, goal, reach,
+                           beyond, result) -> None:
+        """``probe_start``: the main rows (tile-major, then direction; the first ``len(goal)``
+        of ``result = (A', prediction, converged, iterations)``) whose search from ``A`` missed
+        a reachable target are solved again from the probe's point past it (``beyond``, where
+        the probe met the prediction that made the target reachable); where that search reaches
+        the target its answer replaces the missed one (iterations: both searches'). In place."""
+        x, pred, conv, it = result
+        redo = torch.nonzero(reach & ~conv[: len(goal)]).flatten()
+        if not len(redo):
+            return
+        tiles = torch.div(redo, len(DIRECTIONS), rounding_mode="floor")
+        x2, p2, c2, i2 = self.optimize(editor, predictor, latent, a, goal[redo], method,
+                                       _iteration_seed(seed, 2 << 32), x0=beyond[redo],
+                                       tiles=tiles)
+        won = redo[c2]
+        x[won], pred[won], conv[won] = x2[c2], p2[c2], True
+        it[redo] += i2
 
     # -- targets and reachability -------------------------------------------------------------
     def _probe(self, editor, predictor, latent, a: torch.Tensor, m: int,
