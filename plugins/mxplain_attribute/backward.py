@@ -168,11 +168,11 @@ class BackwardCounterfactual(ProximalSolver, Explainer):
     """Counterfactual attributes ``A'`` per tile and direction (eq. 2 of seed 000).
 
     Keys: ``targets``/``target_mode`` (``relative``, ``absolute`` or the data-driven
-    ``reachable``), ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``, ``batch_size``, ``optimizer``,
-    ``spsa_c``, ``spsa_samples``, ``threads`` (torch CPU threads of the search, 1: bit-identical
-    on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius`` (the stability check),
-    ``probe`` (``additive`` or the ``corners`` of the box), ``probe_start``; see the module
-    docstring."""
+    ``reachable``), ``lam``, ``lam_steps``, ``lr``, ``max_iter``, ``tol``, ``batch_size``,
+    ``optimizer``, ``spsa_c``, ``spsa_samples``, ``threads`` (torch CPU threads of the search,
+    1: bit-identical on Dask workers), ``restarts``, ``restart_tiles`` and ``restart_radius``
+    (the stability check), ``probe`` (``additive`` or the ``corners`` of the box),
+    ``probe_start``; see the module docstring."""
 
     name: ClassVar[str] = "backward"
     test_params: ClassVar[dict] = {"max_iter": 10}

@@ -84,6 +84,16 @@ def known_probe(lot: Lot, a_np: np.ndarray, ctx: ExplainContext) -> np.ndarray:
     return known
 
 
+def toward(target: torch.Tensor, p0: torch.Tensor, high: torch.Tensor, low: torch.Tensor):
+    """Per target ``(m, D)``, its tile's ``high`` where the target lies at or above the start
+    ``p0 (m,)``, else its ``low``: values ``(m,)`` -> ``(m, D)``, points ``(m, K)`` -> ``(m, D,
+    K)``."""
+    up = target >= p0[:, None]
+    if high.ndim == 2:
+        up = up[..., None]
+    return torch.where(up, high[:, None], low[:, None])
+
+
 def prox_point(x, g, a, eta):
     """The proximal gradient step from ``x`` along ``g`` with steps ``eta (m, 1)``: soft-threshold
     ``A' - A`` by the step, then the box [0, 1]."""
@@ -206,7 +216,7 @@ class ProximalSolver:
             if j:
                 self._accept(idx, cand[idx], p[:j], fr[:j], gr[:j], x, a, pred, f, g, eta,
                              iters, active, target, thr)
-                self._grow_lam(idx, pred, f, g, eta, iters, active, target, thr, lam, grown)
+                self._grow_lam(idx, pred, eta, iters, active, target, thr, lam, grown, f, g)
             idx = torch.nonzero(active).flatten()
             cand[idx] = prox_point(x[idx], g[idx], a[idx], eta[idx][:, None])
             bar.n = int(waiting - active.sum())
@@ -232,19 +242,24 @@ class ProximalSolver:
         spent = (eta[idx] < 1e-9) | (iters[idx] >= int(self.max_iter))
         active[idx] = ~(reached | stalled | spent)
 
-    def _grow_lam(self, idx, pred, f, g, eta, iters, active, target, thr, lam, grown):
+    def _grow_lam(self, idx, pred, eta, iters, active, target, thr, lam, grown, f=None,
+                  g=None):
         """Continuation of ``lam`` (``lam_steps``): rows of ``idx`` that stopped short of their
         target before ``max_iter`` (a stationary point of eq. 2 with this ``lam``, or a vanishing
         step size) go on with ``lam`` x :data:`LAM_GROWTH` from where they stopped, at most
-        ``lam_steps`` times. ``f`` and ``g`` are linear in ``lam``, so they are rescaled, not
-        recomputed; the step size starts again at ``lr``. Rows that reached their target are
+        ``lam_steps`` times. The kept objective ``f`` and gradient ``g`` (the gradient path's;
+        SPSA keeps neither) are linear in ``lam``, so they are rescaled, not recomputed; the
+        step size starts again at ``lr``. Rows that reached their target are
         untouched: the continuation only turns a missed target into a reached one."""
         if not int(self.lam_steps):
             return
         stopped = ~active[idx] & ((pred[idx] - target[idx]).abs() > thr[idx])
         retry = stopped & (iters[idx] < int(self.max_iter)) & (grown[idx] < int(self.lam_steps))
         r = idx[retry]
-        lam[r], f[r], g[r] = lam[r] * LAM_GROWTH, f[r] * LAM_GROWTH, g[r] * LAM_GROWTH
+        lam[r] = lam[r] * LAM_GROWTH
+        for kept in (f, g):
+            if kept is not None:
+                kept[r] = kept[r] * LAM_GROWTH
         eta[r], grown[r], active[r] = float(self.lr), grown[r] + 1, True
 
     def _spsa(self, editor, predictor, latent, tiles, x, a, target, lam, thr, seed, progress):
@@ -275,8 +290,7 @@ class ProximalSolver:
             reached = (pred[idx] - target[idx]).abs() <= thr[idx]
             stalled = ok & (step.abs().amax(1) < 1e-6)
             active[idx] = ~(reached | stalled | (eta[idx] < 1e-9))
-            self._grow_lam(idx, pred, torch.zeros_like(pred), torch.zeros_like(x), eta,
-                           iters, active, target, thr, lam, grown)
+            self._grow_lam(idx, pred, eta, iters, active, target, thr, lam, grown)
             bar.update(1)
         bar.close()
         return pred, iters
@@ -313,8 +327,7 @@ class ProximalSolver:
             x = torch.cat([x, xr])
         main = m * nd
         if self.probe_start:
-            beyond = torch.where((target >= p0[:, None])[..., None], at_high[:, None],
-                                 at_low[:, None])  # (m, D, K): the probe's point past the target
+            beyond = toward(target, p0, at_high, at_low)  # (m, D, K): the probe's point past it
             self._from_probe_points(editor, predictor, latent, a, method, seed, goal[:main],
                                     reach.reshape(-1), beyond.reshape(-1, k),
                                     (x, pred, conv, it))
@@ -392,7 +405,7 @@ class ProximalSolver:
         else:
             ext = torch.stack([high, low], 1)
             target = p0[:, None] + t.abs()[None, :] * (ext - p0[:, None])
-        ext = torch.where(target >= p0[:, None], high[:, None], low[:, None])
+        ext = toward(target, p0, high, low)
         thr = self.tol * target.abs()  # reached within the tolerance counts as reached
         reach = (target >= low[:, None] - thr) & (target <= high[:, None] + thr)
         if self.target_mode == "reachable":  # a target met at the start is no counterfactual
