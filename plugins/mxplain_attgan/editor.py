@@ -122,7 +122,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  dis_sn: bool = False, res_blocks: int = 0, diffaug: str = "",
                  upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
                  adv_rec: bool = False, edit_mode: str = "render",
-                 gatt_weights: dict[str, float] | None = None, gatt_keep_weight: float = 1.0):
+                 gatt_weights: dict[str, float] | None = None, gatt_keep_weight: float = 1.0,
+                 cls_trunk_attributes: list[str] | None = None):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -167,6 +168,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.edit_mode = edit_mode
         self.gatt_weights = gatt_weights
         self.gatt_keep_weight = gatt_keep_weight
+        self.cls_trunk_attributes = cls_trunk_attributes
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -174,8 +176,11 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         cls(**params)._check_params()
 
     # ---- construction -------------------------------------------------------------------------
-    def _build(self, n_attributes: int, tile_size: int) -> None:
+    def _build(self, attributes: tuple[str, ...], tile_size: int) -> None:
         self._check_params()
+        self._check_attribute_names(attributes)
+        n_attributes = len(attributes)
+        trunk = tuple(attributes.index(n) for n in self.cls_trunk_attributes or ())
         if tile_size % (2**self.n_layers):
             raise UserError(f"[editor] attgan: tile size {tile_size} is not divisible by "
                             f"2**n_layers = {2**self.n_layers}; lower n_layers")
@@ -193,7 +198,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                                     noise=self.noise)
         self.discriminator_ = Discriminator(n_attributes, tile_size, self.dis_dim,
                                             self.dis_fc_dim, self.n_layers, self.dis_norm,
-                                            cls_pool=self.cls_pool, spectral_norm=self.dis_sn)
+                                            cls_pool=self.cls_pool, spectral_norm=self.dis_sn,
+                                            trunk_columns=trunk)
         self.generator_.to(self.device)
         self.discriminator_.to(self.device)
         self.generator_ema_ = None
@@ -287,7 +293,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
             if key not in state:
                 raise KeyError(f"attgan state has no {key!r}")
         attrs = tuple(str(a) for a in state["attributes"])
-        self._build(len(attrs), int(state["tile_size"]))
+        self._build(attrs, int(state["tile_size"]))
         for part, module in (("generator", self.generator_),
                              ("discriminator", self.discriminator_)):
             own = module.state_dict()
@@ -329,8 +335,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         if store.n_lots < 1:
             raise UserError(f"tile store {str(store.path)!r} has no lots")
         self.attributes = tuple(store.attributes)
-        self._check_gatt_weights(self.attributes)
-        self._build(len(self.attributes), store.tile_size)
+        self._build(self.attributes, store.tile_size)
         x_all, a_all = self._load_data(store)
         sample_x = x_all[torch.randperm(len(x_all), generator=gen)[: min(4, len(x_all))]]
         loop = self._training_loop(x_all, a_all, gen, ctx, store.tile_size)

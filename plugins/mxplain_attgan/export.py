@@ -89,7 +89,7 @@ def _trained_state(run: Path, params: dict) -> tuple[dict, dict]:
         raise UserError(f"{run} holds neither models/editor.pt nor a training checkpoint")
     ckpt = torch.load(partial, map_location="cpu", weights_only=True)
     editor = AttGANEditor(**{k: v for k, v in params.items() if k in AttGANEditor.param_defaults()})
-    editor._build(int(params["n_attributes"]), int(params["tile_size"]))
+    editor._build(tuple(params["attributes"]), int(params["tile_size"]))
     editor.generator_.load_state_dict(ckpt["modules"].get("G_ema", ckpt["modules"]["G"]))
     editor.discriminator_.load_state_dict(ckpt["modules"]["D"])
     editor.generator_ema_ = None

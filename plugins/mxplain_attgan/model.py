@@ -253,11 +253,15 @@ class Discriminator(nn.Module):
 
     def __init__(self, n_attributes: int, image_size: int, dim: int = 64, fc_dim: int = 1024,
                  n_layers: int = 5, norm: str = "instancenorm", in_channels: int = 1,
-                 cls_pool: str = "flatten", spectral_norm: bool = False):
+                 cls_pool: str = "flatten", spectral_norm: bool = False,
+                 trunk_columns: tuple[int, ...] = ()):
         super().__init__()
         if cls_pool not in CLS_POOLS:
             raise ValueError(f"cls_pool must be one of {list(CLS_POOLS)}, not {cls_pool!r}")
+        if trunk_columns and cls_pool != "stats":
+            raise ValueError("trunk_columns needs cls_pool = 'stats'")
         self.cls_pool = cls_pool
+        self.trunk_columns = tuple(int(c) for c in trunk_columns)
         if image_size % (2**n_layers):
             raise ValueError(f"tile size {image_size} is not divisible by 2**n_layers = "
                              f"{2**n_layers}")
@@ -289,17 +293,27 @@ class Discriminator(nn.Module):
         self.fc_cls = (nn.Sequential(nn.Linear(cls_in, fc_dim), nn.LeakyReLU(0.2),
                                      nn.Linear(fc_dim, n_attributes)) if cls_pool != "stats"
                        else TextureHead(n_attributes))
+        self.fc_cls_trunk = None
+        if self.trunk_columns:
+            self.fc_cls_trunk = nn.Sequential(nn.Linear(sum(widths), fc_dim), nn.LeakyReLU(0.2),
+                                              nn.Linear(fc_dim, n_attributes))
+            mask = torch.zeros(n_attributes, dtype=torch.bool)
+            mask[list(self.trunk_columns)] = True
+            self.register_buffer("trunk_mask", mask, persistent=False)
         if spectral_norm:
             sn = nn.utils.parametrizations.spectral_norm
-            for seq in (self.conv, self.fc_adv) + ((self.fc_cls,) if cls_pool != "stats" else ()):
+            heads = ((self.fc_cls,) if cls_pool != "stats" else ()) + (
+                (self.fc_cls_trunk,) if self.fc_cls_trunk is not None else ())
+            for seq in (self.conv, self.fc_adv) + heads:
                 for i, m in enumerate(seq):
                     if isinstance(m, (nn.Conv2d, nn.Linear)):
                         seq[i] = sn(m)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [-1, 1] -> (critic features, classifier input), both batch first (with
-        ``cls_pool = "stats"`` the classifier input is the images themselves)."""
-        if self.cls_pool == "stats":
+        ``cls_pool = "stats"`` the classifier input is the images themselves, or with
+        ``trunk_columns`` the trunk's block means, as ``"mean"``)."""
+        if self.cls_pool == "stats" and not self.trunk_columns:
             return self.conv(x).flatten(1), x
         if self.cls_pool == "flatten":
             h = self.conv(x).flatten(1)
@@ -310,7 +324,23 @@ class Discriminator(nn.Module):
             means.append(x.mean(dim=(2, 3)))
         return x.flatten(1), torch.cat(means, dim=1)
 
+    def classify(self, plain: torch.Tensor, h_cls: torch.Tensor) -> torch.Tensor:
+        """Attribute logits ``(N, K)`` from the classifier input ``h_cls`` of :meth:`features`;
+        the texture head of ``cls_pool = "stats"`` reads the images ``plain`` instead, and the
+        ``trunk_columns`` come from a head on the trunk's block means."""
+        if self.cls_pool != "stats":
+            return self.fc_cls(h_cls)
+        logits = self.fc_cls(plain)
+        if self.fc_cls_trunk is None:
+            return logits
+        return torch.where(self.trunk_mask, self.fc_cls_trunk(h_cls).to(logits.dtype), logits)
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        """The trunk's and the attribute heads' parameters (what the classifier warm-up trains)."""
+        heads = [self.fc_cls] + ([self.fc_cls_trunk] if self.fc_cls_trunk is not None else [])
+        return list(self.conv.parameters()) + [p for h in heads for p in h.parameters()]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [-1, 1] -> (critic score ``(N,)``, attribute logits ``(N, K)``)."""
         h_adv, h_cls = self.features(x)
-        return self.fc_adv(h_adv).squeeze(1), self.fc_cls(h_cls)
+        return self.fc_adv(h_adv).squeeze(1), self.classify(x, h_cls)

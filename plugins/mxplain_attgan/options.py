@@ -92,16 +92,30 @@ class AttGANOptions:
         r = self.res_blocks
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise UserError(f"[editor] attgan: res_blocks must be an integer >= 0, got {r!r}")
-        self._check_gatt_weights()
+        self._check_attribute_names()
         try:
             self._policy = parse_policy(self.diffaug)
         except ValueError as exc:
             raise UserError(f"[editor] attgan: diffaug: {exc}") from None
 
-    def _check_gatt_weights(self, attributes: tuple[str, ...] | None = None) -> None:
+    def _check_attribute_names(self, attributes: tuple[str, ...] | None = None) -> None:
         """``gatt_weights`` (attribute name -> weight of its column in the generator's attribute
-        loss) and ``gatt_keep_weight`` (weight of the columns a target keeps at the tile's own
-        value); the names against the store's ``attributes`` when they are known."""
+        loss), ``gatt_keep_weight`` (weight of the columns a target keeps at the tile's own
+        value) and ``cls_trunk_attributes``; the names against the store's ``attributes`` when
+        they are known."""
+        t = self.cls_trunk_attributes
+        if t is not None:
+            if not (isinstance(t, (list, tuple)) and all(isinstance(n, str) for n in t)):
+                raise UserError(f"[editor] attgan: cls_trunk_attributes must be a list of "
+                                f"attribute names, got {t!r}")
+            if t and self.cls_pool != "stats":
+                raise UserError("[editor] attgan: cls_trunk_attributes chooses which attributes "
+                                "the trunk reads instead of cls_pool = \"stats\"'s texture "
+                                "head; set cls_pool = \"stats\" or unset it")
+            unknown = sorted(set(t) - set(attributes)) if attributes is not None else []
+            if unknown:
+                raise UserError(f"[editor] attgan: cls_trunk_attributes names {unknown}, not "
+                                f"attributes of the tile store {list(attributes)}")
         k = self.gatt_keep_weight
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
             raise UserError(f"[editor] attgan: gatt_keep_weight must be > 0, got {k!r}")

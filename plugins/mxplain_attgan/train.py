@@ -159,7 +159,10 @@ class AttGANTraining:
         (a cutout square or a shifted border would change the statistics, not the attribute)."""
         D = self.discriminator_
         if self.cls_pool == "stats":
-            return D.fc_cls(x if plain is None else plain)
+            plain = x if plain is None else plain
+            if not D.trunk_columns:
+                return D.fc_cls(plain)
+            return D.classify(plain, D.features(x)[1] if h is None else h)
         if self.cls_crop is not None and self.cls_crop < x.shape[-1]:
             h = D.features(periodic_random_crop(x, self.cls_crop, gen))[1]
         elif h is None:
@@ -392,7 +395,7 @@ class AttGANTraining:
         if not self.classifier_warmup_epochs:
             return []
         D = self.discriminator_
-        params = list(D.conv.parameters()) + list(D.fc_cls.parameters())
+        params = D.classifier_parameters()
         for p in D.parameters():
             p.requires_grad_(True)
         opt = torch.optim.Adam(params, lr=self.classifier_warmup_lr or self.lr,

@@ -48,7 +48,7 @@ def test_ema_weights_are_shipped_and_used(store):
 
 def test_ema_update_rule():
     ed = AttGANEditor(**TINY, g_ema=0.5)
-    ed._build(4, 32)
+    ed._build(("a", "b", "c", "d"), 32)
     with torch.no_grad():
         for p in ed.generator_.parameters():
             p.fill_(1.0)
@@ -64,7 +64,7 @@ def test_ema_update_rule():
 
 def test_two_timescale_learning_rates(store):
     ed = AttGANEditor(**TINY, epochs=2, lr=1e-4, lr_d=3e-4, lr_decay_epoch=1)
-    ed._build(4, 32)
+    ed._build(("a", "b", "c", "d"), 32)
     x, a = ed._load_data(store)
     loop = ed._training_loop(x, a, torch.Generator().manual_seed(0), RunContext(progress=False), 32)
     assert loop.opt_g.param_groups[0]["lr"] == 1e-4 and loop.opt_d.param_groups[0]["lr"] == 3e-4

@@ -133,3 +133,56 @@ def test_export_keeps_the_texture_head_in_float32():
     assert head == {"fc_cls.mean", "fc_cls.scale", "fc_cls.linear.weight", "fc_cls.linear.bias"}
     assert all(state[k].dtype == torch.float32 for k in head)
     assert all(v.dtype == torch.float16 for k, v in state.items() if k not in head)
+
+
+def test_trunk_columns_come_from_a_head_on_the_trunk_means():
+    torch.manual_seed(0)
+    d = Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, norm="layernorm", cls_pool="stats",
+                      spectral_norm=True, trunk_columns=(2,))
+    assert hasattr(d.fc_cls_trunk[0], "parametrizations")
+    d.eval()  # no power iteration between the calls compared
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    _, logits = d(x)
+    means = d.features(x)[1]
+    assert means.shape == (3, 4 + 8 + 16)  # the three blocks' channel means
+    want = d.fc_cls(x).clone()
+    want[:, 2] = d.fc_cls_trunk(means)[:, 2]
+    assert torch.allclose(logits, want)
+    ids = {id(p) for p in d.classifier_parameters()}
+    assert all(id(p) in ids for p in d.fc_cls_trunk.parameters())
+    with pytest.raises(ValueError, match="needs cls_pool = 'stats'"):
+        Discriminator(4, 32, dim=4, fc_dim=8, n_layers=3, cls_pool="mean", trunk_columns=(1,))
+
+
+def test_cls_trunk_attributes_are_checked_trained_and_round_trip(store):
+    from mxplain.errors import UserError
+
+    with pytest.raises(UserError, match="cls_trunk_attributes chooses"):
+        AttGANEditor(cls_trunk_attributes=["size"])._check_params()
+    with pytest.raises(UserError, match="must be a list of attribute names"):
+        AttGANEditor(cls_pool="stats", cls_trunk_attributes="size")._check_params()
+    name = store.attributes[1]
+    bad = AttGANEditor(**TINY, epochs=1, cls_pool="stats", dis_norm="layernorm",
+                       cls_trunk_attributes=["nope"])
+    with pytest.raises(UserError, match=r"cls_trunk_attributes names \['nope'\]"):
+        bad.fit(store, RunContext(progress=False))
+    ed = AttGANEditor(**TINY, epochs=1, n_critic=1, cls_pool="stats", dis_norm="layernorm",
+                      classifier_warmup_epochs=2, classifier_warmup_lr=1e-2,
+                      cls_trunk_attributes=[name])
+    fresh = AttGANEditor(**TINY, cls_pool="stats", dis_norm="layernorm",
+                         cls_trunk_attributes=[name])
+    torch.manual_seed(TINY["seed"])  # as fit() does before building the networks
+    fresh._build(tuple(store.attributes), store.tile_size)
+    before = {k: v.clone() for k, v in fresh.discriminator_.fc_cls_trunk.state_dict().items()}
+    ed.fit(store, RunContext(progress=False))
+    after = ed.discriminator_.fc_cls_trunk.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the warm-up trained it
+    tiles, _ = store.all_tiles()
+    x = torch.from_numpy(tiles).float()[:, None] / 255.0
+    loaded = AttGANEditor(**TINY, cls_pool="stats", dis_norm="layernorm",
+                          cls_trunk_attributes=[name])
+    loaded.load_state_dict(ed.state_dict())
+    assert torch.allclose(loaded.classify(x), ed.classify(x), atol=1e-6)
+    plain = AttGANEditor(**TINY, cls_pool="stats", dis_norm="layernorm")
+    with pytest.raises(ValueError, match="discriminator architecture differs"):
+        plain.load_state_dict(ed.state_dict())
