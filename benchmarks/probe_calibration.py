@@ -100,7 +100,7 @@ def main() -> None:
         for a, g in gate["attributes"].items():
             m = measured[a]
             ci = ", ".join(_f(c) for c in (g.get("effect_ratio_ci") or [None, None]))
-            print(f"| {alpha:g} | {a} | {_f(m['direction_share'] / m['ceiling'])} | "
+            print(f"| {alpha:g} | {a} | {m['direction_share'] / m['ceiling']:.3f} | "
                   f"{m['verdict']} | {_f(g['share_ratio'])} | {_f(g['effect_ratio'])} [{ci}] | "
                   f"{g['verdict']} |", flush=True)
         print(f"<!-- alpha {alpha:g}: {time.perf_counter() - t0:.0f} s -->", flush=True)
