@@ -27,12 +27,12 @@ import torch
 import mxplain
 from mxplain import trust
 from mxplain.editor_eval import edit_fidelity
-from mxplain.interfaces import Editor
+from mxplain.interfaces import Editor, NoLearnedState
 from mxplain.probe import fit_probe, probe_edits
 from mxplain.store import TileStore
 
 
-class AttenuatedOracle(Editor):
+class AttenuatedOracle(NoLearnedState, Editor):
     """The synthetic generator as an editor that renders a share ``alpha`` of every request."""
 
     name = "attenuated_oracle"
@@ -46,15 +46,6 @@ class AttenuatedOracle(Editor):
             attrs = torch.from_numpy(store.lot_attributes[i].astype(np.float32))
             for t in store.tiles(i):
                 self._own[np.ascontiguousarray(t).tobytes()] = attrs
-
-    def fit(self, store, ctx) -> dict:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def encode(self, tiles: torch.Tensor):
         u8 = (tiles.float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
