@@ -51,6 +51,16 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
   ``"translation,cutout"``, applied to every image the critic and its classifier see during
   training (real, generated, and in the warm-up), differentiably, so the generator learns through
   them (:mod:`.augment`; no rotations or flips: SEM tiles are lit from one side).
+
+Inference (``inference_params``, may be set beside a checkpoint):
+
+* ``edit_mode`` (above);
+* ``edit_gain`` (default 1.0): the attribute codes at inference are ``(2a - 1) * thres_int *
+  edit_gain`` (training always uses ``thres_int``): the reference AttGAN's ``test_int``, which
+  it sets to twice ``thres_int`` by default (``--thres_int 0.5 --test_int 1.0``), so that an edit
+  requested at test time is rendered at the strength training only approached. Every edit,
+  sweep and reconstruction at a tile's own attributes sees the same scale; the requested
+  attributes themselves are unchanged.
 """
 
 from __future__ import annotations
@@ -95,7 +105,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
 
     name: ClassVar[str] = "attgan"
     differentiable: ClassVar[bool] = True
-    inference_params: ClassVar[frozenset[str]] = frozenset({"edit_mode"})
+    inference_params: ClassVar[frozenset[str]] = frozenset({"edit_mode", "edit_gain"})
     test_params: ClassVar[dict] = {"enc_dim": 8, "dec_dim": 8, "dis_dim": 8, "dis_fc_dim": 16,
                                    "n_layers": 3, "epochs": 1, "batch_size": 8}
     #: learned state, ``None`` until ``fit`` or ``load_state_dict`` build the networks (with
@@ -123,7 +133,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
                  adv_rec: bool = False, edit_mode: str = "render",
                  gatt_weights: dict[str, float] | None = None, gatt_keep_weight: float = 1.0,
-                 cls_trunk_attributes: list[str] | None = None):
+                 cls_trunk_attributes: list[str] | None = None, edit_gain: float = 1.0):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -169,6 +179,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.gatt_weights = gatt_weights
         self.gatt_keep_weight = gatt_keep_weight
         self.cls_trunk_attributes = cls_trunk_attributes
+        self.edit_gain = edit_gain
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -241,7 +252,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         if self.edit_mode != "difference":
             return zs
         with torch.no_grad():
-            anchor = g.decode(zs, encode_attributes(self.classify(tiles), self.thres_int))
+            anchor = g.decode(zs, encode_attributes(self.classify(tiles), self._test_int))
         return (*zs, x - anchor.float())
 
     def decode(self, latent, attributes: torch.Tensor) -> torch.Tensor:
@@ -255,10 +266,15 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
             a = a[None].expand(latent[0].size(0), -1)
         if self.edit_mode == "difference":
             *zs, detail = latent
-            y = g.decode(tuple(zs), encode_attributes(a, self.thres_int))
+            y = g.decode(tuple(zs), encode_attributes(a, self._test_int))
             return ((y.float() + detail.detach().float()).clamp(-1.0, 1.0) + 1.0) / 2.0
-        y = g.decode(latent, encode_attributes(a, self.thres_int))
+        y = g.decode(latent, encode_attributes(a, self._test_int))
         return (y.float() + 1.0) / 2.0
+
+    @property
+    def _test_int(self) -> float:
+        """The code scale at inference: ``thres_int * edit_gain`` (the reference's ``test_int``)."""
+        return self.thres_int * self.edit_gain
 
     def compile(self) -> list[str]:
         """``torch.compile`` the generator's decoder (the weights and the state dict are untouched)."""

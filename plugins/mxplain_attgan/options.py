@@ -27,6 +27,10 @@ class AttGANOptions:
                             f"unset, got {m!r}")
         if not self.thres_int > 0:
             raise UserError(f"[editor] attgan: thres_int must be > 0, got {self.thres_int!r}")
+        g = self.edit_gain
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 4:
+            raise UserError(f"[editor] attgan: edit_gain must be a number in (0, 4] (1 = the "
+                            f"training's code scale), got {g!r}")
         if not 0.0 <= self.b_uniform <= 1.0:
             raise UserError(f"[editor] attgan: b_uniform must be in [0, 1], got {self.b_uniform!r}")
         if self.target_sampling not in TARGET_SAMPLINGS:

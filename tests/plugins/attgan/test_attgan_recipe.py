@@ -329,3 +329,36 @@ def test_a_checkpoint_loads_as_a_difference_editor(store, tmp_path):
         assert not torch.allclose(ed.edit(x, ed.classify(x)), x, atol=1e-2)
     with pytest.raises(UserError, match="epochs cannot be changed on a trained checkpoint"):
         AttGANEditor.load(tmp_path / "e.pt", params={"epochs": 3})
+
+
+def test_edit_gain_scales_the_inference_codes_like_the_references_test_int(store, tmp_path):
+    """edit_gain is an inference parameter: a checkpoint loads with it; its decode at attributes a
+    is the gain-1 decode at 0.5 + edit_gain (a - 0.5) (the codes (2a - 1) thres_int edit_gain),
+    the difference editor still returns the tile at the classifier's reading, and out-of-range
+    gains are one error line."""
+    ed = AttGANEditor(**TINY, epochs=1, n_critic=1, edit_mode="difference")
+    ed.fit(store, RunContext(progress=False))
+    ed.save(tmp_path / "e.pt")
+    assert AttGANEditor.load(tmp_path / "e.pt").edit_gain == 1.0
+    strong = AttGANEditor.load(tmp_path / "e.pt", params={"edit_gain": 2.0})
+    x = store.lot(0).tiles[:3]
+    a = torch.full((3, len(store.attributes)), 0.4)
+    a[:, 0] = 0.6
+    with torch.no_grad():
+        assert torch.allclose(strong.decode(strong.encode(x), strong.classify(x)), x, atol=1e-5)
+        g = strong._require()
+        zs = g.encode(x.float() * 2 - 1)
+        lat = strong.encode(x)
+        plain = AttGANEditor.load(tmp_path / "e.pt", params={"edit_mode": "render"})
+        want = plain.decode(zs, 0.5 + 2.0 * (a - 0.5)) - plain.decode(zs, 0.5 + 2.0 * (
+            strong.classify(x) - 0.5))
+        got = strong.decode(lat, a) - x
+        inside = (strong.decode(lat, a) > 0.01) & (strong.decode(lat, a) < 0.99)
+        assert inside.float().mean() > 0.5
+        assert torch.allclose(got[inside], want[inside], atol=1e-4)
+        weak = AttGANEditor.load(tmp_path / "e.pt", params={"edit_mode": "difference"})
+        assert float((strong.decode(lat, a) - x).abs().mean()) > \
+            float((weak.decode(weak.encode(x), a) - x).abs().mean())
+    for bad in (0, -1.0, 5.0, True, "2"):
+        with pytest.raises(UserError, match="edit_gain"):
+            AttGANEditor(edit_gain=bad)._check_params()
