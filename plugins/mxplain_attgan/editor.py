@@ -20,6 +20,8 @@ plugin README's recipe table; ``examples/quickstart-train.toml`` turns them all 
   2018), on top of the gradient penalty;
 * ``res_blocks`` (default 0): residual blocks on the attribute-conditioned bottleneck of the
   generator (:class:`.model.ResBlock`);
+* ``gated_shortcuts`` (default 0): further U-Net skips through a selective gate that sees the
+  attribute code (:class:`.model.Generator`; after STGAN's selective transfer units);
 * ``upsample`` (default ``"transpose"``): ``"resize"`` decodes with nearest-neighbour x2 +
   3x3 convolutions instead of 4x4 stride-2 transposed convolutions (Odena et al., Distill 2016),
   which leave checkerboard artefacts a realism critic reads (:func:`.model.upsample_conv`);
@@ -133,7 +135,8 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                  upsample: str = "transpose", noise: bool = False, rec_blur: float = 0.0,
                  adv_rec: bool = False, edit_mode: str = "render",
                  gatt_weights: dict[str, float] | None = None, gatt_keep_weight: float = 1.0,
-                 cls_trunk_attributes: list[str] | None = None, edit_gain: float = 1.0):
+                 cls_trunk_attributes: list[str] | None = None, edit_gain: float = 1.0,
+                 gated_shortcuts: int = 0):
         self.enc_dim = enc_dim
         self.dec_dim = dec_dim
         self.dis_dim = dis_dim
@@ -180,6 +183,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.gatt_keep_weight = gatt_keep_weight
         self.cls_trunk_attributes = cls_trunk_attributes
         self.edit_gain = edit_gain
+        self.gated_shortcuts = gated_shortcuts
 
     @classmethod
     def check_params(cls, params: dict) -> None:
@@ -206,7 +210,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
         self.generator_ = Generator(n_attributes, self.enc_dim, self.dec_dim, self.n_layers,
                                     self.shortcut_layers, self.inject_layers,
                                     res_blocks=self.res_blocks, upsample=self.upsample,
-                                    noise=self.noise)
+                                    noise=self.noise, gated_shortcuts=self.gated_shortcuts)
         self.discriminator_ = Discriminator(n_attributes, tile_size, self.dis_dim,
                                             self.dis_fc_dim, self.n_layers, self.dis_norm,
                                             cls_pool=self.cls_pool, spectral_norm=self.dis_sn,
@@ -321,6 +325,7 @@ class AttGANEditor(AttGANOptions, AttGANTraining, AttGANDiagnostics, Editor):
                     f"{part} architecture differs from this configuration (n_layers="
                     f"{self.n_layers}, shortcut_layers={self.shortcut_layers}, inject_layers="
                     f"{self.inject_layers}, res_blocks={self.res_blocks}, noise={self.noise}, "
+                    f"gated_shortcuts={self.gated_shortcuts}, "
                     f"upsample={self.upsample!r}): missing {missing[:3]}, "
                     f"unexpected {extra[:3]}")
             for k, v in own.items():

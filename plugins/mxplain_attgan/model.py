@@ -37,6 +37,16 @@ Generator
     decoder block: more capacity where the tile's content and the code meet, at the cheapest
     resolution.
 
+    Recipe option ``gated_shortcuts`` (default 0 = the reference): that many further U-Net skips
+    after the ``shortcut_layers`` plain ones, each multiplied channel- and pixel-wise by a gate
+    ``sigmoid(Conv3x3([decoder features, skip, tiled code]))`` before it is concatenated. A plain
+    skip at the finest scales carries every pit and outline, and the decoder copies them
+    whatever the code says (plugins/mxplain_attgan/README.md, third pass); a gate that sees the
+    code can pass the tile's detail where the request keeps it and hold it back where the request
+    removes it. After STGAN's selective transfer units (Liu et al., CVPR 2019); deviation: one
+    convolution and a sigmoid, conditioned on the target code (AttGAN's), not a GRU-like unit
+    driven by the difference of the target and source attributes.
+
 Discriminator
     ``n_layers`` blocks Conv(4x4, stride 2) + InstanceNorm(affine) (or LayerNorm) + LeakyReLU(0.2) -
     no BatchNorm because of the gradient penalty - then two heads: an adversarial critic
@@ -143,7 +153,8 @@ class Generator(nn.Module):
 
     def __init__(self, n_attributes: int, enc_dim: int = 64, dec_dim: int = 64, n_layers: int = 5,
                  shortcut_layers: int = 1, inject_layers: int = 1, in_channels: int = 1,
-                 res_blocks: int = 0, upsample: str = "transpose", noise: bool = False):
+                 res_blocks: int = 0, upsample: str = "transpose", noise: bool = False,
+                 gated_shortcuts: int = 0):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -151,6 +162,7 @@ class Generator(nn.Module):
         self.n_layers = n_layers
         self.shortcut_layers = max(0, min(shortcut_layers, n_layers - 1))
         self.inject_layers = max(0, min(inject_layers, n_layers - 1))
+        self.gated_shortcuts = max(0, min(gated_shortcuts, n_layers - 1 - self.shortcut_layers))
         enc_ch = _enc_channels(enc_dim, n_layers)
         dec_ch = _dec_channels(dec_dim, n_layers)
         self.enc_ch = enc_ch
@@ -168,7 +180,7 @@ class Generator(nn.Module):
 
         n_in = enc_ch[-1] + n_attributes
         self.res_layers = nn.Sequential(*(ResBlock(n_in) for _ in range(max(0, res_blocks))))
-        dec = []
+        dec, gates = [], []
         for i in range(n_layers):
             if i < n_layers - 1:
                 n_out = dec_ch[i]
@@ -178,8 +190,11 @@ class Generator(nn.Module):
                     nn.ReLU(),
                 ))
                 n_in = n_out
-                if i < self.shortcut_layers:
-                    n_in += enc_ch[n_layers - 2 - i]
+                n_skip = enc_ch[n_layers - 2 - i]
+                if self.shortcut_layers <= i < self.shortcut_layers + self.gated_shortcuts:
+                    gates.append(nn.Conv2d(n_out + n_skip + n_attributes, n_skip, 3, padding=1))
+                if i < self.shortcut_layers + self.gated_shortcuts:
+                    n_in += n_skip
                 if i < self.inject_layers:
                     n_in += n_attributes
             else:
@@ -188,6 +203,7 @@ class Generator(nn.Module):
                     nn.Tanh(),
                 ))
         self.dec_layers = nn.ModuleList(dec)
+        self.gates = nn.ModuleList(gates)
         self.noise = bool(noise)
         if self.noise:  # zero-initialised: training starts from the noise-free generator
             self.noise_weight = nn.Parameter(torch.zeros(1, n_in, 1, 1))
@@ -237,12 +253,19 @@ class Generator(nn.Module):
         last = len(self.dec_layers) - 1
         for i, layer in enumerate(self.dec_layers):
             z = self._last_block(layer, z, noise) if i == last else layer(z)
-            if i < self.shortcut_layers:
-                skip = zs[self.n_layers - 2 - i]
-                z = torch.cat([z, skip.to(z.dtype)], dim=1)
+            if i < self.shortcut_layers + self.gated_shortcuts:
+                skip = zs[self.n_layers - 2 - i].to(z.dtype)
+                if i >= self.shortcut_layers:
+                    skip = skip * self.gate(i, z, skip, c)
+                z = torch.cat([z, skip], dim=1)
             if i < self.inject_layers:
                 z = torch.cat([z, self._tile(c, z.size(2), z.size(3)).to(z.dtype)], dim=1)
         return z
+
+    def gate(self, i: int, z: torch.Tensor, skip: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The selective gate in [0, 1] of decoder block ``i``'s skip (``gated_shortcuts``)."""
+        tiled = self._tile(c, z.size(2), z.size(3)).to(z.dtype)
+        return torch.sigmoid(self.gates[i - self.shortcut_layers](torch.cat([z, skip, tiled], 1)))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), c)

@@ -96,6 +96,9 @@ class AttGANOptions:
         r = self.res_blocks
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise UserError(f"[editor] attgan: res_blocks must be an integer >= 0, got {r!r}")
+        gs = self.gated_shortcuts
+        if not isinstance(gs, int) or isinstance(gs, bool) or gs < 0:
+            raise UserError(f"[editor] attgan: gated_shortcuts must be an integer >= 0, got {gs!r}")
         self._check_attribute_names()
         try:
             self._policy = parse_policy(self.diffaug)

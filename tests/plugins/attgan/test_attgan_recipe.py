@@ -362,3 +362,35 @@ def test_edit_gain_scales_the_inference_codes_like_the_references_test_int(store
     for bad in (0, -1.0, 5.0, True, "2"):
         with pytest.raises(UserError, match="edit_gain"):
             AttGANEditor(edit_gain=bad)._check_params()
+
+
+def test_gated_shortcuts_pass_the_skip_through_a_code_dependent_gate():
+    """gated_shortcuts: the skips after the plain ones get a gate in [0, 1] that sees the code; a
+    closed gate is a zero skip, an open one the plain skip; the count is capped at n_layers - 1."""
+    torch.manual_seed(0)
+    g = Generator(3, 4, 4, n_layers=3, shortcut_layers=1, gated_shortcuts=1)
+    plain = Generator(3, 4, 4, n_layers=3, shortcut_layers=2)
+    assert len(g.gates) == 1 and g.gates[0].out_channels == g.enc_ch[0]
+    assert Generator(3, 4, 4, n_layers=3, shortcut_layers=1, gated_shortcuts=5).gated_shortcuts == 1
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if not k.startswith("gates")})
+    g.eval()
+    plain.eval()
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    c = torch.rand(2, 3) * 2 - 1
+    zs = g.encode(x)
+    with torch.no_grad():
+        out = g.decode(zs, c)
+        assert out.shape == (2, 1, 32, 32)
+        z1 = g.dec_layers[0](torch.cat([zs[-1], g._tile(c, *zs[-1].shape[-2:])], 1))
+        z1 = g.dec_layers[1](torch.cat([z1, zs[1], g._tile(c, *z1.shape[-2:])], 1))
+        gate = g.gate(1, z1, zs[0], c)
+        assert gate.min() >= 0 and gate.max() <= 1 and gate.std() > 0
+        assert not torch.allclose(gate, g.gate(1, z1, zs[0], -c))  # the code moves the gate
+        g.gates[0].weight.zero_()
+        g.gates[0].bias.fill_(30.0)  # open: the plain skip
+        assert torch.allclose(g.decode(zs, c), plain.decode(zs, c), atol=1e-5)
+        g.gates[0].bias.fill_(-30.0)  # closed: a zero skip
+        zero = tuple(torch.zeros_like(z) if i == 0 else z for i, z in enumerate(zs))
+        assert torch.allclose(g.decode(zs, c), plain.decode(zero, c), atol=1e-5)
+    with pytest.raises(UserError, match="gated_shortcuts"):
+        AttGANEditor(gated_shortcuts=-1)._check_params()
