@@ -19,7 +19,9 @@ value read as TOML (``--set lam_steps=0``)."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import _quickstart as qs
 import numpy as np
@@ -29,10 +31,19 @@ import torch
 from mxplain.components import base_values, order_explainers, reader_context
 
 
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def dump(path: str, n_lots: int, predictor: str | None, names: list[str],
          overrides: dict | None = None) -> None:
     """Lot by lot as the pipeline does: its own variables first, then ``names`` in its order,
-    each reading what the earlier ones wrote; only the ``backward_*`` values are saved."""
+    each reading what the earlier ones wrote; only the ``backward_*`` values are saved. An
+    existing ``path`` is refused before any work (this script never replaces a file)."""
+    path = Path(path if str(path).endswith(".npz") else f"{path}.npz")
+    if path.exists():
+        _refuse(f"{path} exists; name a new file (nothing was written)")
     cfg = qs.config()
     cfg["explain"]["backward"].update(overrides or {})
     device = torch.device("cpu")
@@ -58,7 +69,12 @@ def dump(path: str, n_lots: int, predictor: str | None, names: list[str],
             if key.startswith("backward_"):
                 parts.setdefault(key, []).append(v)
     print(f"{n_lots} lots: backward {cpu:.2f} CPU s")
-    np.savez(path, **{k: np.stack(v) for k, v in parts.items()})
+    tmp = path.with_name(f".{path.name}.partial.npz")
+    np.savez(tmp, **{k: np.stack(v) for k, v in parts.items()})
+    if path.exists():
+        tmp.unlink()
+        _refuse(f"{path} appeared while the dump ran; kept it, nothing written")
+    tmp.replace(path)
 
 
 def _shares(d) -> tuple[int, int]:
