@@ -66,7 +66,7 @@ def table_figure(table: list[dict], path: Path) -> str:
     ax.axis("off")
     if cells:
         t = ax.table(cellText=cells, colLabels=heads, loc="center", cellLoc="left",
-                     colWidths=[0.14, 0.06, 0.42, 0.18, 0.08, 0.08])
+                     colWidths=[0.16, 0.06, 0.42, 0.16, 0.08, 0.09])
         t.auto_set_font_size(False)
         t.set_fontsize(8)
         t.scale(1, 2.6)
