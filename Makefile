@@ -24,7 +24,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 # The quickstart's shipped AttGAN (plugins/mxplain_attgan/README.md): train it (resumes an interrupted
-# run; ~67 min on one CPU thread) and export the float16 inference checkpoint with its provenance.
+# run; ~65 min on one CPU thread) and export the float16 inference checkpoint with its provenance.
 QS_EDITOR_RUN ?= runs/quickstart-editor
 quickstart-models: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/mxplain run examples/quickstart-train.toml --out $(QS_EDITOR_RUN) --resume
