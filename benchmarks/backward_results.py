@@ -19,6 +19,7 @@ value read as TOML (``--set lam_steps=0``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,12 +70,20 @@ def dump(path: str, n_lots: int, predictor: str | None, names: list[str],
             if key.startswith("backward_"):
                 parts.setdefault(key, []).append(v)
     print(f"{n_lots} lots: backward {cpu:.2f} CPU s")
+    publish(path, {k: np.stack(v) for k, v in parts.items()})
+
+
+def publish(path: Path, arrays: dict) -> None:
+    """``arrays`` as the new file ``path``, written whole or not at all; a file that appeared at
+    ``path`` meanwhile is kept (``os.link`` never replaces) and the dump refused."""
     tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez(tmp, **{k: np.stack(v) for k, v in parts.items()})
-    if path.exists():
-        tmp.unlink()
+    try:
+        np.savez(tmp, **arrays)
+        os.link(tmp, path)
+    except FileExistsError:
         _refuse(f"{path} appeared while the dump ran; kept it, nothing written")
-    tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _shares(d) -> tuple[int, int]:

@@ -194,3 +194,27 @@ def test_fused_proximal_gives_the_explainers_iterates_with_one_pass_an_iteration
     grad_rows = sum(r for (_, op, g), r in counter.rows.items() if op == "decode" and g)
     assert grad_rows == 4 + int(i1.sum())  # the start, then one pass a row and iteration
     assert not any(op == "decode" and not g for (_, op, g) in counter.rows)
+
+
+def test_backward_results_dump_never_replaces_a_file(tmp_path, capsys):
+    """``dump`` refuses an existing path before any work (exit 2, the file untouched), also when
+    named without its ``.npz`` suffix; ``publish`` writes a new file whole, keeps one that
+    appeared meanwhile, and leaves no partial file either way."""
+    import backward_results
+
+    mine = tmp_path / "mine.npz"
+    mine.write_bytes(b"the user's own file")
+    for name in (mine, tmp_path / "mine"):
+        with pytest.raises(SystemExit) as exc:
+            backward_results.dump(str(name), 1, None, ["backward"])
+        assert exc.value.code == 2
+        assert "error: " in capsys.readouterr().err
+    assert mine.read_bytes() == b"the user's own file"
+
+    new = tmp_path / "new.npz"
+    backward_results.publish(new, {"backward_reachable": np.array([True, False])})
+    assert np.load(new)["backward_reachable"].tolist() == [True, False]
+    with pytest.raises(SystemExit) as exc:
+        backward_results.publish(mine, {"backward_reachable": np.array([True])})
+    assert exc.value.code == 2 and mine.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.npz", "new.npz"]
